@@ -1,0 +1,178 @@
+"""The `lifecycle` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lifecycle.config import Settings
+from lifecycle.errors import LifecycleError
+
+__all__ = ["main"]
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _need_broker(settings: Settings, command: str) -> None:
+    if not settings.kafka_bootstrap:
+        raise LifecycleError(
+            f"`lifecycle {command}` needs LIFECYCLE_KAFKA_BOOTSTRAP; "
+            "`lifecycle up` starts an embedded broker if you have none"
+        )
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from lifecycle.supervisor import running_pipeline, worker_alive
+
+    with running_pipeline(settings, _say) as (live, stack):
+        _say(f"up: broker {live.kafka_bootstrap}; press Ctrl-C to stop")
+        try:
+            while worker_alive(stack):
+                time.sleep(0.5)
+            _say("the worker exited; stopping (see its log)")
+            return 1
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from lifecycle.demo import run_demo
+
+    return run_demo(settings, _say, accounts=args.accounts, visitors=args.visitors)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    _need_broker(settings, "worker")
+    import faust
+
+    from streams.app import build_app
+
+    pipeline = build_app(settings)
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_topics_apply(settings: Settings, args: argparse.Namespace) -> int:
+    _need_broker(settings, "topics apply")
+    from lifecycle.topics import apply_topics, load_spec
+
+    report = apply_topics(settings, load_spec(settings.topic_spec, args.profile))
+    for line in report.lines():
+        _say(line)
+    return 2 if (report.drift and args.strict) else 0
+
+
+def cmd_emit(settings: Settings, args: argparse.Namespace) -> int:
+    """Validate and send JSON events (one object or an array per line) from a file or stdin."""
+    _need_broker(settings, "emit")
+    from connectors.emitter import Emitter
+    from schemas.errors import ValidationFailed
+
+    source = sys.stdin if args.file == "-" else open(args.file)
+    sent = failed = 0
+    with source, Emitter(settings) as emitter:
+        for lineno, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                _say(f"line {lineno}: not JSON")
+                failed += 1
+                continue
+            for event in doc if isinstance(doc, list) else [doc]:
+                try:
+                    emitter.emit(event)
+                    sent += 1
+                except ValidationFailed as exc:
+                    failed += 1
+                    _say(f"line {lineno}: " + "; ".join(f"{e.field}: {e.problem}" for e in exc.errors))
+    _say(f"sent {sent}, refused {failed}")
+    return 1 if failed else 0
+
+
+def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    """Print dead letters: origin and reason, never the original bytes."""
+    _need_broker(settings, "dlq list")
+    from kafka import KafkaConsumer
+
+    from schemas.codec import Codec
+    from schemas.registry import make_registry
+
+    codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
+    consumer = KafkaConsumer(
+        settings.topic("dead-letters"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(args.wait_s * 1000),
+        **settings.kafka_client_kwargs(),
+    )
+    shown = 0
+    try:
+        for msg in consumer:
+            letter = codec.decode(msg.value).value
+            row = {
+                "origin": f"{letter['original_topic']}[{letter['original_partition']}]@{letter['original_offset']}",
+                "reason": letter["reason"],
+                "stage": letter["stage"],
+                "bytes": len(letter["original_value"] or b""),
+            }
+            _say(json.dumps(row))
+            shown += 1
+            if shown >= args.limit:
+                break
+    finally:
+        consumer.close()
+    _say(f"{shown} dead letter(s)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lifecycle", description="Privacy-policy data lifecycle pipeline.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="embedded stack + topics + worker, in the foreground").set_defaults(fn=cmd_up)
+    demo = sub.add_parser("demo", help="`up`, driven by simulated upstream traffic, ending with a report")
+    demo.add_argument("--accounts", type=int, default=200)
+    demo.add_argument("--visitors", type=int, default=300)
+    demo.set_defaults(fn=cmd_demo)
+    sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
+    topics = sub.add_parser("topics", help="topic administration").add_subparsers(dest="action", required=True)
+    apply = topics.add_parser("apply", help="create every topic of deploy/topics.yaml; report drift")
+    apply.add_argument("--profile", default=None, help="a profile of the spec, e.g. production")
+    apply.add_argument("--strict", action="store_true", help="exit 2 when drift is found")
+    apply.set_defaults(fn=cmd_topics_apply)
+    emit = sub.add_parser("emit", help="validate and send JSON events (JSON lines) from FILE or -")
+    emit.add_argument("file", nargs="?", default="-")
+    emit.set_defaults(fn=cmd_emit)
+    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="action", required=True)
+    dlq_list = dlq.add_parser("list", help="print dead letters (origin and reason)")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--wait-s", type=float, default=3.0)
+    dlq_list.set_defaults(fn=cmd_dlq_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        return int(args.fn(settings, args) or 0)
+    except LifecycleError as exc:
+        print(f"lifecycle: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

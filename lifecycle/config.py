@@ -1,0 +1,167 @@
+"""Settings: one frozen object, loaded once at the entry point from ``LIFECYCLE_*`` variables.
+
+Tests pass a mapping instead of touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lifecycle.errors import ConfigError
+
+__all__ = ["Settings", "PROJECT_ROOT", "ENV_PREFIX"]
+
+ENV_PREFIX = "LIFECYCLE_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lifecycle"
+
+
+def _bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{ENV_PREFIX}{name}: expected true or false, got {raw!r}")
+
+
+def _int(name: str, raw: str, *, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name}: expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{ENV_PREFIX}{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob of the pipeline. Secrets are kept out of ``repr``."""
+
+    kafka_bootstrap: str | None = None
+    postgres_dsn: str | None = dataclasses.field(default=None, repr=False)
+    redis_url: str | None = None
+    schema_registry_url: str | None = None
+    topic_prefix: str = "lifecycle."
+    topic_spec: Path = PROJECT_ROOT / "deploy" / "topics.yaml"
+    http_host: str = "127.0.0.1"
+    http_port: int = 6066
+    http_token: str | None = dataclasses.field(default=None, repr=False)
+    state_dir: Path = dataclasses.field(default_factory=_default_state_dir)
+    log_level: str = "info"
+    # Kafka security, passed through to every Kafka client.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = dataclasses.field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    # None means: on for a real Kafka, off for the embedded broker (it rejects InitProducerId).
+    kafka_idempotence: bool | None = None
+    # Faust timings; the short defaults suit the embedded broker (see docs/operations.md).
+    broker_session_timeout_s: int = 6
+    embedded_pg_fast: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``LIFECYCLE_*`` entries of ``env`` (default: the process environment)."""
+        env = os.environ if env is None else env
+        kw: dict[str, Any] = {}
+
+        def get(name: str) -> str | None:
+            raw = env.get(ENV_PREFIX + name)
+            return raw if raw not in (None, "") else None
+
+        for name, attr in (
+            ("KAFKA_BOOTSTRAP", "kafka_bootstrap"),
+            ("POSTGRES_DSN", "postgres_dsn"),
+            ("REDIS_URL", "redis_url"),
+            ("SCHEMA_REGISTRY_URL", "schema_registry_url"),
+            ("HTTP_HOST", "http_host"),
+            ("HTTP_TOKEN", "http_token"),
+            ("LOG_LEVEL", "log_level"),
+            ("KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol"),
+            ("KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism"),
+            ("KAFKA_SASL_USERNAME", "kafka_sasl_username"),
+            ("KAFKA_SASL_PASSWORD", "kafka_sasl_password"),
+            ("KAFKA_SSL_CAFILE", "kafka_ssl_cafile"),
+            ("KAFKA_SSL_CERTFILE", "kafka_ssl_certfile"),
+            ("KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile"),
+        ):
+            value = get(name)
+            if value is not None:
+                kw[attr] = value
+        prefix = env.get(ENV_PREFIX + "TOPIC_PREFIX")
+        if prefix is not None:  # an empty prefix is a legitimate choice
+            kw["topic_prefix"] = prefix
+        if (raw := get("TOPIC_SPEC")) is not None:
+            kw["topic_spec"] = Path(raw)
+        if (raw := get("STATE_DIR")) is not None:
+            kw["state_dir"] = Path(raw)
+        if (raw := get("HTTP_PORT")) is not None:
+            kw["http_port"] = _int("HTTP_PORT", raw)
+            if not 0 <= kw["http_port"] <= 65535:
+                raise ConfigError(f"{ENV_PREFIX}HTTP_PORT: not a port number: {raw!r}")
+        if (raw := get("KAFKA_IDEMPOTENCE")) is not None:
+            kw["kafka_idempotence"] = _bool("KAFKA_IDEMPOTENCE", raw)
+        if (raw := get("BROKER_SESSION_TIMEOUT_S")) is not None:
+            kw["broker_session_timeout_s"] = _int("BROKER_SESSION_TIMEOUT_S", raw, minimum=1)
+        if (raw := get("EMBEDDED_PG_FAST")) is not None:
+            kw["embedded_pg_fast"] = _bool("EMBEDDED_PG_FAST", raw)
+        settings = cls(**kw)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse combinations that cannot work, with the variable named."""
+        protocols = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+        if self.kafka_security_protocol not in protocols:
+            raise ConfigError(
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL: one of {sorted(protocols)}, "
+                f"got {self.kafka_security_protocol!r}"
+            )
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
+            raise ConfigError(f"{ENV_PREFIX}KAFKA_SASL_MECHANISM is required with SASL")
+
+    def topic(self, name: str) -> str:
+        """The full (prefixed) name of a contract topic."""
+        return f"{self.topic_prefix}{name}"
+
+    def with_servers(self, *, kafka_bootstrap: str, postgres_dsn: str) -> Settings:
+        """A copy pointing at concrete servers (used once the embedded stack has started)."""
+        return dataclasses.replace(self, kafka_bootstrap=kafka_bootstrap, postgres_dsn=postgres_dsn)
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Security settings in the keyword form kafka-python and aiokafka both accept."""
+        kw: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kw["sasl_plain_username"] = self.kafka_sasl_username
+            kw["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_security_protocol.endswith("SSL"):
+            kw["ssl_cafile"] = self.kafka_ssl_cafile
+            kw["ssl_certfile"] = self.kafka_ssl_certfile
+            kw["ssl_keyfile"] = self.kafka_ssl_keyfile
+        return kw
+
+    def to_env(self) -> dict[str, str]:
+        """The ``LIFECYCLE_*`` variables that reproduce these settings in a child process."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            out[ENV_PREFIX + f.name.upper()] = str(value)
+        return out

@@ -1,0 +1,151 @@
+"""`lifecycle demo`: the pipeline on the embedded stack, driven by simulated upstream services.
+
+Deterministic traffic (seeded), a few records that are deliberately broken the way real
+producers break them, and a report read back from the pipeline itself (its /metrics and the
+dead-letters topic), never from what the demo believes it sent.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.emitter import Emitter
+from lifecycle.config import Settings
+from lifecycle.supervisor import http_get, running_pipeline
+
+__all__ = ["run_demo", "simulate", "scrape", "DEMO_EPOCH_MS"]
+
+DEMO_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: simulated time starts here
+BROWSERS = ["firefox", "chrome", "safari", "edge"]
+OSES = ["linux", "windows", "macos", "ios", "android"]
+MIME = ["application/pdf", "image/png", "text/csv", "application/zip"]
+
+
+def _event(event_type: str, at: int, source: str, **fields: Any) -> dict[str, Any]:
+    return {"event_id": str(uuid.UUID(int=random.getrandbits(128), version=4)), "event_type": event_type,
+            "occurred_at": at, "source": source, **fields}
+
+
+def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """A day of upstream traffic: registrations, verifications, sessions with files, consents,
+    page views. Yields flat JSON events in per-subject order."""
+    random.seed(seed)
+    t = DEMO_EPOCH_MS
+    for i in range(accounts):
+        acc = f"acc-{i:05d}"
+        at = t + i * 1000
+        yield _event("account.registered", at, "signup", account_id=acc, email=f"user{i:05d}@example.com",
+                     first_name=f"Given{i}", last_name=f"Family{i}", phone=f"+3360000{i:04d}")
+        if i % 5:
+            yield _event("account.email_verified", at + 60_000, "signup", account_id=acc)
+        yield _event("consent.cookies_granted", at + 61_000, "web", account_id=acc,
+                     purposes=["necessary", "analytics"] if i % 3 else ["necessary"], policy_version="2026-01")
+        if i % 4 == 0:
+            yield _event("consent.newsletter_subscribed", at + 62_000, "web", account_id=acc)
+        sid = f"sess-{i:05d}"
+        yield _event("session.started", at + 120_000, "auth", account_id=acc, session_id=sid,
+                     ip=f"203.0.113.{i % 250}", domain="app.centermetrics.test", user_agent="demo",
+                     browser=random.choice(BROWSERS), os=random.choice(OSES), login_method="password",
+                     second_factor="totp" if i % 2 else None)
+        for f in range(i % 4):
+            yield _event("session.file_transferred", at + 130_000 + f * 1000, "files", account_id=acc,
+                         session_id=sid, mime_type=random.choice(MIME), size_bytes=random.randint(1_000, 5_000_000))
+        yield _event("session.ended", at + 600_000, "auth", account_id=acc, session_id=sid, reason="logout")
+    for v in range(visitors):
+        vis = f"vis-{v:05d}"
+        at = t + v * 500
+        yield _event("consent.cookies_granted", at, "web", visitor_id=vis,
+                     purposes=["necessary", "analytics"], policy_version="2026-01")
+        for p in range(3):
+            yield _event("analytics.page_viewed", at + p * 10_000, "web", visitor_id=vis, path=f"/p/{p}",
+                         referrer_domain="search.test", browser=random.choice(BROWSERS), os=random.choice(OSES),
+                         mime_type="text/html", country=random.choice(["FR", "DE", "ES", "IT", "NL"]))
+
+
+def broken_records(emitter: Emitter) -> list[tuple[str, bytes]]:
+    """What real producers get wrong: JSON instead of Avro, an unknown schema id, a cut body."""
+    valid = emitter.codec.encode_event(
+        _event("session.login_failed", DEMO_EPOCH_MS, "auth", account_id="acc-00000", ip="198.51.100.1",
+               domain=None, user_agent=None, failure_reason="bad_password")
+    )
+    return [
+        ("session-events", b'{"event_type": "session.started"}'),
+        ("session-events", b"\x00" + struct.pack(">I", 999_999) + valid[5:]),
+        ("session-events", valid[: len(valid) // 2]),
+    ]
+
+
+def scrape(settings: Settings) -> dict[str, float]:
+    """The pipeline's own counters, as ``name{labels}`` -> value."""
+    status, body = http_get(f"http://{settings.http_host}:{settings.http_port}/metrics")
+    if status != 200:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def total(metrics: dict[str, float], name: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(name + "{"))
+
+
+def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 200, visitors: int = 300,
+             deadline_s: float = 180) -> int:
+    started = time.monotonic()
+    with running_pipeline(settings, say) as (live, _stack):
+        say(f"simulating {accounts} accounts and {visitors} visitors")
+        sent = 0
+        with Emitter(live) as emitter:
+            for event in simulate(accounts, visitors):
+                emitter.emit(event)
+                sent += 1
+                if sent % 1000 == 0:
+                    emitter.flush()
+                    say(f"  emitted {sent} events")
+            bad = broken_records(emitter)
+            for topic, value in bad:
+                emitter.send_raw(live.topic(topic), b"acc-00000", value)
+            emitter.flush()
+        say(f"emitted {sent} valid events and {len(bad)} broken records; waiting for the worker")
+        end = time.monotonic() + deadline_s
+        metrics: dict[str, float] = {}
+        while time.monotonic() < end:
+            metrics = scrape(live)
+            seen = total(metrics, "lifecycle_events_ingested_total")
+            rejected = total(metrics, "lifecycle_events_rejected_total")
+            if seen >= sent and rejected >= len(bad):
+                break
+            say(f"  processed {int(seen)}/{sent} valid, {int(rejected)}/{len(bad)} rejected")
+            time.sleep(1)
+        ok = _report(metrics, sent, len(bad), say)
+        say(f"demo finished in {time.monotonic() - started:.1f} s")
+    return 0 if ok else 1
+
+
+def _report(metrics: dict[str, float], sent: int, bad: int, say: Callable[[str], None]) -> bool:
+    say("")
+    say("== report ==")
+    say("intake (events accepted, by topic and type):")
+    for key, value in sorted(metrics.items()):
+        if key.startswith("lifecycle_events_ingested_total{") and value:
+            say(f"  {key[len('lifecycle_events_ingested_total'):]:<70} {int(value)}")
+    say("dead letters (records refused, by topic and reason):")
+    for key, value in sorted(metrics.items()):
+        if key.startswith("lifecycle_events_rejected_total{") and value:
+            say(f"  {key[len('lifecycle_events_rejected_total'):]:<70} {int(value)}")
+    seen = total(metrics, "lifecycle_events_ingested_total")
+    rejected = total(metrics, "lifecycle_events_rejected_total")
+    ok = seen == sent and rejected == bad
+    say(f"accepted {int(seen)} of {sent} valid events; dead-lettered {int(rejected)} of {bad} broken records: "
+        + ("OK" if ok else "MISMATCH"))
+    return ok

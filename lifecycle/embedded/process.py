@@ -1,0 +1,184 @@
+"""Child processes that die with their parent, and a ledger of them for the next run.
+
+A child gets PR_SET_PDEATHSIG, so a parent killed with SIGKILL takes its servers along. The
+signal is set after any user switch, because the kernel clears it on a credential change.
+Whatever still survives (another kernel, a detached grandchild) is recorded in a ledger file
+that the next start reads to find and replace what a dead run left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "free_port",
+    "spawn",
+    "stop_process",
+    "pid_alive",
+    "Ledger",
+    "wait_for_port",
+    "service_user",
+]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, deadline_s: float, proc: subprocess.Popen[Any] | None = None) -> bool:
+    """True once something accepts on 127.0.0.1:port; False at the deadline or if ``proc`` exits."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def service_user(name: str = "lifecycle") -> pwd.struct_passwd | None:
+    """When running as root, the unprivileged account PostgreSQL must run as (created once)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(name)
+
+
+def _child_setup(user: pwd.struct_passwd | None, death_signal: int) -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setup() -> None:
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+        libc.prctl(_PR_SET_PDEATHSIG, death_signal)
+
+    return setup
+
+
+def spawn(
+    argv: list[str],
+    *,
+    log: IO[bytes] | IO[str],
+    user: pwd.struct_passwd | None = None,
+    death_signal: int = signal.SIGTERM,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (Ctrl-C reaches only us; we stop children in order)."""
+    return subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_child_setup(user, death_signal),
+        env=env,
+        cwd=cwd,
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live process; a zombie (dead, not yet reaped) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def stop_process(proc: subprocess.Popen[Any] | int, sig: int = signal.SIGTERM, timeout_s: float = 10) -> None:
+    """Send ``sig``, wait up to ``timeout_s``, then SIGKILL. Never raises for a gone process."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if isinstance(proc, subprocess.Popen):
+            if proc.poll() is not None:
+                return
+        elif not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if isinstance(proc, subprocess.Popen):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class Ledger:
+    """A JSON file listing the processes a run owns: ``{owner: pid, children: [{pid, cmd}]}``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.path)
+
+    def clear(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def reap_leftovers(self) -> list[int]:
+        """Stop the children of a dead owner. Raises RuntimeError if the owner still runs.
+
+        A recorded pid is only killed when its command line still matches what was recorded,
+        so a pid reused by an unrelated process is left alone.
+        """
+        data = self.read()
+        owner = data.get("owner")
+        if isinstance(owner, int) and owner != os.getpid() and pid_alive(owner):
+            raise RuntimeError(f"another lifecycle run (pid {owner}) is using {self.path.parent}")
+        stopped = []
+        for child in data.get("children", []):
+            pid, cmd = child.get("pid"), child.get("cmd", "")
+            if isinstance(pid, int) and pid_alive(pid) and cmd and _cmdline(pid).startswith(cmd):
+                stop_process(pid, child.get("stop_signal", signal.SIGTERM))
+                stopped.append(pid)
+        self.clear()
+        return stopped

@@ -1,0 +1,121 @@
+"""Start what the configuration does not point at, and stop all of it, whatever happens.
+
+`Stack` owns the embedded broker and PostgreSQL plus any child process registered with it
+(the workers of `up`). Its ledger (``<state>/run/ledger.json``) lets the next start replace what
+a crashed run left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lifecycle.config import Settings
+from lifecycle.embedded.broker import EmbeddedBroker
+from lifecycle.embedded.postgres import EmbeddedPostgres
+from lifecycle.embedded.process import Ledger, stop_process
+from lifecycle.errors import StackError
+
+__all__ = ["Stack", "StackInfo"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StackInfo:
+    """Where the servers are, and which of them this run started."""
+
+    settings: Settings
+    embedded_broker: bool
+    embedded_postgres: bool
+
+
+class Stack:
+    """Context manager: ``with Stack(settings) as info: ...``; everything stops on exit."""
+
+    def __init__(self, settings: Settings, *, say: Callable[[str], None] = lambda _: None):
+        self.settings = settings
+        self.say = say
+        self.run_dir = settings.state_dir / "run"
+        self.logs = settings.state_dir / "logs"
+        self.ledger = Ledger(self.run_dir / "ledger.json")
+        self.broker: EmbeddedBroker | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.children: list[tuple[subprocess.Popen[Any], int]] = []
+
+    def _record(self) -> None:
+        entries = []
+        for server in (self.broker, self.postgres):
+            if server is not None and server.proc is not None:
+                entries.append(
+                    {"pid": server.proc.pid, "cmd": " ".join(server.argv()[:2]), "stop_signal": int(server.stop_signal)}
+                )
+        for proc, sig in self.children:
+            entries.append({"pid": proc.pid, "cmd": " ".join(map(str, proc.args[:2])), "stop_signal": sig})
+        self.ledger.write({"owner": os.getpid(), "children": entries})
+
+    def start(self) -> StackInfo:
+        try:
+            stopped = self.ledger.reap_leftovers()
+        except RuntimeError as exc:
+            raise StackError(str(exc)) from None
+        if stopped:
+            self.say(f"stopped {len(stopped)} process(es) left by a run that died")
+        settings = self.settings
+        try:
+            bootstrap = settings.kafka_bootstrap
+            if bootstrap is None:
+                self.broker = EmbeddedBroker(self.logs / "broker.log")
+                self.broker.start()
+                self._record()
+                bootstrap = self.broker.bootstrap
+                self.say(f"embedded broker on {bootstrap} (log: {self.broker.log_path})")
+            dsn = settings.postgres_dsn
+            if dsn is None:
+                self.postgres = EmbeddedPostgres(
+                    settings.state_dir / "pgdata", self.logs / "postgres.log", fast=settings.embedded_pg_fast
+                )
+                self.postgres.start()
+                self._record()
+                dsn = self.postgres.dsn()
+                self.say(f"embedded PostgreSQL on 127.0.0.1:{self.postgres.port} (log: {self.postgres.log_path})")
+        except BaseException:
+            self.stop()
+            raise
+        self.info = StackInfo(
+            settings=settings.with_servers(kafka_bootstrap=bootstrap, postgres_dsn=dsn),
+            embedded_broker=self.broker is not None,
+            embedded_postgres=self.postgres is not None,
+        )
+        return self.info
+
+    def adopt(self, proc: subprocess.Popen[Any], stop_signal: int = signal.SIGTERM) -> None:
+        """Register a child (a worker) to be stopped with the stack and listed in the ledger."""
+        self.children.append((proc, stop_signal))
+        self._record()
+
+    def stop(self) -> None:
+        # Workers first, so they never see their broker or database vanish under them.
+        for proc, sig in reversed(self.children):
+            stop_process(proc, sig, timeout_s=15)
+        self.children.clear()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        self.ledger.clear()
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def log_dir(settings: Settings) -> Path:
+    return settings.state_dir / "logs"

@@ -1,0 +1,80 @@
+"""Intake: every record from an input topic is decoded and checked here, once.
+
+Bad records become data, not crashes: a ``Rejected`` that turns into a dead letter carrying the
+reason code, the origin (topic, partition, offset) and the original key and bytes intact, with
+Kafka Connect-style headers. Nothing in a dead letter's headers or reason comes from the
+record's values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from schemas.codec import Codec, Decoded
+from schemas.errors import DecodeError
+from schemas.validate import check_event
+
+__all__ = ["Origin", "Rejected", "triage", "dead_letter", "DLQ_HEADER_PREFIX"]
+
+DLQ_HEADER_PREFIX = "lifecycle.dlq."
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a record was read: the full topic name, partition, offset, timestamp, key."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """Why a record could not be processed."""
+
+    reason: str
+    error_class: str
+    message: str
+    stage: str = "intake"
+
+
+def triage(codec: Codec, topic: str, value: bytes | None) -> Decoded | Rejected:
+    """Decode and check one input record from contract topic ``topic`` (unprefixed)."""
+    try:
+        decoded = codec.decode(value, topic=topic)
+        check_event(decoded.record, decoded.value)
+        return decoded
+    except DecodeError as exc:
+        return Rejected(reason=exc.reason, error_class=type(exc).__name__, message=str(exc))
+
+
+def dead_letter(
+    codec: Codec, rejected: Rejected, origin: Origin, value: bytes | None, now_ms: int
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the dead letter for a rejected record: keyed by the original key,
+    the value a DeadLetter record holding the original bytes."""
+    record: dict[str, Any] = {
+        "reason": f"{rejected.reason}: {rejected.message}",
+        "error_class": rejected.error_class,
+        "stage": rejected.stage,
+        "original_topic": origin.topic,
+        "original_partition": origin.partition,
+        "original_offset": origin.offset,
+        "original_timestamp": origin.timestamp_ms,
+        "original_key": origin.key,
+        "original_value": value,
+        "failed_at": now_ms,
+    }
+    headers = [
+        (DLQ_HEADER_PREFIX + "topic", origin.topic.encode()),
+        (DLQ_HEADER_PREFIX + "partition", str(origin.partition).encode()),
+        (DLQ_HEADER_PREFIX + "offset", str(origin.offset).encode()),
+        (DLQ_HEADER_PREFIX + "stage", rejected.stage.encode()),
+        (DLQ_HEADER_PREFIX + "reason", rejected.reason.encode()),
+        (DLQ_HEADER_PREFIX + "exception.class", rejected.error_class.encode()),
+        (DLQ_HEADER_PREFIX + "exception.message", rejected.message.encode()),
+    ]
+    return origin.key, codec.encode("DeadLetter", record), headers
