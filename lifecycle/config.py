@@ -137,6 +137,11 @@ class Settings:
         """The full (prefixed) name of a contract topic."""
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def app_id(self) -> str:
+        """The Faust app id, also the consumer group: one per topic prefix."""
+        return f"{self.topic_prefix}worker" if self.topic_prefix else "lifecycle-worker"
+
     def with_servers(self, *, kafka_bootstrap: str, postgres_dsn: str) -> Settings:
         """A copy pointing at concrete servers (used once the embedded stack has started)."""
         return dataclasses.replace(self, kafka_bootstrap=kafka_bootstrap, postgres_dsn=postgres_dsn)

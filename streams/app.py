@@ -71,8 +71,9 @@ def build_app(
     """Build the Faust app with every agent registered."""
     catalog = catalog or load_catalog()
     registry = registry or CollectorRegistry()
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        "lifecycle",
+        settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -173,7 +174,7 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, dead_letters: Any) ->
                     child = rejected_children[reason] = metrics.events_rejected.labels(contract_topic, reason)
                 child.inc(n)
 
-    intake.__name__ = f"intake_{contract_topic.replace('-', '_')}"
+    intake.__name__ = intake.__qualname__ = f"intake_{contract_topic.replace('-', '_')}"
     return intake
 
 

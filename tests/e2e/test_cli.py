@@ -1,0 +1,125 @@
+"""The `lifecycle` command as a user runs it: demo, up (Ctrl-C, SIGTERM, a killed parent), and
+topics apply. Every run gets its own state folder, and afterwards no process of it is left."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from lifecycle.embedded.process import free_port, stop_process
+from lifecycle.supervisor import http_get
+from tests.procs import wait_until_gone
+
+
+def _env(state, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+    env.update({"LIFECYCLE_STATE_DIR": str(state), "LIFECYCLE_HTTP_PORT": str(free_port())})
+    env.update(extra)
+    return env
+
+
+def _lifecycle(*args):
+    return [sys.executable, "-m", "lifecycle", *args]
+
+
+def _wait_ready(env, proc, deadline_s=90):
+    url = f"http://127.0.0.1:{env['LIFECYCLE_HTTP_PORT']}/readyz"
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        assert proc.poll() is None, "lifecycle up exited while starting"
+        try:
+            if http_get(url, timeout_s=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError("lifecycle up never became ready")
+
+
+def test_demo_runs_on_the_embedded_stack_and_leaves_nothing_running(tmp_path):
+    state = tmp_path / "state"
+    try:
+        done = subprocess.run(_lifecycle("demo", "--accounts", "30", "--visitors", "30"), env=_env(state),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "embedded broker on 127.0.0.1:" in done.stdout
+        assert "embedded PostgreSQL on 127.0.0.1:" in done.stdout
+        assert "== report ==" in done.stdout
+        assert ": OK" in done.stdout
+        for log in ("broker.log", "postgres.log", "worker.log"):
+            assert (state / "logs" / log).exists()
+    finally:
+        assert wait_until_gone(str(state)) == []
+
+
+def test_up_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path):
+    state = tmp_path / "state"
+    env = _env(state)
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            up = subprocess.Popen(_lifecycle("up"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+            try:
+                _wait_ready(env, up)
+                port = env["LIFECYCLE_HTTP_PORT"]
+                assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+                status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+                assert status == 200 and b"lifecycle_events_ingested_total" in body
+                up.send_signal(sig)
+                assert up.wait(60) in (0, 128 + sig, 130)
+            finally:
+                stop_process(up, signal.SIGKILL, timeout_s=1)
+            assert wait_until_gone(str(state)) == [], f"processes left after {sig.name}"
+    finally:
+        assert wait_until_gone(str(state), deadline_s=5) == []
+
+
+def test_up_killed_with_sigkill_takes_its_children_and_restarts(tmp_path):
+    state = tmp_path / "state"
+    env = _env(state)
+    try:
+        up = subprocess.Popen(_lifecycle("up"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_ready(env, up)
+        up.send_signal(signal.SIGKILL)
+        up.wait(10)
+        assert wait_until_gone(str(state)) == [], "children outlived a killed `lifecycle up`"
+
+        again = subprocess.Popen(_lifecycle("up"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_ready(env, again)
+        finally:
+            again.send_signal(signal.SIGINT)
+            again.wait(60)
+    finally:
+        assert wait_until_gone(str(state)) == []
+
+
+def test_topics_apply_twice_and_drift(servers, tmp_path):
+    env = _env(tmp_path / "state", LIFECYCLE_KAFKA_BOOTSTRAP=servers.kafka_bootstrap,
+               LIFECYCLE_TOPIC_PREFIX="cli-apply.")
+    first = subprocess.run(_lifecycle("topics", "apply"), env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "12 created, 0 already present" in first.stdout
+    assert "created cli-apply.tombstones" in first.stdout
+    second = subprocess.run(_lifecycle("topics", "apply", "--strict"), env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 0
+    assert "0 created, 12 already present" in second.stdout and "no drift" in second.stdout
+
+    spec = yaml.safe_load(open(servers.topic_spec))
+    spec["topics"]["consent-events"]["partitions"] = 6
+    path = tmp_path / "topics.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    third = subprocess.run(_lifecycle("topics", "apply", "--strict"), env={**env, "LIFECYCLE_TOPIC_SPEC": str(path)},
+                           capture_output=True, text=True, timeout=60)
+    assert third.returncode == 2
+    assert "drift: cli-apply.consent-events: partitions 4 on the broker, 6 in the spec" in third.stdout
+
+
+def test_worker_without_a_broker_says_what_to_do(tmp_path):
+    done = subprocess.run(_lifecycle("worker"), env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "LIFECYCLE_KAFKA_BOOTSTRAP" in done.stderr

@@ -1,0 +1,95 @@
+"""Fixtures for the real servers: one embedded broker and PostgreSQL per test session (or the
+ones named by LIFECYCLE_KAFKA_BOOTSTRAP / LIFECYCLE_POSTGRES_DSN), a fresh topic prefix per
+test, and a worker process that is always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifecycle.config import Settings
+from lifecycle.embedded import Stack
+from lifecycle.embedded.process import free_port, spawn, stop_process
+from lifecycle.supervisor import http_get
+from lifecycle.topics import apply_topics, load_spec
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at a running broker and PostgreSQL for the whole session."""
+    state = tmp_path_factory.mktemp("stack")
+    base = Settings.from_env({**os.environ, "LIFECYCLE_STATE_DIR": str(state), "LIFECYCLE_EMBEDDED_PG_FAST": "true"})
+    with Stack(base) as info:
+        yield info.settings
+
+
+@pytest.fixture
+def settings(servers: Settings, tmp_path: Path) -> Settings:
+    """Session servers, a topic prefix of this test's own, every topic applied."""
+    import dataclasses
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    s = dataclasses.replace(servers, topic_prefix=prefix, state_dir=tmp_path / "state", http_port=free_port())
+    apply_topics(s, load_spec(s.topic_spec))
+    return s
+
+
+class WorkerProcess:
+    """A `lifecycle worker` child: started, waited for, and always stopped."""
+
+    def __init__(self, settings: Settings, log_path: Path):
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, deadline_s: float = 60) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = spawn(
+                [sys.executable, "-m", "lifecycle", "worker"],
+                log=log,
+                env={**os.environ, **self.settings.to_env()},
+            )
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            assert self.proc.poll() is None, f"worker exited early; see {self.log_path}"
+            try:
+                if http_get(self.url("/readyz"), timeout_s=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready within {deadline_s} s; see {self.log_path}")
+
+    def url(self, path: str) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}{path}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGKILL, timeout_s=5)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, timeout_s=15)
+            self.proc = None
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(settings, tmp_path / "worker.log")
+    try:
+        w.start()
+        yield w
+    finally:
+        w.stop()

@@ -1,0 +1,92 @@
+"""The embedded stack stops with its parent, even a parent killed with SIGKILL, and the next
+start replaces what a dead run left."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psycopg
+import pytest
+
+from lifecycle.config import Settings
+from lifecycle.embedded import Stack
+from lifecycle.embedded.process import Ledger, pid_alive, stop_process
+from lifecycle.errors import StackError
+from tests.procs import processes_marked, wait_until_gone
+
+STARTER = textwrap.dedent(
+    """
+    import json, sys, time
+    from lifecycle.config import Settings
+    from lifecycle.embedded import Stack
+    stack = Stack(Settings.from_env({"LIFECYCLE_STATE_DIR": sys.argv[1], "LIFECYCLE_EMBEDDED_PG_FAST": "true"}))
+    info = stack.start()
+    print(json.dumps({"broker": stack.broker.proc.pid, "postgres": stack.postgres.proc.pid,
+                      "dsn": info.settings.postgres_dsn}), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _start_in_child(state):
+    proc = subprocess.Popen([sys.executable, "-c", STARTER, str(state)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "LIFECYCLE_MARK": str(state)})
+    line = proc.stdout.readline()
+    assert line, "the child did not start its stack"
+    return proc, json.loads(line)
+
+
+def test_servers_die_with_a_killed_parent_and_the_next_start_reuses_the_data(tmp_path):
+    state = tmp_path / "state"
+    parent, pids = _start_in_child(state)
+    try:
+        with psycopg.connect(pids["dsn"], autocommit=True) as conn:
+            conn.execute("CREATE TABLE survivor (v int)")
+            conn.execute("INSERT INTO survivor VALUES (42)")
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        end = time.monotonic() + 30
+        while (pid_alive(pids["broker"]) or pid_alive(pids["postgres"])) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not pid_alive(pids["broker"]), "broker outlived its parent"
+        assert not pid_alive(pids["postgres"]), "postgres outlived its parent"
+
+        with Stack(Settings.from_env({"LIFECYCLE_STATE_DIR": str(state)})) as info:
+            with psycopg.connect(info.settings.postgres_dsn) as conn:
+                assert conn.execute("SELECT v FROM survivor").fetchone() == (42,)
+    finally:
+        stop_process(parent, signal.SIGKILL, timeout_s=1)
+        assert wait_until_gone(str(state)) == []
+
+
+def test_leftovers_of_a_dead_run_are_replaced(tmp_path):
+    state = tmp_path / "state"
+    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    dead_owner = subprocess.Popen(["true"])
+    dead_owner.wait()
+    Ledger(state / "run" / "ledger.json").write(
+        {"owner": dead_owner.pid, "children": [{"pid": orphan.pid, "cmd": "sleep 300", "stop_signal": 15}]}
+    )
+    try:
+        with Stack(Settings.from_env({"LIFECYCLE_STATE_DIR": str(state)})):
+            orphan.wait(10)  # reaped by the new start
+        assert orphan.returncode == -signal.SIGTERM
+    finally:
+        stop_process(orphan, signal.SIGKILL, timeout_s=1)
+
+
+def test_a_live_run_is_not_disturbed(tmp_path):
+    state = tmp_path / "state"
+    parent, _ = _start_in_child(state)
+    try:
+        with pytest.raises(StackError, match="another lifecycle run"):
+            Stack(Settings.from_env({"LIFECYCLE_STATE_DIR": str(state)})).start()
+        assert parent.poll() is None
+    finally:
+        stop_process(parent, signal.SIGTERM, timeout_s=10)
+        assert wait_until_gone(str(state)) == []
+    assert processes_marked(str(state)) == []
