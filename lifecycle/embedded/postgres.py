@@ -118,7 +118,10 @@ class EmbeddedPostgres:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         if self.user is not None:
+            # The service user must reach both the data and the server binaries (a virtualenv
+            # or state folder under a 0700 home or mktemp folder would hide them).
             _make_traversable(self.data_dir.parent)
+            _make_traversable(postgres_bin_dir())
         self._init()
         self._clear_stale_lock()
         self.proc = spawn(self.argv(), log=self._log, user=self.user, death_signal=self.stop_signal)
