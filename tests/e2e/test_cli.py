@@ -60,8 +60,8 @@ def test_up_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path):
     env = _env(state)
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            up = subprocess.Popen(_lifecycle("up"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
+            with open(tmp_path / f"up-{sig.name}.log", "wb") as out:
+                up = subprocess.Popen(_lifecycle("up"), env=env, stdout=out, stderr=subprocess.STDOUT)
             try:
                 _wait_ready(env, up)
                 port = env["LIFECYCLE_HTTP_PORT"]
@@ -109,7 +109,7 @@ def test_topics_apply_twice_and_drift(servers, tmp_path):
     assert second.returncode == 0
     assert "0 created, 12 already present" in second.stdout and "no drift" in second.stdout
 
-    spec = yaml.safe_load(open(servers.topic_spec))
+    spec = yaml.safe_load(servers.topic_spec.read_text())
     spec["topics"]["consent-events"]["partitions"] = 6
     path = tmp_path / "topics.yaml"
     path.write_text(yaml.safe_dump(spec))

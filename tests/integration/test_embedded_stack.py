@@ -36,6 +36,7 @@ def _start_in_child(state):
     proc = subprocess.Popen([sys.executable, "-c", STARTER, str(state)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "LIFECYCLE_MARK": str(state)})
     line = proc.stdout.readline()
+    proc.stdout.close()
     assert line, "the child did not start its stack"
     return proc, json.loads(line)
 
