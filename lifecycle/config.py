@@ -71,6 +71,12 @@ class Settings:
     # Faust timings; the short defaults suit the embedded broker (see docs/operations.md).
     broker_session_timeout_s: int = 6
     embedded_pg_fast: bool = False
+    # Time and windows (docs/processors.md).
+    clock: str = "wall"  # "wall", or "event": now = the latest event time seen (tests, demo)
+    session_idle_timeout_s: int = 1800
+    traffic_k: int = 5
+    traffic_grace_s: int = 300
+    hash_key: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +103,8 @@ class Settings:
             ("KAFKA_SSL_CAFILE", "kafka_ssl_cafile"),
             ("KAFKA_SSL_CERTFILE", "kafka_ssl_certfile"),
             ("KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile"),
+            ("CLOCK", "clock"),
+            ("HASH_KEY", "hash_key"),
         ):
             value = get(name)
             if value is not None:
@@ -116,6 +124,9 @@ class Settings:
             kw["kafka_idempotence"] = _bool("KAFKA_IDEMPOTENCE", raw)
         if (raw := get("BROKER_SESSION_TIMEOUT_S")) is not None:
             kw["broker_session_timeout_s"] = _int("BROKER_SESSION_TIMEOUT_S", raw, minimum=1)
+        for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0)):
+            if (raw := get(name)) is not None:
+                kw[name.lower()] = _int(name, raw, minimum=minimum)
         if (raw := get("EMBEDDED_PG_FAST")) is not None:
             kw["embedded_pg_fast"] = _bool("EMBEDDED_PG_FAST", raw)
         settings = cls(**kw)
@@ -124,6 +135,8 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse combinations that cannot work, with the variable named."""
+        if self.clock not in ("wall", "event"):
+            raise ConfigError(f"{ENV_PREFIX}CLOCK: 'wall' or 'event', got {self.clock!r}")
         protocols = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
         if self.kafka_security_protocol not in protocols:
             raise ConfigError(

@@ -14,7 +14,9 @@ from typing import Any
 from schemas.catalog import Catalog, RecordType, load_catalog
 from schemas.errors import FieldError, InvalidEvent, ValidationFailed
 
-__all__ = ["from_json", "check_event", "subject_key", "MAX_STRING"]
+__all__ = ["from_json", "check_event", "subject_key", "MAX_STRING", "PURPOSES"]
+
+PURPOSES = ("necessary", "preferences", "analytics", "advertising")
 
 MAX_STRING = 4096  # no field of the contract needs more; longer values are abuse or bugs
 _INT32 = (-(2**31), 2**31 - 1)

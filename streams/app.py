@@ -6,21 +6,30 @@ own with a fresh metrics registry.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import secrets
 import ssl
 from typing import Any
+
+import psycopg
 
 import faust
 from prometheus_client import CollectorRegistry
 
 from lifecycle.config import Settings
+from lifecycle.errors import LifecycleError
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.registry import make_registry
-from streams.clock import Clock, WallClock
+from streams.clock import Clock, make_clock
+from streams.db import Database, apply_schema, describe
 from streams.intake import Origin, Rejected, dead_letter, triage
 from streams.metrics import Metrics
+from streams.outbox import relay_once
+from streams.processing import apply_batch
+from streams.processors import Context, Processor, all_processors
 
 __all__ = ["Pipeline", "build_app"]
 
@@ -28,6 +37,8 @@ log = logging.getLogger("lifecycle.worker")
 
 INTAKE_BATCH = 500
 INTAKE_WITHIN_S = 0.2
+TICK_INTERVAL_S = 1.0
+RELAY_IDLE_S = 0.1
 
 
 @dataclasses.dataclass
@@ -39,6 +50,7 @@ class Pipeline:
     codec: Codec
     metrics: Metrics
     clock: Clock
+    context: Context
     ready: bool = False
 
 
@@ -92,14 +104,20 @@ def build_app(
         web_graph_enabled=False,
         web_tables_enabled=False,
     )
+    codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
+    metrics = Metrics.create(registry, catalog)
+    clock = clock or make_clock(settings.clock)
+    hash_key = prepare_database(settings, clock)
     pipeline = Pipeline(
         app=app,
         settings=settings,
-        codec=Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix),
-        metrics=Metrics.create(registry, catalog),
-        clock=clock or WallClock(),
+        codec=codec,
+        metrics=metrics,
+        clock=clock,
+        context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, hash_key=hash_key),
     )
     _register_intake(pipeline, catalog)
+    _register_background(pipeline)
     from streams.web import register_views
 
     register_views(pipeline)
@@ -110,6 +128,26 @@ def build_app(
         pipeline.metrics.worker_ready.set(1)
 
     return pipeline
+
+
+def prepare_database(settings: Settings, clock: Clock) -> bytes:
+    """Apply the schema, resume the event-time clock, and return the hashing key (configured, or
+    generated once per deployment and kept in the database)."""
+    if not settings.postgres_dsn:
+        raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
+    apply_schema(settings.postgres_dsn)
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT event_time_ms FROM clock_state WHERE id = 1").fetchone()
+        if row:
+            clock.observe(int(row[0]))
+        if settings.hash_key:
+            return settings.hash_key.encode()
+        conn.execute(
+            "INSERT INTO pipeline_secrets (name, value) VALUES ('hash_key', %s) ON CONFLICT DO NOTHING",
+            (secrets.token_bytes(32),),
+        )
+        key = conn.execute("SELECT value FROM pipeline_secrets WHERE name = 'hash_key'").fetchone()
+        return bytes(key[0])
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -126,43 +164,58 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 def _register_intake(pipeline: Pipeline, catalog: Catalog) -> None:
     app, settings = pipeline.app, pipeline.settings
     dead_letters = _raw_topic(app, settings.topic("dead-letters"))
+    processors = {p.topic: p for p in all_processors()}
     for contract_topic in catalog.input_topics:
         topic = _raw_topic(app, settings.topic(contract_topic))
         app.agent(topic, name=f"intake-{contract_topic}")(
-            _intake_agent(pipeline, contract_topic, dead_letters)
+            _intake_agent(pipeline, contract_topic, processors[contract_topic], dead_letters)
         )
 
 
-def _intake_agent(pipeline: Pipeline, contract_topic: str, dead_letters: Any) -> Any:
+def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor, dead_letters: Any) -> Any:
     codec, metrics, clock = pipeline.codec, pipeline.metrics, pipeline.clock
     rejected_children: dict[str, Any] = {}
     ingested_children: dict[str, Any] = {}
     dlq_counter = metrics.dead_letters_written.labels(contract_topic)
+    duplicates = metrics.events_duplicate.labels(contract_topic)
+    db = Database(pipeline.settings.postgres_dsn or "")
+
+    async def reject(msg: Any, outcome: Rejected, pending: list[Any], rejects: dict[str, int]) -> None:
+        origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
+        key, value, headers = dead_letter(codec, outcome, origin, msg.value, clock.now_ms())
+        pending.append(await dead_letters.send(key=key, value=value, headers=headers))
+        rejects[outcome.reason] = rejects.get(outcome.reason, 0) + 1
+        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, outcome.reason)
 
     async def intake(stream: Any) -> None:
         async for events in stream.take_events(INTAKE_BATCH, within=INTAKE_WITHIN_S):
-            pending = []
+            pending: list[Any] = []
             counts: dict[str, int] = {}
             rejects: dict[str, int] = {}
+            valid: list[tuple[Any, dict[str, Any]]] = []
             for event in events:
                 msg = event.message
                 outcome = triage(codec, contract_topic, msg.value)
                 if isinstance(outcome, Rejected):
-                    origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
-                    key, value, headers = dead_letter(codec, outcome, origin, msg.value, clock.now_ms())
-                    pending.append(await dead_letters.send(key=key, value=value, headers=headers))
-                    rejects[outcome.reason] = rejects.get(outcome.reason, 0) + 1
-                    log.warning(
-                        "dead-lettered %s[%d]@%d: %s",
-                        msg.topic, msg.partition, msg.offset, outcome.reason,
-                    )
+                    await reject(msg, outcome, pending, rejects)
                 else:
-                    et = outcome.record.event_type or ""
+                    valid.append((msg, outcome.value))
+            result = await apply_batch(db, processor, [v for _, v in valid], pipeline.context)
+            failed = {index for index, _ in result.failed}
+            for index, error in result.failed:
+                msg = valid[index][0]
+                await reject(msg, Rejected("processing_failed", type(error).__name__,
+                                           f"{describe(error)} while applying", stage="process"), pending, rejects)
+            for index, (_, value) in enumerate(valid):
+                if index not in failed:
+                    et = value["event_type"]
                     counts[et] = counts.get(et, 0) + 1
-            # The batch is acknowledged only after every dead letter is on the broker.
+            # The batch is acknowledged only after its writes committed and every dead letter
+            # is on the broker.
             for fut in pending:
                 await fut
             dlq_counter.inc(len(pending))
+            duplicates.inc(result.duplicates)
             for et, n in counts.items():
                 child = ingested_children.get(et)
                 if child is None:
@@ -176,6 +229,41 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, dead_letters: Any) ->
 
     intake.__name__ = intake.__qualname__ = f"intake_{contract_topic.replace('-', '_')}"
     return intake
+
+
+def _register_background(pipeline: Pipeline) -> None:
+    """The clock-driven ticks of every processor and the outbox relay."""
+    app = pipeline.app
+    tick_db = Database(pipeline.settings.postgres_dsn or "")
+    relay_db = Database(pipeline.settings.postgres_dsn or "")
+    processors = all_processors()
+    published = pipeline.metrics.outbox_published
+    prefix = pipeline.settings.topic_prefix
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def tick() -> None:
+        now = pipeline.clock.now_ms()
+        for processor in processors:
+            try:
+                await tick_db.run(f"tick {processor.topic}",
+                                  lambda conn, p=processor: p.tick(conn, now, pipeline.context))
+            except Exception as exc:  # the next tick tries again; never kill the timer
+                log.warning("tick of %s failed: %s", processor.topic, describe(exc))
+
+    def count(topics: list[str]) -> None:
+        for topic in topics:
+            published.labels(topic[len(prefix):] if topic.startswith(prefix) else topic).inc()
+
+    @app.task
+    async def relay() -> None:
+        while True:
+            try:
+                sent = await relay_once(relay_db, app.producer, count)
+            except Exception as exc:
+                log.warning("outbox relay failed: %s", describe(exc))
+                sent = 0
+            if sent == 0:
+                await asyncio.sleep(RELAY_IDLE_S)
 
 
 def _ts_ms(msg: Any) -> int | None:

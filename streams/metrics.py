@@ -11,6 +11,8 @@ import dataclasses
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from schemas.validate import PURPOSES
+
 from schemas.catalog import Catalog
 from schemas.errors import (
     DecodeError,
@@ -35,7 +37,7 @@ REJECT_REASONS = tuple(
         SchemaNotAllowed,
         InvalidEvent,
     )
-)
+) + ("processing_failed",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,13 @@ class Metrics:
     events_rejected: Counter
     dead_letters_written: Counter
     worker_ready: Gauge
+    events_duplicate: Counter
+    session_logs_written: Counter
+    open_sessions: Gauge
+    consents_expired: Counter
+    analytics_excluded: Counter
+    traffic_buckets: Counter
+    outbox_published: Counter
 
     @classmethod
     def create(
@@ -75,11 +84,54 @@ class Metrics:
                 "1 once this worker has joined its consumer group, else 0.",
                 registry=registry,
             ),
+            events_duplicate=Counter(
+                f"{prefix}events_duplicate",
+                "Input events already applied (a redelivery or a resent event id), skipped.",
+                ["topic"],
+                registry=registry,
+            ),
+            session_logs_written=Counter(
+                f"{prefix}session_logs_written", "Finished sessions written to session logs.", registry=registry
+            ),
+            open_sessions=Gauge(f"{prefix}open_sessions", "Sessions started and not yet ended.", registry=registry),
+            consents_expired=Counter(
+                f"{prefix}consents_expired",
+                "Cookie consents that lapsed 13 months after they were given, by purpose.",
+                ["purpose"],
+                registry=registry,
+            ),
+            analytics_excluded=Counter(
+                f"{prefix}analytics_events_excluded",
+                "Page views left out of traffic trends: no_consent, restricted, late.",
+                ["reason"],
+                registry=registry,
+            ),
+            traffic_buckets=Counter(
+                f"{prefix}traffic_buckets_closed",
+                "Hourly traffic buckets closed: published (at least k visitors) or suppressed.",
+                ["outcome"],
+                registry=registry,
+            ),
+            outbox_published=Counter(
+                f"{prefix}outbox_published",
+                "Output records published from the outbox, by contract topic.",
+                ["topic"],
+                registry=registry,
+            ),
         )
+        for purpose in PURPOSES:
+            m.consents_expired.labels(purpose)
+        for reason in ("no_consent", "restricted", "late"):
+            m.analytics_excluded.labels(reason)
+        for outcome in ("published", "suppressed"):
+            m.traffic_buckets.labels(outcome)
+        for topic in ("accounts", "consents", "session-logs", "traffic-aggregates"):
+            m.outbox_published.labels(topic)
         for record in catalog.records:
             if record.event_type:
                 m.events_ingested.labels(record.topic, record.event_type)
         for topic in catalog.input_topics:
+            m.events_duplicate.labels(topic)
             m.dead_letters_written.labels(topic)
             for reason in REJECT_REASONS:
                 m.events_rejected.labels(topic, reason)

@@ -1,19 +1,54 @@
-"""HTTP views served by every worker on one port: health, readiness, Prometheus metrics."""
+"""HTTP on one port, served by every worker: event ingestion, consent and health, metrics.
+
+`POST /v1/events` accepts one event or a batch as JSON, all or nothing: a batch with any bad
+event is answered 400 with one error per bad field (its index, field and problem; never its
+value) and nothing of it is sent. Otherwise 202 comes back once the broker has acknowledged every
+event (acks=all), so nothing answered 202 is lost.
+"""
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
 from typing import TYPE_CHECKING, Any
 
+import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from schemas.errors import ValidationFailed
+from schemas.validate import from_json, subject_key
+from streams.db import Database, describe
+from streams.processors.consent import consent_state
+from streams.timeutil import ms_to_dt
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
 
-__all__ = ["register_views"]
+__all__ = ["register_views", "MAX_BODY_BYTES", "MAX_BATCH"]
+
+log = logging.getLogger("lifecycle.http")
+MAX_BODY_BYTES = 1 << 20
+MAX_BATCH = 1000
+HTTP_REASONS = ("unauthorized", "too_large", "invalid_json", "invalid_event", "broker_unavailable")
+
+
+def _problem(index: int | None, field: str, problem: str) -> dict[str, Any]:
+    return {"index": index, "field": field, "problem": problem}
+
+
+def _authorized(expected: str | None, header: str | None) -> bool:
+    if not expected or not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), expected.encode())
 
 
 def register_views(pipeline: Pipeline) -> None:
-    app = pipeline.app
+    app, settings, codec = pipeline.app, pipeline.settings, pipeline.codec
+    rejected = pipeline.metrics.events_rejected
+    for reason in HTTP_REASONS:
+        rejected.labels("http", reason)
+    db = Database(settings.postgres_dsn or "")
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -29,3 +64,95 @@ def register_views(pipeline: Pipeline) -> None:
     async def metrics(web: Any, request: Any) -> Any:
         body = generate_latest(pipeline.metrics.registry)
         return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/v1/events")
+    class Events(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                return await self._post(request)
+            except Exception as exc:  # never a 500 with a traceback for a client's input
+                log.warning("POST /v1/events failed: %s", describe(exc))
+                return self.json({"error": "internal error"}, status=500)
+
+        def _refuse(self, status: int, reason: str, errors: list[dict[str, Any]]) -> Any:
+            rejected.labels("http", reason).inc()
+            return self.json({"errors": errors}, status=status)
+
+        async def _post(self, request: Any) -> Any:
+            if not _authorized(settings.http_token, request.headers.get("Authorization")):
+                rejected.labels("http", "unauthorized").inc()
+                return self.json({"error": "a valid bearer token is required"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+            if (request.content_length or 0) > MAX_BODY_BYTES:
+                return self._refuse(413, "too_large", [_problem(None, "$", f"body over {MAX_BODY_BYTES} bytes")])
+            body = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                return self._refuse(413, "too_large", [_problem(None, "$", f"body over {MAX_BODY_BYTES} bytes")])
+            try:
+                doc = json.loads(body)
+            except (ValueError, RecursionError):
+                return self._refuse(400, "invalid_json", [_problem(None, "$", "not valid JSON (UTF-8)")])
+            batch = doc if isinstance(doc, list) else [doc]
+            if not batch or len(batch) > MAX_BATCH:
+                return self._refuse(400, "invalid_event", [_problem(None, "$", f"send 1 to {MAX_BATCH} events")])
+            errors, accepted = [], []
+            for index, event in enumerate(batch):
+                try:
+                    accepted.append(from_json(event, codec.catalog))
+                except ValidationFailed as exc:
+                    errors.extend(_problem(index, e.field, e.problem) for e in exc.errors)
+            if errors:
+                return self._refuse(400, "invalid_event", errors)
+            try:
+                futures = [
+                    await app.producer.send(settings.topic(record.topic), key=subject_key(record, value).encode(),
+                                            value=codec.encode(record, value), partition=None, timestamp=None,
+                                            headers=None)
+                    for record, value in accepted
+                ]
+                for fut in futures:
+                    await fut
+            except Exception as exc:
+                log.warning("ingestion could not reach the broker: %s", describe(exc))
+                return self._refuse(503, "broker_unavailable", [_problem(None, "$", "broker unavailable, retry")])
+            return self.json({"accepted": len(accepted), "event_ids": [v["event_id"] for _, v in accepted]},
+                             status=202)
+
+    @app.page("/v1/subjects/{subject_id}/consent")
+    class Consent(faust.web.View):
+        async def get(self, request: Any, subject_id: str) -> Any:
+            at_raw = request.query.get("at")
+            now = pipeline.clock.now_ms()
+            if at_raw is not None:
+                try:
+                    now = int(at_raw)
+                except ValueError:
+                    return self.json({"errors": [_problem(None, "at", "epoch milliseconds expected")]}, status=400)
+            if len(subject_id) > 256:
+                return self.json({"errors": [_problem(None, "subject_id", "too long")]}, status=400)
+            try:
+                state = await db.run("consent query", lambda conn: consent_state(conn, [subject_id], now))
+            except Exception as exc:
+                log.warning("consent query failed: %s", describe(exc))
+                return self.json({"error": "database unavailable"}, status=503)
+            subject = state[subject_id]
+            return self.json({
+                "subject_id": subject_id,
+                "as_of": _iso(now),
+                "purposes": {
+                    p["purpose"]: {
+                        "granted": p["granted"],
+                        "given_at": _iso(p["given_at"]),
+                        "expires_at": _iso(p["expires_at"]) if p["expires_at"] else None,
+                        "policy_version": p["policy_version"],
+                    }
+                    for p in subject["purposes"]
+                },
+                "newsletter": subject["newsletter"],
+            })
+
+
+def _iso(ms: int) -> str:
+    return ms_to_dt(ms).isoformat().replace("+00:00", "Z") if ms is not None else ""
+
+

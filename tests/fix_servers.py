@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
+import psycopg.conninfo
 import pytest
 
 from lifecycle.config import Settings
@@ -31,13 +33,29 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield info.settings
 
 
+def _own_database(dsn: str, name: str) -> str:
+    """A database of the test's own on the session server: tables, clock and outbox apart."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return psycopg.conninfo.make_conninfo(dsn, dbname=name)
+
+
 @pytest.fixture
 def settings(servers: Settings, tmp_path: Path) -> Settings:
-    """Session servers, a topic prefix of this test's own, every topic applied."""
+    """Session servers; a topic prefix, a database and an HTTP port of this test's own; every
+    topic applied; the event-time clock, so a test moves time by emitting later events."""
     import dataclasses
 
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    s = dataclasses.replace(servers, topic_prefix=prefix, state_dir=tmp_path / "state", http_port=free_port())
+    tag = uuid.uuid4().hex[:10]
+    s = dataclasses.replace(
+        servers,
+        topic_prefix=f"t{tag}.",
+        postgres_dsn=_own_database(servers.postgres_dsn or "", f"t{tag}"),
+        state_dir=tmp_path / "state",
+        http_port=free_port(),
+        http_token=f"token-{tag}",
+        clock="event",
+    )
     apply_topics(s, load_spec(s.topic_spec))
     return s
 

@@ -1,0 +1,98 @@
+"""Account state: registered, email verified, active, processing restricted, legal hold,
+closure requested, closed. The latest profile goes to the compacted `accounts` topic.
+
+Policy: "the necessary steps to verify the email address" (marketing needs a verified address);
+"ask us to stop using your information" (restricted: excluded from marketing and analytics,
+data kept); "comply with our legal obligations" (legal hold).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from streams.processors.base import Context, enqueue
+from streams.timeutil import dt_to_ms, ms_to_dt
+
+__all__ = ["AccountsProcessor"]
+
+_UPSERT = """
+INSERT INTO accounts (account_id, status, updated_at) VALUES (%(account_id)s, 'registered', %(at)s)
+ON CONFLICT (account_id) DO NOTHING
+"""
+_STATEMENTS = {
+    "account.registered": """
+        UPDATE accounts SET email = %(email)s, first_name = %(first_name)s, last_name = %(last_name)s,
+               phone = %(phone)s, registered_at = COALESCE(registered_at, %(at)s), updated_at = %(at)s,
+               email_verified = CASE WHEN email IS DISTINCT FROM %(email)s THEN false ELSE email_verified END
+        WHERE account_id = %(account_id)s""",
+    "account.email_verified": """
+        UPDATE accounts SET email_verified = true, updated_at = %(at)s,
+               status = CASE WHEN status = 'registered' THEN 'active' ELSE status END
+        WHERE account_id = %(account_id)s""",
+    # A changed address must be verified again before any marketing mail goes to it.
+    "account.updated": """
+        UPDATE accounts SET
+               email_verified = CASE WHEN %(email)s::text IS NOT NULL AND %(email)s IS DISTINCT FROM email
+                                     THEN false ELSE email_verified END,
+               email = COALESCE(%(email)s, email), first_name = COALESCE(%(first_name)s, first_name),
+               last_name = COALESCE(%(last_name)s, last_name), phone = COALESCE(%(phone)s, phone),
+               updated_at = %(at)s
+        WHERE account_id = %(account_id)s""",
+    "account.closure_requested": """
+        UPDATE accounts SET status = CASE WHEN status = 'closed' THEN status ELSE 'closure_requested' END,
+               closure_via = %(via)s, updated_at = %(at)s WHERE account_id = %(account_id)s""",
+    "account.closed": """
+        UPDATE accounts SET status = 'closed', closed_at = COALESCE(closed_at, %(at)s), updated_at = %(at)s
+        WHERE account_id = %(account_id)s""",
+    "account.processing_restricted": """
+        UPDATE accounts SET processing_restricted = true, updated_at = %(at)s WHERE account_id = %(account_id)s""",
+    "account.processing_restored": """
+        UPDATE accounts SET processing_restricted = false, updated_at = %(at)s WHERE account_id = %(account_id)s""",
+    "account.legal_hold_set": """
+        UPDATE accounts SET legal_hold = true, updated_at = %(at)s WHERE account_id = %(account_id)s""",
+    "account.legal_hold_released": """
+        UPDATE accounts SET legal_hold = false, updated_at = %(at)s WHERE account_id = %(account_id)s""",
+}
+_PROFILE = """
+SELECT account_id, status, email, first_name, last_name, phone, email_verified, processing_restricted,
+       legal_hold, registered_at, updated_at, closed_at
+FROM accounts WHERE account_id = ANY(%s)
+"""
+
+
+def _params(event: dict[str, Any]) -> dict[str, Any]:
+    params = {k: event.get(k) for k in ("account_id", "email", "first_name", "last_name", "phone", "via")}
+    params["at"] = ms_to_dt(event["occurred_at"])
+    return params
+
+
+class AccountsProcessor:
+    topic = "account-events"
+
+    async def apply(self, conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context) -> None:
+        # Pipelined: one network round trip for the batch, statements in partition order.
+        async with conn.pipeline(), conn.cursor() as cur:
+            for event in events:
+                params = _params(event)
+                await cur.execute(_UPSERT, params)
+                await cur.execute(_STATEMENTS[event["event_type"]], params)
+        touched = sorted({e["account_id"] for e in events})
+        cur = await conn.execute(_PROFILE, (touched,))
+        rows = []
+        for row in await cur.fetchall():
+            (account_id, status, email, first, last, phone, verified, restricted, hold, reg, upd, closed) = row
+            rows.append(
+                ctx.record("accounts", account_id, "AccountProfile", {
+                    "account_id": account_id, "status": status, "email": email, "first_name": first,
+                    "last_name": last, "phone": phone, "email_verified": verified,
+                    "processing_restricted": restricted, "legal_hold": hold,
+                    "registered_at": dt_to_ms(reg) if reg else None, "updated_at": dt_to_ms(upd),
+                    "closed_at": dt_to_ms(closed) if closed else None,
+                })
+            )
+        await enqueue(conn, rows)
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
+        return None

@@ -1,0 +1,130 @@
+"""Consent: "In order for a cookie to be placed on your computer, you must give us your consent
+... The lifetime of cookies is 13 months from the consent of the Users" and "You may unsubscribe
+at any time from promotional emails, but you still continue to receive communications such as
+notifications, confirmation emails, and customer service updates" (policy, COOKIES and PERSONAL
+INFORMATION).
+
+Every consent event is kept in `consent_history` (the proof: who, what, which policy version,
+when, from where). The current state per subject and purpose lives in `consent_current`; a grant
+lapses 13 calendar months after it was given, on event time. The tick, driven by the clock,
+marks lapsed grants expired and emits `ConsentExpired` followed by the new `ConsentState` on the
+compacted `consents` topic (the state last, so compaction keeps it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from streams.processors.base import Context, enqueue
+from streams.timeutil import add_months, dt_to_ms, ms_to_dt
+
+__all__ = ["ConsentProcessor", "COOKIE_LIFETIME_MONTHS", "consent_state"]
+
+COOKIE_LIFETIME_MONTHS = 13
+
+_HISTORY = """
+INSERT INTO consent_history (event_id, subject_id, event_type, purposes, policy_version, occurred_at, source)
+VALUES (%(event_id)s, %(subject)s, %(event_type)s, %(purposes)s, %(policy_version)s, %(at)s, %(source)s)
+ON CONFLICT (event_id) DO NOTHING
+"""
+# Event time decides: an older decision arriving late never overrides a newer one.
+_DECIDE = """
+INSERT INTO consent_current (subject_id, purpose, granted, given_at, expires_at, policy_version, expired_at)
+VALUES (%(subject)s, %(purpose)s, %(granted)s, %(at)s, %(expires)s, %(policy_version)s, NULL)
+ON CONFLICT (subject_id, purpose) DO UPDATE SET
+    granted = EXCLUDED.granted, given_at = EXCLUDED.given_at, expires_at = EXCLUDED.expires_at,
+    policy_version = EXCLUDED.policy_version, expired_at = NULL
+WHERE consent_current.given_at <= EXCLUDED.given_at
+"""
+_NEWSLETTER = """
+INSERT INTO newsletter (subject_id, subscribed, email, updated_at)
+VALUES (%(subject)s, %(subscribed)s, %(email)s, %(at)s)
+ON CONFLICT (subject_id) DO UPDATE SET
+    subscribed = EXCLUDED.subscribed, email = COALESCE(EXCLUDED.email, newsletter.email),
+    updated_at = EXCLUDED.updated_at
+WHERE newsletter.updated_at <= EXCLUDED.updated_at
+"""
+_EXPIRE = """
+UPDATE consent_current SET expired_at = %(now)s
+WHERE granted AND expired_at IS NULL AND expires_at <= %(now)s
+RETURNING subject_id, purpose, given_at, expires_at, policy_version
+"""
+_STATE = """
+SELECT c.subject_id, c.purpose, c.granted AND (c.expires_at IS NULL OR c.expires_at > %(now)s),
+       c.given_at, c.expires_at, c.policy_version
+FROM consent_current c WHERE c.subject_id = ANY(%(subjects)s) ORDER BY c.subject_id, c.purpose
+"""
+_NEWSLETTER_STATE = "SELECT subject_id, subscribed FROM newsletter WHERE subject_id = ANY(%s)"
+
+
+def _subject(event: dict[str, Any]) -> str:
+    return str(event.get("account_id") or event.get("visitor_id"))
+
+
+async def consent_state(conn: psycopg.AsyncConnection[Any], subjects: list[str], now_ms: int) -> dict[str, dict[str, Any]]:
+    """Current consent per subject as of ``now_ms``: purposes (effective grant, times, version)
+    and the newsletter flag."""
+    out: dict[str, dict[str, Any]] = {s: {"purposes": [], "newsletter": False} for s in subjects}
+    cur = await conn.execute(_STATE, {"now": ms_to_dt(now_ms), "subjects": subjects})
+    for subject, purpose, granted, given, expires, version in await cur.fetchall():
+        out[subject]["purposes"].append({
+            "purpose": purpose, "granted": bool(granted), "given_at": dt_to_ms(given),
+            "expires_at": dt_to_ms(expires) if expires else None, "policy_version": version,
+        })
+    cur = await conn.execute(_NEWSLETTER_STATE, (subjects,))
+    for subject, subscribed in await cur.fetchall():
+        out[subject]["newsletter"] = bool(subscribed)
+    return out
+
+
+class ConsentProcessor:
+    topic = "consent-events"
+
+    async def apply(self, conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context) -> None:
+        async with conn.pipeline(), conn.cursor() as cur:
+            for event in events:
+                kind, subject, at_ms = event["event_type"], _subject(event), event["occurred_at"]
+                base = {"event_id": event["event_id"], "subject": subject, "event_type": kind,
+                        "at": ms_to_dt(at_ms), "source": event["source"],
+                        "policy_version": event.get("policy_version")}
+                if kind in ("consent.cookies_granted", "consent.cookies_withdrawn"):
+                    granted = kind == "consent.cookies_granted"
+                    await cur.execute(_HISTORY, {**base, "purposes": list(event["purposes"])})
+                    for purpose in dict.fromkeys(event["purposes"]):
+                        expires = ms_to_dt(add_months(at_ms, COOKIE_LIFETIME_MONTHS)) if granted else None
+                        await cur.execute(_DECIDE, {**base, "purpose": purpose, "granted": granted,
+                                                    "expires": expires})
+                else:
+                    subscribed = kind == "consent.newsletter_subscribed"
+                    await cur.execute(_HISTORY, {**base, "purposes": ["newsletter"]})
+                    await cur.execute(_NEWSLETTER, {**base, "subscribed": subscribed,
+                                                    "email": event.get("email")})
+        await self._publish(conn, sorted({_subject(e) for e in events}), ctx, [])
+
+    async def _publish(self, conn: psycopg.AsyncConnection[Any], subjects: list[str], ctx: Context,
+                       first: list[tuple[str, bytes | None, bytes]]) -> None:
+        now = ctx.clock.now_ms()
+        states = await consent_state(conn, subjects, now)
+        rows = list(first)
+        for subject, state in states.items():
+            rows.append(ctx.record("consents", subject, "ConsentState", {
+                "subject_id": subject, "purposes": state["purposes"], "newsletter": state["newsletter"],
+                "updated_at": now,
+            }))
+        await enqueue(conn, rows)
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
+        cur = await conn.execute(_EXPIRE, {"now": ms_to_dt(now_ms)})
+        lapsed = await cur.fetchall()
+        if not lapsed:
+            return
+        notices = []
+        for subject, purpose, given, expires, version in lapsed:
+            notices.append(ctx.record("consents", subject, "ConsentExpired", {
+                "subject_id": subject, "purpose": purpose, "granted_at": dt_to_ms(given),
+                "expired_at": dt_to_ms(expires), "policy_version": version,
+            }))
+            ctx.metrics.consents_expired.labels(purpose).inc()
+        await self._publish(conn, sorted({row[0] for row in lapsed}), ctx, notices)

@@ -1,0 +1,180 @@
+-- The pipeline's tables in PostgreSQL. Applied by every worker at start; every statement is
+-- idempotent. Times are timestamptz; every write is keyed so that a replayed batch changes nothing.
+
+CREATE TABLE IF NOT EXISTS processed_events (
+    event_id     uuid PRIMARY KEY,
+    topic        text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS clock_state (
+    id            int PRIMARY KEY CHECK (id = 1),
+    event_time_ms bigint NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id         bigserial PRIMARY KEY,
+    topic      text NOT NULL,
+    key        bytea,
+    value      bytea,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Accounts: the policy's "maintain your accounts with us".
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id            text PRIMARY KEY,
+    status                text NOT NULL,
+    email                 text,
+    first_name            text,
+    last_name             text,
+    phone                 text,
+    email_verified        boolean NOT NULL DEFAULT false,
+    processing_restricted boolean NOT NULL DEFAULT false,
+    legal_hold            boolean NOT NULL DEFAULT false,
+    closure_via           text,
+    registered_at         timestamptz,
+    updated_at            timestamptz NOT NULL,
+    closed_at             timestamptz
+);
+
+-- Session records: "login information, including the date and size of all files sent".
+CREATE TABLE IF NOT EXISTS open_sessions (
+    session_id    text PRIMARY KEY,
+    account_id    text NOT NULL,
+    started_at    timestamptz NOT NULL,
+    last_event_at timestamptz NOT NULL,
+    ip            text,
+    domain        text,
+    user_agent    text,
+    browser       text,
+    os            text,
+    login_method  text NOT NULL,
+    second_factor text
+);
+CREATE INDEX IF NOT EXISTS open_sessions_last_event ON open_sessions (last_event_at);
+
+CREATE TABLE IF NOT EXISTS session_files (
+    event_id       uuid PRIMARY KEY,
+    session_id     text NOT NULL,
+    account_id     text NOT NULL,
+    transferred_at timestamptz NOT NULL,
+    size_bytes     bigint NOT NULL,
+    mime_type      text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_files_session ON session_files (session_id);
+
+CREATE TABLE IF NOT EXISTS session_logs (
+    session_id    text PRIMARY KEY,
+    account_id    text NOT NULL,
+    started_at    timestamptz NOT NULL,
+    ended_at      timestamptz NOT NULL,
+    end_reason    text NOT NULL,
+    login_method  text NOT NULL,
+    second_factor text,
+    ip            text,
+    domain        text,
+    user_agent    text,
+    browser       text,
+    os            text,
+    file_count    bigint NOT NULL,
+    total_bytes   bigint NOT NULL,
+    files         jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_logs_account ON session_logs (account_id);
+
+-- Security information: failed logins.
+CREATE TABLE IF NOT EXISTS failed_logins (
+    event_id       uuid PRIMARY KEY,
+    account_id     text NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    ip             text,
+    domain         text,
+    user_agent     text,
+    failure_reason text
+);
+
+-- Consent: the proof (append-only history) and the current state per subject and purpose.
+CREATE TABLE IF NOT EXISTS consent_history (
+    event_id       uuid PRIMARY KEY,
+    subject_id     text NOT NULL,
+    event_type     text NOT NULL,
+    purposes       text[] NOT NULL,
+    policy_version text,
+    occurred_at    timestamptz NOT NULL,
+    source         text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consent_history_subject ON consent_history (subject_id);
+
+CREATE TABLE IF NOT EXISTS consent_current (
+    subject_id     text NOT NULL,
+    purpose        text NOT NULL,
+    granted        boolean NOT NULL,
+    given_at       timestamptz NOT NULL,
+    expires_at     timestamptz,
+    policy_version text,
+    expired_at     timestamptz,
+    PRIMARY KEY (subject_id, purpose)
+);
+CREATE INDEX IF NOT EXISTS consent_current_expiry ON consent_current (expires_at) WHERE granted AND expired_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS newsletter (
+    subject_id text PRIMARY KEY,
+    subscribed boolean NOT NULL,
+    email      text,
+    updated_at timestamptz NOT NULL
+);
+
+-- Who may receive marketing mail: subscribed, verified address, account active and not
+-- restricted. Transactional mail does not consult this view (see streams/mail.py).
+CREATE OR REPLACE VIEW marketing_audience AS
+SELECT a.account_id, a.email
+FROM newsletter n
+JOIN accounts a ON a.account_id = n.subject_id
+WHERE n.subscribed
+  AND a.email_verified
+  AND NOT a.processing_restricted
+  AND a.status NOT IN ('closure_requested', 'closed');
+
+-- Web analytics: hourly buckets, no identifier. Distinct visitors are counted through keyed
+-- hashes that are deleted when the bucket is closed.
+CREATE TABLE IF NOT EXISTS traffic_open (
+    bucket_start    timestamptz NOT NULL,
+    browser         text NOT NULL,
+    os              text NOT NULL,
+    referrer_domain text NOT NULL,
+    mime_type       text NOT NULL,
+    country         text NOT NULL,
+    page_views      bigint NOT NULL,
+    PRIMARY KEY (bucket_start, browser, os, referrer_domain, mime_type, country)
+);
+CREATE TABLE IF NOT EXISTS traffic_visitor_hashes (
+    bucket_start    timestamptz NOT NULL,
+    browser         text NOT NULL,
+    os              text NOT NULL,
+    referrer_domain text NOT NULL,
+    mime_type       text NOT NULL,
+    country         text NOT NULL,
+    visitor_hash    bytea NOT NULL,
+    PRIMARY KEY (bucket_start, browser, os, referrer_domain, mime_type, country, visitor_hash)
+);
+CREATE TABLE IF NOT EXISTS traffic_aggregates (
+    bucket_start    timestamptz NOT NULL,
+    browser         text NOT NULL,
+    os              text NOT NULL,
+    referrer_domain text NOT NULL,
+    mime_type       text NOT NULL,
+    country         text NOT NULL,
+    page_views      bigint NOT NULL,
+    visitors        bigint NOT NULL,
+    PRIMARY KEY (bucket_start, browser, os, referrer_domain, mime_type, country)
+);
+CREATE TABLE IF NOT EXISTS traffic_suppressed (
+    bucket_start timestamptz PRIMARY KEY,
+    buckets      bigint NOT NULL
+);
+
+-- Keys generated once per deployment when none is configured (LIFECYCLE_HASH_KEY).
+CREATE TABLE IF NOT EXISTS pipeline_secrets (
+    name  text PRIMARY KEY,
+    value bytea NOT NULL
+);

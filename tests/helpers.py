@@ -1,0 +1,63 @@
+"""Small helpers for tests that drive a running worker."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from lifecycle.supervisor import http_get
+
+T0 = 1_768_435_200_000  # 2026-01-15T00:00:00Z
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+
+def wait_for(predicate: Callable[[], Any], deadline_s: float = 30, what: str = "condition") -> Any:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+
+
+def event(event_type: str, at: int, *, account: str | None = None, visitor: str | None = None,
+          source: str = "test", **fields: Any) -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "event_type": event_type, "occurred_at": at,
+            "account_id": account, "visitor_id": visitor, "source": source, **fields}
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    status, body = http_get(url)
+    assert status == 200
+    total = 0.0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def post(url: str, body: Any, token: str | None, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        try:
+            return exc.code, json.loads(text)
+        except ValueError:
+            return exc.code, text
