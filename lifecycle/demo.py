@@ -7,6 +7,7 @@ dead-letters topic), never from what the demo believes it sent.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 import time
@@ -34,8 +35,10 @@ def _event(event_type: str, at: int, source: str, **fields: Any) -> dict[str, An
 
 
 def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, Any]]:
-    """A day of upstream traffic: registrations, verifications, sessions with files, consents,
-    page views. Yields flat JSON events in per-subject order."""
+    """A day of upstream traffic: registrations (a fifth never verified), sessions with file
+    uploads (some never ended: the idle timeout closes them), cookie consents given and
+    withdrawn, newsletter subscriptions and unsubscriptions, restrictions, closures, and page
+    views concentrated enough that some hourly buckets reach k visitors. Per-subject order."""
     random.seed(seed)
     t = DEMO_EPOCH_MS
     for i in range(accounts):
@@ -49,6 +52,11 @@ def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, 
                      purposes=["necessary", "analytics"] if i % 3 else ["necessary"], policy_version="2026-01")
         if i % 4 == 0:
             yield _event("consent.newsletter_subscribed", at + 62_000, "web", account_id=acc)
+        if i % 16 == 0:
+            yield _event("consent.newsletter_unsubscribed", at + 63_000, "web", account_id=acc)
+        if i % 10 == 7:
+            yield _event("consent.cookies_withdrawn", at + 64_000, "web", account_id=acc,
+                         purposes=["analytics"], policy_version="2026-01")
         sid = f"sess-{i:05d}"
         yield _event("session.started", at + 120_000, "auth", account_id=acc, session_id=sid,
                      ip=f"203.0.113.{i % 250}", domain="app.centermetrics.test", user_agent="demo",
@@ -57,16 +65,36 @@ def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, 
         for f in range(i % 4):
             yield _event("session.file_transferred", at + 130_000 + f * 1000, "files", account_id=acc,
                          session_id=sid, mime_type=random.choice(MIME), size_bytes=random.randint(1_000, 5_000_000))
-        yield _event("session.ended", at + 600_000, "auth", account_id=acc, session_id=sid, reason="logout")
+        if i % 7:
+            yield _event("session.ended", at + 600_000, "auth", account_id=acc, session_id=sid, reason="logout")
+        if i % 9 == 4:
+            yield _event("session.login_failed", at + 700_000, "auth", account_id=acc, ip=f"192.0.2.{i % 250}",
+                         failure_reason="bad_password")
+        if i % 25 == 3:
+            yield _event("account.processing_restricted", at + 800_000, "privacy", account_id=acc)
+        if i % 40 == 11:
+            yield _event("account.closure_requested", at + 900_000, "billing", account_id=acc, via="billing_contact")
+            yield _event("account.closed", at + 901_000, "billing", account_id=acc)
     for v in range(visitors):
         vis = f"vis-{v:05d}"
         at = t + v * 500
-        yield _event("consent.cookies_granted", at, "web", visitor_id=vis,
-                     purposes=["necessary", "analytics"], policy_version="2026-01")
+        if v % 6:
+            yield _event("consent.cookies_granted", at, "web", visitor_id=vis,
+                         purposes=["necessary", "analytics"], policy_version="2026-01")
         for p in range(3):
-            yield _event("analytics.page_viewed", at + p * 10_000, "web", visitor_id=vis, path=f"/p/{p}",
-                         referrer_domain="search.test", browser=random.choice(BROWSERS), os=random.choice(OSES),
-                         mime_type="text/html", country=random.choice(["FR", "DE", "ES", "IT", "NL"]))
+            yield _event("analytics.page_viewed", at + 60_000 + p * 10_000, "web", visitor_id=vis, path=f"/p/{p}",
+                         referrer_domain="search.test", browser=random.choice(BROWSERS[:2]), os="linux",
+                         mime_type="text/html", country=random.choice(["FR", "DE"]))
+
+
+def thirteen_months_later(seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Traffic 13 months and a day after the start: the event-time clock moves with it, so every
+    consent given on day one lapses and every session left open times out."""
+    from streams.timeutil import add_months
+
+    at = add_months(DEMO_EPOCH_MS, 13) + 86_400_000
+    yield _event("consent.cookies_granted", at, "web", visitor_id="vis-late",
+                 purposes=["necessary", "analytics"], policy_version="2027-02")
 
 
 def broken_records(emitter: Emitter) -> list[tuple[str, bytes]]:
@@ -102,37 +130,78 @@ def total(metrics: dict[str, float], name: str) -> float:
 def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 200, visitors: int = 300,
              deadline_s: float = 180) -> int:
     started = time.monotonic()
+    # The demo moves time by months: the clock follows event time (docs/processors.md).
+    settings = dataclasses.replace(settings, clock="event")
     with running_pipeline(settings, say) as (live, _stack):
-        say(f"simulating {accounts} accounts and {visitors} visitors")
-        sent = 0
+        say(f"simulating {accounts} accounts and {visitors} visitors (day one: 2026-01-01)")
+        sent = _send(live, simulate(accounts, visitors), say)
         with Emitter(live) as emitter:
-            for event in simulate(accounts, visitors):
-                emitter.emit(event)
-                sent += 1
-                if sent % 1000 == 0:
-                    emitter.flush()
-                    say(f"  emitted {sent} events")
             bad = broken_records(emitter)
             for topic, value in bad:
                 emitter.send_raw(live.topic(topic), b"acc-00000", value)
-            emitter.flush()
-        say(f"emitted {sent} valid events and {len(bad)} broken records; waiting for the worker")
-        end = time.monotonic() + deadline_s
-        metrics: dict[str, float] = {}
-        while time.monotonic() < end:
-            metrics = scrape(live)
-            seen = total(metrics, "lifecycle_events_ingested_total")
-            rejected = total(metrics, "lifecycle_events_rejected_total")
-            if seen >= sent and rejected >= len(bad):
-                break
-            say(f"  processed {int(seen)}/{sent} valid, {int(rejected)}/{len(bad)} rejected")
-            time.sleep(1)
-        ok = _report(metrics, sent, len(bad), say)
+        metrics = _wait(live, say, deadline_s, "day one", lambda m: total(m, "lifecycle_events_ingested_total") >= sent
+                        and total(m, "lifecycle_events_rejected_total") >= len(bad))
+        say("advancing the clock by 13 months and a day")
+        sent += _send(live, thirteen_months_later(), say)
+        metrics = _wait(live, say, deadline_s, "13 months later",
+                        lambda m: total(m, "lifecycle_events_ingested_total") >= sent
+                        and total(m, "lifecycle_consents_expired_total") > 0
+                        and m.get("lifecycle_open_sessions{}", 1) == 0)
+        time.sleep(1.5)  # one more tick and relay round, so the report reads settled tables
+        ok = _report(live, scrape(live), sent, len(bad), say)
         say(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 
 
-def _report(metrics: dict[str, float], sent: int, bad: int, say: Callable[[str], None]) -> bool:
+def _send(live: Settings, events: Iterator[dict[str, Any]], say: Callable[[str], None]) -> int:
+    sent = 0
+    with Emitter(live) as emitter:
+        for event in events:
+            emitter.emit(event)
+            sent += 1
+            if sent % 1000 == 0:
+                emitter.flush()
+                say(f"  emitted {sent} events")
+    return sent
+
+
+def _wait(live: Settings, say: Callable[[str], None], deadline_s: float, what: str,
+          done: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+    end = time.monotonic() + deadline_s
+    metrics: dict[str, float] = {}
+    while time.monotonic() < end:
+        metrics = scrape(live)
+        if metrics and done(metrics):
+            return metrics
+        say(f"  {what}: processed {int(total(metrics, 'lifecycle_events_ingested_total'))} events, "
+            f"{int(total(metrics, 'lifecycle_events_rejected_total'))} dead-lettered")
+        time.sleep(1)
+    say(f"  {what}: not settled within {deadline_s:.0f} s")
+    return metrics
+
+
+_REPORT_SQL = {
+    "accounts by status": "SELECT status || CASE WHEN processing_restricted THEN ' (restricted)' ELSE '' END, "
+                          "count(*) FROM accounts GROUP BY 1 ORDER BY 1",
+    "session logs by end": "SELECT end_reason, count(*), sum(file_count), sum(total_bytes) FROM session_logs "
+                           "GROUP BY 1 ORDER BY 1",
+    "failed logins kept": "SELECT count(*) FROM failed_logins",
+    "consent history rows": "SELECT count(*) FROM consent_history",
+    "consent now, by purpose (granted, lapsed, refused)":
+        "SELECT purpose, count(*) FILTER (WHERE granted AND expired_at IS NULL), "
+        "count(*) FILTER (WHERE expired_at IS NOT NULL), count(*) FILTER (WHERE NOT granted) "
+        "FROM consent_current GROUP BY 1 ORDER BY 1",
+    "newsletter subscribed / marketing audience":
+        "SELECT (SELECT count(*) FROM newsletter WHERE subscribed), (SELECT count(*) FROM marketing_audience)",
+    "traffic buckets published (page views, visitors)":
+        "SELECT count(*), coalesce(sum(page_views), 0), coalesce(sum(visitors), 0) FROM traffic_aggregates",
+    "traffic buckets suppressed (under k)": "SELECT coalesce(sum(buckets), 0) FROM traffic_suppressed",
+}
+
+
+def _report(live: Settings, metrics: dict[str, float], sent: int, bad: int, say: Callable[[str], None]) -> bool:
+    import psycopg
+
     say("")
     say("== report ==")
     say("intake (events accepted, by topic and type):")
@@ -143,9 +212,18 @@ def _report(metrics: dict[str, float], sent: int, bad: int, say: Callable[[str],
     for key, value in sorted(metrics.items()):
         if key.startswith("lifecycle_events_rejected_total{") and value:
             say(f"  {key[len('lifecycle_events_rejected_total'):]:<70} {int(value)}")
+    with psycopg.connect(live.postgres_dsn or "") as conn:
+        for title, sql in _REPORT_SQL.items():
+            rows = conn.execute(sql).fetchall()
+            say(f"{title}: " + "; ".join(" ".join(str(c) for c in row) for row in rows))
+    for name in ("lifecycle_consents_expired_total", "lifecycle_analytics_events_excluded_total",
+                 "lifecycle_outbox_published_total"):
+        parts = [f"{k[len(name):]}={int(v)}" for k, v in sorted(metrics.items()) if k.startswith(name + "{") and v]
+        say(f"{name}: " + (", ".join(parts) or "0"))
     seen = total(metrics, "lifecycle_events_ingested_total")
     rejected = total(metrics, "lifecycle_events_rejected_total")
-    ok = seen == sent and rejected == bad
-    say(f"accepted {int(seen)} of {sent} valid events; dead-lettered {int(rejected)} of {bad} broken records: "
-        + ("OK" if ok else "MISMATCH"))
+    expired = total(metrics, "lifecycle_consents_expired_total")
+    ok = seen == sent and rejected == bad and expired > 0
+    say(f"accepted {int(seen)} of {sent} valid events; dead-lettered {int(rejected)} of {bad} broken records; "
+        f"{int(expired)} consents lapsed after 13 months: " + ("OK" if ok else "MISMATCH"))
     return ok

@@ -135,28 +135,23 @@ WHERE n.subscribed
   AND NOT a.processing_restricted
   AND a.status NOT IN ('closure_requested', 'closed');
 
--- Web analytics: hourly buckets, no identifier. Distinct visitors are counted through keyed
--- hashes that are deleted when the bucket is closed.
-CREATE TABLE IF NOT EXISTS traffic_open (
+-- Web analytics. A page view waits in traffic_pending until its hourly bucket closes (the hour
+-- plus a grace period), so that consent and restriction events that raced it on other topics are
+-- applied first; the bucket is then judged, aggregated and its pending rows deleted. Identifiers
+-- never leave this table and live at most an hour plus the grace period.
+CREATE TABLE IF NOT EXISTS traffic_pending (
+    event_id        uuid PRIMARY KEY,
     bucket_start    timestamptz NOT NULL,
     browser         text NOT NULL,
     os              text NOT NULL,
     referrer_domain text NOT NULL,
     mime_type       text NOT NULL,
     country         text NOT NULL,
-    page_views      bigint NOT NULL,
-    PRIMARY KEY (bucket_start, browser, os, referrer_domain, mime_type, country)
+    visitor_id      text NOT NULL,
+    account_id      text,
+    occurred_at     timestamptz NOT NULL
 );
-CREATE TABLE IF NOT EXISTS traffic_visitor_hashes (
-    bucket_start    timestamptz NOT NULL,
-    browser         text NOT NULL,
-    os              text NOT NULL,
-    referrer_domain text NOT NULL,
-    mime_type       text NOT NULL,
-    country         text NOT NULL,
-    visitor_hash    bytea NOT NULL,
-    PRIMARY KEY (bucket_start, browser, os, referrer_domain, mime_type, country, visitor_hash)
-);
+CREATE INDEX IF NOT EXISTS traffic_pending_bucket ON traffic_pending (bucket_start);
 CREATE TABLE IF NOT EXISTS traffic_aggregates (
     bucket_start    timestamptz NOT NULL,
     browser         text NOT NULL,

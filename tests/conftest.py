@@ -1,4 +1,7 @@
 import os
+from pathlib import Path
+
+import pytest
 
 # Tests never read the developer's own configuration by accident.
 for _name in [n for n in os.environ if n.startswith("LIFECYCLE_") and n not in (
@@ -6,3 +9,17 @@ for _name in [n for n in os.environ if n.startswith("LIFECYCLE_") and n not in (
     del os.environ[_name]
 
 from tests.fix_servers import servers, settings, worker  # noqa: E402,F401
+from tests.unit.samples import PII  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def personal_data_sweep(tmp_path_factory: pytest.TempPathFactory):
+    """After the whole run: no log file written by any process a test started (workers, brokers,
+    databases, `up`, `demo`) holds the seeded personal data. Fails the run and names the file."""
+    yield
+    base = Path(tmp_path_factory.getbasetemp())
+    hits = []
+    for path in base.rglob("*.log"):
+        data = path.read_bytes()
+        hits.extend(f"{path.relative_to(base)}: {key}" for key, value in PII.items() if value.encode() in data)
+    assert hits == [], f"seeded personal data in logs: {hits}"

@@ -159,7 +159,7 @@ def test_traffic_counts_only_consented_unrestricted_visitors_and_hides_small_buc
     assert _query(settings, "SELECT sum(buckets) FROM traffic_suppressed") == [(1,)]
     assert metric(worker.url("/metrics"), "lifecycle_analytics_events_excluded_total", reason="no_consent") == 1
     assert metric(worker.url("/metrics"), "lifecycle_analytics_events_excluded_total", reason="restricted") == 1
-    assert _query(settings, "SELECT count(*) FROM traffic_visitor_hashes") == [(0,)]
+    assert _query(settings, "SELECT count(*) FROM traffic_pending") == [(0,)]  # identifiers gone
     [msg] = _read_all(settings, settings.topic("traffic-aggregates"), 1)
     agg = Codec().decode(msg.value, topic="traffic-aggregates").value
     assert agg["visitors"] == 6 and "vis" not in msg.key.decode()
