@@ -136,6 +136,50 @@ def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one downstream store's connector until SIGTERM or Ctrl-C."""
+    _need_broker(settings, "connector")
+    import signal
+    import threading
+
+    from connectors.base import run_connector
+    from connectors.stores import make_sink
+
+    sink = make_sink(args.store, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    _say(f"connector {sink.name}: consuming {settings.topic('tombstones')}")
+    run_connector(settings, sink, stop)
+    return 0
+
+
+def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the account's erasures, store by store (by keyed hash: no personal data stored)."""
+    if not settings.postgres_dsn:
+        raise LifecycleError("`lifecycle erasure status` needs LIFECYCLE_POSTGRES_DSN")
+    import asyncio
+
+    import psycopg
+
+    from streams.db import connect
+    from streams.erasure import erasure_status
+
+    async def query() -> list[dict[str, Any]]:
+        with psycopg.connect(settings.postgres_dsn or "") as sync:
+            row = sync.execute("SELECT value FROM pipeline_secrets WHERE name = 'hash_key'").fetchone()
+        key = settings.hash_key.encode() if settings.hash_key else bytes(row[0]) if row else b""
+        conn = await connect(settings.postgres_dsn or "")
+        try:
+            return await erasure_status(conn, key, args.account)
+        finally:
+            await conn.close()
+
+    statuses = asyncio.run(query())
+    print(json.dumps({"erasures": statuses}, indent=2))
+    return 0 if statuses else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lifecycle", description="Privacy-policy data lifecycle pipeline.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -158,6 +202,13 @@ def _parser() -> argparse.ArgumentParser:
     dlq_list.add_argument("--limit", type=int, default=100)
     dlq_list.add_argument("--wait-s", type=float, default=3.0)
     dlq_list.set_defaults(fn=cmd_dlq_list)
+    connector = sub.add_parser("connector", help="run one downstream store's erasure connector")
+    connector.add_argument("store", help="postgres, redis, files or mailing-list")
+    connector.set_defaults(fn=cmd_connector)
+    erasure = sub.add_parser("erasure", help="erasure requests").add_subparsers(dest="action", required=True)
+    status = erasure.add_parser("status", help="an account's erasures, store by store")
+    status.add_argument("account")
+    status.set_defaults(fn=cmd_erasure_status)
     return p
 
 

@@ -77,6 +77,11 @@ class Settings:
     traffic_k: int = 5
     traffic_grace_s: int = 300
     hash_key: str | None = dataclasses.field(default=None, repr=False)
+    # Erasure (docs/erasure.md).
+    erasure_deadline_days: int = 30
+    erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
+    erasure_retry_s: int = 30
+    files_root: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,7 +129,12 @@ class Settings:
             kw["kafka_idempotence"] = _bool("KAFKA_IDEMPOTENCE", raw)
         if (raw := get("BROKER_SESSION_TIMEOUT_S")) is not None:
             kw["broker_session_timeout_s"] = _int("BROKER_SESSION_TIMEOUT_S", raw, minimum=1)
-        for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0)):
+        if (raw := env.get(ENV_PREFIX + "ERASURE_STORES")) is not None:
+            kw["erasure_stores"] = tuple(s.strip() for s in raw.split(",") if s.strip())
+        if (raw := get("FILES_ROOT")) is not None:
+            kw["files_root"] = Path(raw)
+        for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0),
+                              ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1)):
             if (raw := get(name)) is not None:
                 kw[name.lower()] = _int(name, raw, minimum=minimum)
         if (raw := get("EMBEDDED_PG_FAST")) is not None:
@@ -155,9 +165,15 @@ class Settings:
         """The Faust app id, also the consumer group: one per topic prefix."""
         return f"{self.topic_prefix}worker" if self.topic_prefix else "lifecycle-worker"
 
-    def with_servers(self, *, kafka_bootstrap: str, postgres_dsn: str) -> Settings:
+    @property
+    def files_dir(self) -> Path:
+        """The files store's folder tree (one folder per account)."""
+        return self.files_root or self.state_dir / "files"
+
+    def with_servers(self, *, kafka_bootstrap: str, postgres_dsn: str, redis_url: str | None = None) -> Settings:
         """A copy pointing at concrete servers (used once the embedded stack has started)."""
-        return dataclasses.replace(self, kafka_bootstrap=kafka_bootstrap, postgres_dsn=postgres_dsn)
+        return dataclasses.replace(self, kafka_bootstrap=kafka_bootstrap, postgres_dsn=postgres_dsn,
+                                   redis_url=redis_url or self.redis_url)
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Security settings in the keyword form kafka-python and aiokafka both accept."""
@@ -181,5 +197,7 @@ class Settings:
                 continue
             if isinstance(value, bool):
                 value = "true" if value else "false"
+            elif isinstance(value, tuple):
+                value = ",".join(value)
             out[ENV_PREFIX + f.name.upper()] = str(value)
         return out

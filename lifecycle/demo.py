@@ -127,30 +127,59 @@ def total(metrics: dict[str, float], name: str) -> float:
     return sum(v for k, v in metrics.items() if k.startswith(name + "{"))
 
 
+def handled(metrics: dict[str, float]) -> float:
+    """Valid events the worker is done with: applied, or suppressed because their account is erased."""
+    return total(metrics, "lifecycle_events_ingested_total") + total(metrics, "lifecycle_events_suppressed_total")
+
+
 def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 200, visitors: int = 300,
              deadline_s: float = 180) -> int:
     started = time.monotonic()
     # The demo moves time by months: the clock follows event time (docs/processors.md).
     settings = dataclasses.replace(settings, clock="event")
     with running_pipeline(settings, say) as (live, _stack):
+        _seed_stores(live, accounts, say)
         say(f"simulating {accounts} accounts and {visitors} visitors (day one: 2026-01-01)")
         sent = _send(live, simulate(accounts, visitors), say)
         with Emitter(live) as emitter:
             bad = broken_records(emitter)
             for topic, value in bad:
                 emitter.send_raw(live.topic(topic), b"acc-00000", value)
-        metrics = _wait(live, say, deadline_s, "day one", lambda m: total(m, "lifecycle_events_ingested_total") >= sent
+        metrics = _wait(live, say, deadline_s, "day one", lambda m: handled(m) >= sent
                         and total(m, "lifecycle_events_rejected_total") >= len(bad))
         say("advancing the clock by 13 months and a day")
         sent += _send(live, thirteen_months_later(), say)
         metrics = _wait(live, say, deadline_s, "13 months later",
-                        lambda m: total(m, "lifecycle_events_ingested_total") >= sent
+                        lambda m: handled(m) >= sent
                         and total(m, "lifecycle_consents_expired_total") > 0
-                        and m.get("lifecycle_open_sessions{}", 1) == 0)
+                        and m.get("lifecycle_open_sessions{}", 1) == 0
+                        and total(m, "lifecycle_erasure_requests_completed_total")
+                        >= total(m, "lifecycle_erasure_requests_opened_total"))
         time.sleep(1.5)  # one more tick and relay round, so the report reads settled tables
         ok = _report(live, scrape(live), sent, len(bad), say)
         say(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
+
+
+def _seed_stores(live: Settings, accounts: int, say: Callable[[str], None]) -> None:
+    """What the product itself keeps outside the pipeline: each account's documents, a cache
+    entry in Redis. The erasure connectors must find and delete these."""
+    for i in range(accounts):
+        folder = live.files_dir / f"acc-{i:05d}"
+        (folder / "documents").mkdir(parents=True, exist_ok=True)
+        (folder / "documents" / "report.csv").write_text("quarter,revenue\nQ1,100\n")
+        (folder / "settings.json").write_text('{"theme": "dark"}')
+    if live.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(live.redis_url)
+        with client.pipeline() as pipe:
+            for i in range(accounts):
+                pipe.set(f"cache:{{acc-{i:05d}}}:profile", "cached")
+                pipe.sadd("lifecycle:index:active", f"acc-{i:05d}")
+            pipe.execute()
+        client.close()
+    say(f"seeded documents for {accounts} accounts" + (" and their Redis cache entries" if live.redis_url else ""))
 
 
 def _send(live: Settings, events: Iterator[dict[str, Any]], say: Callable[[str], None]) -> int:
@@ -173,7 +202,7 @@ def _wait(live: Settings, say: Callable[[str], None], deadline_s: float, what: s
         metrics = scrape(live)
         if metrics and done(metrics):
             return metrics
-        say(f"  {what}: processed {int(total(metrics, 'lifecycle_events_ingested_total'))} events, "
+        say(f"  {what}: processed {int(handled(metrics))} events, "
             f"{int(total(metrics, 'lifecycle_events_rejected_total'))} dead-lettered")
         time.sleep(1)
     say(f"  {what}: not settled within {deadline_s:.0f} s")
@@ -196,6 +225,10 @@ _REPORT_SQL = {
     "traffic buckets published (page views, visitors)":
         "SELECT count(*), coalesce(sum(page_views), 0), coalesce(sum(visitors), 0) FROM traffic_aggregates",
     "traffic buckets suppressed (under k)": "SELECT coalesce(sum(buckets), 0) FROM traffic_suppressed",
+    "erasures (state, count)": "SELECT state, count(*) FROM erasure_requests GROUP BY 1 ORDER BY 1",
+    "erasures store by store (store, status, requests, items erased)":
+        "SELECT store, status, count(*), sum(items_erased) FROM erasure_progress GROUP BY 1, 2 ORDER BY 1, 2",
+    "proofs of erasure (keyed hash only)": "SELECT count(*) FROM erasure_proofs",
 }
 
 
@@ -217,13 +250,17 @@ def _report(live: Settings, metrics: dict[str, float], sent: int, bad: int, say:
             rows = conn.execute(sql).fetchall()
             say(f"{title}: " + "; ".join(" ".join(str(c) for c in row) for row in rows))
     for name in ("lifecycle_consents_expired_total", "lifecycle_analytics_events_excluded_total",
+                 "lifecycle_events_suppressed_total",
                  "lifecycle_outbox_published_total"):
         parts = [f"{k[len(name):]}={int(v)}" for k, v in sorted(metrics.items()) if k.startswith(name + "{") and v]
         say(f"{name}: " + (", ".join(parts) or "0"))
-    seen = total(metrics, "lifecycle_events_ingested_total")
+    seen = handled(metrics)
     rejected = total(metrics, "lifecycle_events_rejected_total")
     expired = total(metrics, "lifecycle_consents_expired_total")
-    ok = seen == sent and rejected == bad and expired > 0
+    opened = total(metrics, "lifecycle_erasure_requests_opened_total")
+    completed = total(metrics, "lifecycle_erasure_requests_completed_total")
+    say(f"erasures opened {int(opened)}, completed {int(completed)}")
+    ok = seen == sent and rejected == bad and expired > 0 and opened == completed > 0
     say(f"accepted {int(seen)} of {sent} valid events; dead-lettered {int(rejected)} of {bad} broken records; "
         f"{int(expired)} consents lapsed after 13 months: " + ("OK" if ok else "MISMATCH"))
     return ok

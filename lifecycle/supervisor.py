@@ -7,6 +7,7 @@ that crashes or hangs is restarted or killed without taking the stack down.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -71,6 +72,9 @@ def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator
     try:
         info = stack.start()
         live = info.settings
+        if not live.redis_url and "redis" in live.erasure_stores:
+            live = dataclasses.replace(live, erasure_stores=tuple(x for x in live.erasure_stores if x != "redis"))
+            say("no redis-server and no LIFECYCLE_REDIS_URL: the redis store is not registered")
         report = apply_topics(live, load_spec(live.topic_spec))
         say(f"topics: {len(report.created)} created, {len(report.existing)} present, {len(report.drift)} drift")
         for line in report.drift:
@@ -86,6 +90,12 @@ def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator
         stack.adopt(proc)
         say(f"worker started (pid {proc.pid}, log: {log_path}); http on {live.http_host}:{live.http_port}")
         wait_ready(live, proc, deadline_s=120, say=say)
+        for store in live.erasure_stores:
+            store_log = live.state_dir / "logs" / f"connector-{store}.log"
+            with open(store_log, "ab") as log:
+                stack.adopt(spawn([sys.executable, "-m", "lifecycle", "connector", store], log=log,
+                                  env={**os.environ, **live.to_env()}))
+        say(f"connectors started: {', '.join(live.erasure_stores)}")
         yield live, stack
     finally:
         say("stopping")

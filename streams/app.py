@@ -24,7 +24,9 @@ from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.registry import make_registry
 from streams.clock import Clock, make_clock
+from schemas.errors import DecodeError
 from streams.db import Database, apply_schema, describe
+from streams.erasure import apply_acks, erasure_tick
 from streams.intake import Origin, Rejected, dead_letter, triage
 from streams.metrics import Metrics
 from streams.outbox import relay_once
@@ -117,6 +119,7 @@ def build_app(
         context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, hash_key=hash_key),
     )
     _register_intake(pipeline, catalog)
+    _register_acks(pipeline)
     _register_background(pipeline)
     from streams.web import register_views
 
@@ -137,6 +140,10 @@ def prepare_database(settings: Settings, clock: Clock) -> bytes:
         raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
     apply_schema(settings.postgres_dsn)
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO erasure_stores (store) SELECT unnest(%s::text[]) ON CONFLICT (store) DO UPDATE "
+                     "SET active = true", (list(settings.erasure_stores),))
+        conn.execute("UPDATE erasure_stores SET active = false WHERE NOT (store = ANY(%s))",
+                     (list(settings.erasure_stores),))
         row = conn.execute("SELECT event_time_ms FROM clock_state WHERE id = 1").fetchone()
         if row:
             clock.observe(int(row[0]))
@@ -210,6 +217,9 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor,
                 if index not in failed:
                     et = value["event_type"]
                     counts[et] = counts.get(et, 0) + 1
+            for et, n in result.suppressed.items():
+                counts[et] -= n
+                metrics.events_suppressed.labels(contract_topic, et).inc(n)
             # The batch is acknowledged only after its writes committed and every dead letter
             # is on the broker.
             for fut in pending:
@@ -217,6 +227,8 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor,
             dlq_counter.inc(len(pending))
             duplicates.inc(result.duplicates)
             for et, n in counts.items():
+                if n <= 0:
+                    continue
                 child = ingested_children.get(et)
                 if child is None:
                     child = ingested_children[et] = metrics.events_ingested.labels(contract_topic, et)
@@ -229,6 +241,34 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor,
 
     intake.__name__ = intake.__qualname__ = f"intake_{contract_topic.replace('-', '_')}"
     return intake
+
+
+def _register_acks(pipeline: Pipeline) -> None:
+    """Store acknowledgements from `erasure-acks`, applied in batches."""
+    app, codec, settings = pipeline.app, pipeline.codec, pipeline.settings
+    dead_letters = _raw_topic(app, settings.topic("dead-letters"))
+    db = Database(settings.postgres_dsn or "")
+
+    async def acks(stream: Any) -> None:
+        async for events in stream.take_events(INTAKE_BATCH, within=INTAKE_WITHIN_S):
+            good, pending = [], []
+            for event in events:
+                msg = event.message
+                try:
+                    good.append(codec.decode(msg.value, topic="erasure-acks").value)
+                except DecodeError as exc:
+                    rejected = Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks")
+                    origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
+                    key, value, headers = dead_letter(codec, rejected, origin, msg.value, pipeline.clock.now_ms())
+                    pending.append(await dead_letters.send(key=key, value=value, headers=headers))
+                    pipeline.metrics.events_rejected.labels("erasure-acks", exc.reason).inc()
+            if good:
+                await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, good))
+            for fut in pending:
+                await fut
+
+    acks.__name__ = acks.__qualname__ = "erasure_acks"
+    app.agent(_raw_topic(app, settings.topic("erasure-acks")), name="erasure-acks")(acks)
 
 
 def _register_background(pipeline: Pipeline) -> None:
@@ -249,6 +289,10 @@ def _register_background(pipeline: Pipeline) -> None:
                                   lambda conn, p=processor: p.tick(conn, now, pipeline.context))
             except Exception as exc:  # the next tick tries again; never kill the timer
                 log.warning("tick of %s failed: %s", processor.topic, describe(exc))
+        try:
+            await tick_db.run("erasure tick", lambda conn: erasure_tick(conn, pipeline.context, now))
+        except Exception as exc:
+            log.warning("erasure tick failed: %s", describe(exc))
 
     def count(topics: list[str]) -> None:
         for topic in topics:

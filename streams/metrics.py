@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.validate import PURPOSES
 
@@ -54,6 +54,16 @@ class Metrics:
     analytics_excluded: Counter
     traffic_buckets: Counter
     outbox_published: Counter
+    events_suppressed: Counter
+    erasures_opened: Counter
+    erasures_completed: Counter
+    erasures_pending: Gauge
+    erasures_overdue: Gauge
+    oldest_pending_erasure: Gauge
+    erasure_duration: Histogram
+    ack_latency: Histogram
+    store_failures: Counter
+    orders_reissued: Counter
 
     @classmethod
     def create(
@@ -118,6 +128,37 @@ class Metrics:
                 ["topic"],
                 registry=registry,
             ),
+            events_suppressed=Counter(
+                f"{prefix}events_suppressed",
+                "Events for an erased account (any linked identifier), dropped before any processor.",
+                ["topic", "event_type"],
+                registry=registry,
+            ),
+            erasures_opened=Counter(f"{prefix}erasure_requests_opened", "Erasure requests opened.",
+                                    registry=registry),
+            erasures_completed=Counter(f"{prefix}erasure_requests_completed",
+                                       "Erasure requests completed (every store acknowledged success).",
+                                       registry=registry),
+            erasures_pending=Gauge(f"{prefix}erasure_requests_pending", "Erasure requests open now.",
+                                   registry=registry),
+            erasures_overdue=Gauge(f"{prefix}erasure_requests_overdue",
+                                   "Open erasure requests past their deadline (policy clock).", registry=registry),
+            oldest_pending_erasure=Gauge(f"{prefix}erasure_oldest_pending_opened_timestamp_seconds",
+                                         "When the oldest open erasure was opened (0 when none is open).",
+                                         registry=registry),
+            # Buckets from a minute to past the 30-day SLO; 2592000 s (30 days) is a boundary.
+            erasure_duration=Histogram(
+                f"{prefix}erasure_duration_seconds", "Time from opening to completion of an erasure (policy clock).",
+                buckets=(60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 14 * 86400, 2592000, 60 * 86400),
+                registry=registry),
+            ack_latency=Histogram(
+                f"{prefix}erasure_ack_latency_seconds", "Time from the last issue of an order to a store's ack.",
+                ["store"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600), registry=registry),
+            store_failures=Counter(f"{prefix}erasure_store_failures", "Acknowledgements with status failed.",
+                                   ["store"], registry=registry),
+            orders_reissued=Counter(f"{prefix}erasure_orders_reissued",
+                                    "Deletion orders issued again to a store that failed or stayed silent.",
+                                    registry=registry),
         )
         for purpose in PURPOSES:
             m.consents_expired.labels(purpose)
@@ -130,6 +171,7 @@ class Metrics:
         for record in catalog.records:
             if record.event_type:
                 m.events_ingested.labels(record.topic, record.event_type)
+                m.events_suppressed.labels(record.topic, record.event_type)
         for topic in catalog.input_topics:
             m.events_duplicate.labels(topic)
             m.dead_letters_written.labels(topic)

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from streams.db import Database, describe
+from streams.erasure import subject_hashes
 from streams.processors.base import Context, Processor
 
 __all__ = ["apply_batch", "BatchResult"]
@@ -37,11 +38,40 @@ class BatchResult:
     def __init__(self) -> None:
         self.applied = 0
         self.duplicates = 0
+        self.suppressed: dict[str, int] = {}  # event type -> count
         self.failed: list[tuple[int, BaseException]] = []  # (index in batch, error)
 
 
+async def _suppress(conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context,
+                    result: BatchResult) -> list[dict[str, Any]]:
+    """Drop events of erased accounts: any linked identifier on the suppression list."""
+    hashes = subject_hashes(ctx.hash_key, sorted({s for e in events for s in (e.get("account_id"), e.get("visitor_id"))
+                                                  if s}))
+    if not hashes:
+        return events
+    cur = await conn.execute("SELECT subject_hash FROM suppressed_subjects WHERE subject_hash = ANY(%s)",
+                             (list(hashes.values()),))
+    erased = {row[0] for row in await cur.fetchall()}
+    if not erased:
+        return events
+    kept = []
+    for e in events:
+        if any(hashes.get(s) in erased for s in (e.get("account_id"), e.get("visitor_id")) if s):
+            result.suppressed[e["event_type"]] = result.suppressed.get(e["event_type"], 0) + 1
+        else:
+            kept.append(e)
+    return kept
+
+
 async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, events: list[dict[str, Any]],
-                 ctx: Context) -> tuple[int, int]:
+                 ctx: Context, result: BatchResult) -> tuple[int, int]:
+    result.suppressed = {}
+    events_in = events
+    events = await _suppress(conn, events, ctx, result)
+    links = sorted({(e["account_id"], e["visitor_id"]) for e in events if e.get("account_id") and e.get("visitor_id")})
+    if links:
+        async with conn.cursor() as c:
+            await c.executemany("INSERT INTO account_visitors VALUES (%s, %s) ON CONFLICT DO NOTHING", links)
     ids = [str(uuid.UUID(e["event_id"])) for e in events]
     cur = await conn.execute(_DEDUPE, (ids, processor.topic))
     new = {str(row[0]) for row in await cur.fetchall()}
@@ -52,7 +82,7 @@ async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, event
             fresh.append(event)
     if fresh:
         await processor.apply(conn, fresh, ctx)
-    latest = max(e["occurred_at"] for e in events)
+    latest = max(e["occurred_at"] for e in events_in)
     await conn.execute(_CLOCK, (latest,))
     return len(fresh), len(events) - len(fresh)
 
@@ -63,20 +93,24 @@ async def apply_batch(db: Database, processor: Processor, events: list[dict[str,
         return result
     try:
         result.applied, result.duplicates = await db.run(
-            f"apply {processor.topic}", lambda conn: _apply(conn, processor, events, ctx)
+            f"apply {processor.topic}", lambda conn: _apply(conn, processor, events, ctx, result)
         )
     except Exception as exc:  # not transient (db.run retries those): isolate the bad event
         log.warning("batch on %s failed with %s; retrying event by event", processor.topic, describe(exc))
+        suppressed: dict[str, int] = {}
         for index, event in enumerate(events):
             try:
                 applied, dup = await db.run(
-                    f"apply {processor.topic}", lambda conn, e=event: _apply(conn, processor, [e], ctx)
+                    f"apply {processor.topic}", lambda conn, e=event: _apply(conn, processor, [e], ctx, result)
                 )
                 result.applied += applied
                 result.duplicates += dup
+                for kind, n in result.suppressed.items():
+                    suppressed[kind] = suppressed.get(kind, 0) + n
             except Exception as single:
                 log.warning("event at batch index %d on %s failed: %s", index, processor.topic, describe(single))
                 result.failed.append((index, single))
+        result.suppressed = suppressed
     for event in events:
         ctx.clock.observe(event["occurred_at"])
     return result

@@ -173,3 +173,58 @@ CREATE TABLE IF NOT EXISTS pipeline_secrets (
     name  text PRIMARY KEY,
     value bytea NOT NULL
 );
+
+-- Identifiers seen together: an account and the visitor ids it used (erasure covers them all).
+CREATE TABLE IF NOT EXISTS account_visitors (
+    account_id text NOT NULL,
+    visitor_id text NOT NULL,
+    PRIMARY KEY (account_id, visitor_id)
+);
+
+-- The erasure ledger: written before anything is destroyed. account_id is kept only until the
+-- request completes; the proof keeps the keyed hash.
+CREATE TABLE IF NOT EXISTS erasure_stores (
+    store         text PRIMARY KEY,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    active        boolean NOT NULL DEFAULT true
+);
+CREATE TABLE IF NOT EXISTS erasure_requests (
+    request_id   uuid PRIMARY KEY,
+    account_id   text,
+    account_hash text NOT NULL,
+    subjects     text[],
+    reason       text NOT NULL,
+    legal_hold   boolean NOT NULL DEFAULT false,
+    opened_at    timestamptz NOT NULL,
+    deadline     timestamptz NOT NULL,
+    completed_at timestamptz,
+    state        text NOT NULL DEFAULT 'open'
+);
+CREATE INDEX IF NOT EXISTS erasure_requests_hash ON erasure_requests (account_hash);
+CREATE INDEX IF NOT EXISTS erasure_requests_open ON erasure_requests (deadline) WHERE state = 'open';
+CREATE TABLE IF NOT EXISTS erasure_progress (
+    request_id      uuid NOT NULL REFERENCES erasure_requests ON DELETE CASCADE,
+    store           text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending',
+    items_erased    bigint NOT NULL DEFAULT 0,
+    attempts        int NOT NULL DEFAULT 1,
+    last_issued_at  timestamptz NOT NULL DEFAULT now(),
+    acknowledged_at timestamptz,
+    error           text,
+    PRIMARY KEY (request_id, store)
+);
+CREATE TABLE IF NOT EXISTS erasure_proofs (
+    request_id   uuid PRIMARY KEY,
+    account_hash text NOT NULL,
+    reason       text NOT NULL,
+    opened_at    timestamptz NOT NULL,
+    completed_at timestamptz NOT NULL,
+    stores       jsonb NOT NULL
+);
+-- Keyed hashes of every identifier of an erased account: late events are recognised without
+-- keeping the identifiers themselves.
+CREATE TABLE IF NOT EXISTS suppressed_subjects (
+    subject_hash  text PRIMARY KEY,
+    request_id    uuid NOT NULL,
+    suppressed_at timestamptz NOT NULL DEFAULT now()
+);

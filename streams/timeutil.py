@@ -6,9 +6,10 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 
-__all__ = ["ms_to_dt", "dt_to_ms", "add_months", "hour_start_ms", "HOUR_MS"]
+__all__ = ["ms_to_dt", "dt_to_ms", "add_months", "hour_start_ms", "HOUR_MS", "DAY_MS"]
 
 HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 
 
 def ms_to_dt(ms: int) -> dt.datetime:

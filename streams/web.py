@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas.errors import ValidationFailed
 from schemas.validate import from_json, subject_key
 from streams.db import Database, describe
+from streams.erasure import erasure_status
 from streams.processors.consent import consent_state
 from streams.timeutil import ms_to_dt
 
@@ -117,6 +118,28 @@ def register_views(pipeline: Pipeline) -> None:
                 return self._refuse(503, "broker_unavailable", [_problem(None, "$", "broker unavailable, retry")])
             return self.json({"accepted": len(accepted), "event_ids": [v["event_id"] for _, v in accepted]},
                              status=202)
+
+    @app.page("/v1/accounts/{account_id}/erasure")
+    class Erasure(faust.web.View):
+        async def get(self, request: Any, account_id: str) -> Any:
+            if len(account_id) > 256:
+                return self.json({"errors": [_problem(None, "account_id", "too long")]}, status=400)
+            try:
+                statuses = await db.run("erasure query", lambda conn: erasure_status(
+                    conn, pipeline.context.hash_key, account_id))
+            except Exception as exc:
+                log.warning("erasure query failed: %s", describe(exc))
+                return self.json({"error": "database unavailable"}, status=503)
+            if not statuses:
+                return self.json({"erasures": [], "error": "no erasure for this account"}, status=404)
+            now = pipeline.clock.now_ms()
+            for status in statuses:
+                status["overdue"] = status["state"] == "open" and status["deadline"] < now
+                for key in ("opened_at", "deadline", "completed_at"):
+                    status[key] = _iso(status[key]) if status[key] is not None else None
+                for store in status["stores"]:
+                    store["acknowledged_at"] = _iso(store["acknowledged_at"]) if store["acknowledged_at"] else None
+            return self.json({"erasures": statuses})
 
     @app.page("/v1/subjects/{subject_id}/consent")
     class Consent(faust.web.View):

@@ -19,6 +19,7 @@ from lifecycle.config import Settings
 from lifecycle.embedded.broker import EmbeddedBroker
 from lifecycle.embedded.postgres import EmbeddedPostgres
 from lifecycle.embedded.process import Ledger, stop_process
+from lifecycle.embedded.redis import EmbeddedRedis, redis_binary
 from lifecycle.errors import StackError
 
 __all__ = ["Stack", "StackInfo"]
@@ -31,24 +32,27 @@ class StackInfo:
     settings: Settings
     embedded_broker: bool
     embedded_postgres: bool
+    embedded_redis: bool = False
 
 
 class Stack:
     """Context manager: ``with Stack(settings) as info: ...``; everything stops on exit."""
 
-    def __init__(self, settings: Settings, *, say: Callable[[str], None] = lambda _: None):
+    def __init__(self, settings: Settings, *, say: Callable[[str], None] = lambda _: None, with_redis: bool = True):
         self.settings = settings
         self.say = say
+        self.with_redis = with_redis
         self.run_dir = settings.state_dir / "run"
         self.logs = settings.state_dir / "logs"
         self.ledger = Ledger(self.run_dir / "ledger.json")
         self.broker: EmbeddedBroker | None = None
         self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
         self.children: list[tuple[subprocess.Popen[Any], int]] = []
 
     def _record(self) -> None:
         entries = []
-        for server in (self.broker, self.postgres):
+        for server in (self.broker, self.postgres, self.redis):
             if server is not None and server.proc is not None:
                 entries.append(
                     {"pid": server.proc.pid, "cmd": " ".join(server.argv()[:2]), "stop_signal": int(server.stop_signal)}
@@ -82,13 +86,21 @@ class Stack:
                 self._record()
                 dsn = self.postgres.dsn()
                 self.say(f"embedded PostgreSQL on 127.0.0.1:{self.postgres.port} (log: {self.postgres.log_path})")
+            redis_url = settings.redis_url
+            if redis_url is None and self.with_redis and redis_binary():
+                self.redis = EmbeddedRedis(self.logs / "redis.log")
+                self.redis.start()
+                self._record()
+                redis_url = self.redis.url
+                self.say(f"embedded Redis on 127.0.0.1:{self.redis.port}")
         except BaseException:
             self.stop()
             raise
         self.info = StackInfo(
-            settings=settings.with_servers(kafka_bootstrap=bootstrap, postgres_dsn=dsn),
+            settings=settings.with_servers(kafka_bootstrap=bootstrap, postgres_dsn=dsn, redis_url=redis_url),
             embedded_broker=self.broker is not None,
             embedded_postgres=self.postgres is not None,
+            embedded_redis=self.redis is not None,
         )
         return self.info
 
@@ -102,6 +114,9 @@ class Stack:
         for proc, sig in reversed(self.children):
             stop_process(proc, sig, timeout_s=15)
         self.children.clear()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from streams.erasure import open_erasure
 from streams.processors.base import Context, enqueue
 from streams.timeutil import dt_to_ms, ms_to_dt
 
@@ -62,6 +63,16 @@ FROM accounts WHERE account_id = ANY(%s)
 """
 
 
+def _erasure_reason(event: dict[str, Any]) -> str | None:
+    """Closing an account erases it; so does a closure asked of the privacy contact (the
+    policy's contact for "ask us to stop using your information" and erasure requests)."""
+    if event["event_type"] == "account.closed":
+        return "account_closed"
+    if event["event_type"] == "account.closure_requested" and event.get("via") == "privacy_contact":
+        return "erasure_requested"
+    return None
+
+
 def _params(event: dict[str, Any]) -> dict[str, Any]:
     params = {k: event.get(k) for k in ("account_id", "email", "first_name", "last_name", "phone", "via")}
     params["at"] = ms_to_dt(event["occurred_at"])
@@ -72,13 +83,23 @@ class AccountsProcessor:
     topic = "account-events"
 
     async def apply(self, conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context) -> None:
+        erasures: list[tuple[dict[str, Any], str]] = []
+        closing: set[str] = set()
         # Pipelined: one network round trip for the batch, statements in partition order.
         async with conn.pipeline(), conn.cursor() as cur:
             for event in events:
+                account = event["account_id"]
+                if account in closing:  # after the closure in this same batch: suppressed like later ones
+                    ctx.metrics.events_suppressed.labels(self.topic, event["event_type"]).inc()
+                    continue
                 params = _params(event)
                 await cur.execute(_UPSERT, params)
                 await cur.execute(_STATEMENTS[event["event_type"]], params)
-        touched = sorted({e["account_id"] for e in events})
+                reason = _erasure_reason(event)
+                if reason:
+                    erasures.append((event, reason))
+                    closing.add(account)
+        touched = sorted({e["account_id"] for e in events if e["account_id"] not in closing})
         cur = await conn.execute(_PROFILE, (touched,))
         rows = []
         for row in await cur.fetchall():
@@ -93,6 +114,9 @@ class AccountsProcessor:
                 })
             )
         await enqueue(conn, rows)
+        # After the profiles: the outbox publishes in order, so the tombstone comes last.
+        for event, reason in erasures:
+            await open_erasure(conn, ctx, event["account_id"], event, reason)
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
         return None

@@ -1,0 +1,133 @@
+"""Running a store: its own consumer group on `tombstones`, acknowledgements on `erasure-acks`.
+
+Order of effects, for every batch: the store erases and commits; the acknowledgements are
+produced and confirmed by the broker (acks=all); only then are the offsets committed. A crash
+anywhere in between redelivers the batch, and the sink's idempotence turns that into the same
+acknowledgement again. A store that cannot be reached keeps its batch, retries with backoff, and
+tells the orchestrator with a ``failed`` acknowledgement (at most once a minute).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+from connectors.base.sink import ErasureOrder, Outcome, Sink, TransientStoreError
+from lifecycle.config import Settings
+from schemas.codec import Codec
+from schemas.errors import DecodeError
+from schemas.registry import make_registry
+
+__all__ = ["run_connector", "group_id"]
+
+log = logging.getLogger("lifecycle.connector")
+BATCH = 100
+FAILED_ACK_EVERY_S = 60.0
+TICK_S = 2.0
+# Fault injection (tests only): SIGKILL the connector after its deletes committed, before the ack.
+FAULT_AFTER_ERASE = os.environ.get("LIFECYCLE_FAULT_AFTER_ERASE") == "1"
+
+
+def group_id(settings: Settings, store: str) -> str:
+    return f"{settings.topic_prefix}store-{store}"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None = None) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+
+    stop = stop or threading.Event()
+    codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
+    consumer = KafkaConsumer(
+        settings.topic("tombstones"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id(settings, sink.name),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=BATCH,
+        session_timeout_ms=settings.broker_session_timeout_s * 1000,
+        heartbeat_interval_ms=1000,
+        max_poll_interval_ms=300_000,
+        fetch_max_wait_ms=100,
+        client_id=f"lifecycle-store-{sink.name}",
+        **settings.kafka_client_kwargs(),
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
+                             client_id=f"lifecycle-store-{sink.name}", **settings.kafka_client_kwargs())
+    last_failed_ack = 0.0
+    last_tick = 0.0
+    tick = getattr(sink, "tick", None)
+    try:
+        while not stop.is_set():
+            if tick is not None and time.monotonic() - last_tick > TICK_S:
+                last_tick = time.monotonic()
+                try:
+                    tick()
+                except TransientStoreError:
+                    log.warning("store %s unavailable for its periodic work; will retry", sink.name)
+            polled = consumer.poll(timeout_ms=200)
+            messages = [m for batch in polled.values() for m in batch]
+            if not messages:
+                continue
+            orders: dict[str, ErasureOrder] = {}
+            for msg in messages:
+                try:
+                    value = codec.decode(msg.value, topic="tombstones").value
+                except DecodeError as exc:
+                    log.warning("skipping an unreadable order at %s[%d]@%d: %s", msg.topic, msg.partition,
+                                msg.offset, exc.reason)
+                    continue
+                orders.setdefault(value["request_id"], ErasureOrder.from_record(value))
+            delay = 0.2
+            while orders and not stop.is_set():
+                try:
+                    outcomes = sink.erase(list(orders.values()))
+                    break
+                except TransientStoreError as exc:
+                    log.warning("store %s unavailable (%s); retrying", sink.name, type(exc.__cause__ or exc).__name__)
+                    if time.monotonic() - last_failed_ack > FAILED_ACK_EVERY_S:
+                        _ack(producer, codec, settings, sink.name, orders.values(),
+                             {rid: Outcome("failed", 0, type(exc.__cause__ or exc).__name__) for rid in orders})
+                        last_failed_ack = time.monotonic()
+                    stop.wait(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 10.0)
+            else:
+                if stop.is_set():
+                    break
+                outcomes = {}
+            if stop.is_set() and orders and not outcomes:
+                break
+            if FAULT_AFTER_ERASE and outcomes:  # fault injection for tests: die between delete and ack
+                os.kill(os.getpid(), signal.SIGKILL)
+            _ack(producer, codec, settings, sink.name, orders.values(), outcomes)
+            consumer.commit()
+    finally:
+        consumer.close()
+        producer.close(timeout=10)
+        sink.close()
+
+
+def _ack(producer: Any, codec: Codec, settings: Settings, store: str, orders: Any,
+         outcomes: dict[str, Outcome]) -> None:
+    futures = []
+    for order in orders:
+        outcome = outcomes.get(order.request_id)
+        if outcome is None:
+            continue
+        value = codec.encode("ErasureAck", {
+            "request_id": order.request_id, "account_id": order.account_id, "store": store,
+            "status": outcome.status, "items_erased": outcome.items, "completed_at": _now_ms(),
+            "error": outcome.error,
+        })
+        futures.append(producer.send(settings.topic("erasure-acks"), key=order.account_id.encode(), value=value))
+    producer.flush(timeout=30)
+    for fut in futures:
+        fut.get(timeout=30)

@@ -1,0 +1,3 @@
+from connectors.files.sink import FilesSink
+
+__all__ = ["FilesSink"]

@@ -1,0 +1,3 @@
+from connectors.mailing_list.sink import MailingListSink
+
+__all__ = ["MailingListSink"]

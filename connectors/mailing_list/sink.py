@@ -1,0 +1,99 @@
+"""The mailing list: the newsletter audience as the mailing service sees it.
+
+It keeps its own projection, ``mailing.list_members`` (account id, address), synchronised from
+the pipeline's ``marketing_audience`` view (subscribed, verified, not restricted, not closing),
+so an unsubscription or a restriction leaves the list at the next sync. Erasing deletes the
+account's member row with a receipt in the same transaction: removing the address also stops
+marketing mail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from connectors.base.sink import ErasureOrder, Outcome, TransientStoreError
+
+__all__ = ["MailingListSink"]
+
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS mailing;
+CREATE TABLE IF NOT EXISTS mailing.list_members (
+    account_id text PRIMARY KEY, email text NOT NULL, added_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS mailing.receipts (
+    request_id uuid PRIMARY KEY, status text NOT NULL, items bigint NOT NULL);
+"""
+_SYNC = """
+WITH gone AS (
+    DELETE FROM mailing.list_members m
+    WHERE NOT EXISTS (SELECT 1 FROM marketing_audience a WHERE a.account_id = m.account_id AND a.email = m.email)
+    RETURNING 1
+), added AS (
+    INSERT INTO mailing.list_members (account_id, email)
+    SELECT account_id, email FROM marketing_audience WHERE email IS NOT NULL
+    ON CONFLICT (account_id) DO UPDATE SET email = EXCLUDED.email RETURNING 1
+)
+SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM gone)
+"""
+
+
+class MailingListSink:
+    name = "mailing-list"
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            try:
+                self.conn = psycopg.connect(self.dsn, connect_timeout=5)
+                with self.conn.transaction():
+                    self.conn.execute("SELECT pg_advisory_xact_lock(7400002)")
+                    self.conn.execute(_SCHEMA)
+            except psycopg.OperationalError as exc:
+                self.conn = None
+                raise TransientStoreError("mailing list database unreachable") from exc
+        return self.conn
+
+    def sync(self) -> tuple[int, int]:
+        """Bring the list in line with the marketing audience; (upserted, removed)."""
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                row = conn.execute(_SYNC).fetchone()
+                return (int(row[0]), int(row[1])) if row else (0, 0)
+        except psycopg.OperationalError as exc:
+            self.conn = None
+            raise TransientStoreError("mailing list database unreachable") from exc
+
+    tick = sync
+
+    def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                cur = conn.execute("SELECT request_id::text, status, items FROM mailing.receipts "
+                                   "WHERE request_id = ANY(%s::uuid[])", ([o.request_id for o in orders],))
+                done = {rid: Outcome(status, items) for rid, status, items in cur.fetchall()}
+                todo = [o for o in orders if o.request_id not in done]
+                owner = {s: o.request_id for o in todo for s in o.subjects}
+                counts = {o.request_id: 0 for o in todo}
+                if todo:
+                    cur = conn.execute("DELETE FROM mailing.list_members WHERE account_id = ANY(%s) "
+                                       "RETURNING account_id", (list(owner),))
+                    for (account,) in cur.fetchall():
+                        counts[owner[account]] += 1
+                outcomes = {rid: Outcome("erased" if n else "nothing_found", n) for rid, n in counts.items()}
+                with conn.cursor() as c:
+                    c.executemany("INSERT INTO mailing.receipts VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                                  [(rid, o.status, o.items) for rid, o in outcomes.items()])
+                return {**done, **outcomes}
+        except psycopg.OperationalError as exc:
+            self.conn = None
+            raise TransientStoreError("mailing list database unreachable") from exc
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()

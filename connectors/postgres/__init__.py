@@ -1,0 +1,3 @@
+from connectors.postgres.sink import PostgresSink
+
+__all__ = ["PostgresSink"]

@@ -1,0 +1,63 @@
+"""Redis as a downstream store: the cache keys and sets that belong to an account.
+
+Convention (docs/erasure.md): every key holding an account's data carries the account id as a
+Redis hash tag, ``...{<account_id>}...`` (which also keeps them in one cluster slot), and sets
+that list accounts by id live under ``lifecycle:index:*``. Erasing deletes the tagged keys
+(SCAN, then UNLINK in one MULTI with the receipt), and removes the id from every index set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base.sink import ErasureOrder, Outcome, TransientStoreError
+
+__all__ = ["RedisSink", "account_keys_pattern", "INDEX_PATTERN"]
+
+INDEX_PATTERN = "lifecycle:index:*"
+RECEIPT_TTL_S = 90 * 86400
+
+
+def account_keys_pattern(account_id: str) -> str:
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in account_id)
+    return f"*{{{escaped}}}*"
+
+
+class RedisSink:
+    name = "redis"
+
+    def __init__(self, url: str):
+        import redis
+
+        self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
+        try:
+            return {o.request_id: self._erase_one(o) for o in orders}
+        except self._errors as exc:
+            raise TransientStoreError("redis unreachable") from exc
+
+    def _erase_one(self, order: ErasureOrder) -> Outcome:
+        receipt = f"lifecycle:receipt:{self.name}:{order.request_id}"
+        stored = self.client.get(receipt)
+        if stored is not None:
+            status, items = stored.decode().split(":")
+            return Outcome(status, int(items))
+        keys: list[Any] = []
+        for subject in order.subjects:
+            keys.extend(self.client.scan_iter(match=account_keys_pattern(subject), count=1000))
+        indexes = list(self.client.scan_iter(match=INDEX_PATTERN, count=1000))
+        pipe = self.client.pipeline(transaction=True)
+        if keys:
+            pipe.unlink(*keys)
+        for index in indexes:
+            pipe.srem(index, *order.subjects)
+        results = pipe.execute()
+        items = (results[0] if keys else 0) + sum(int(r) for r in results[1 if keys else 0:])
+        outcome = Outcome("erased" if items else "nothing_found", items)
+        self.client.set(receipt, f"{outcome.status}:{outcome.items}", ex=RECEIPT_TTL_S)
+        return outcome
+
+    def close(self) -> None:
+        self.client.close()
