@@ -20,15 +20,18 @@ import pytest
 from lifecycle.config import Settings
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import free_port, spawn, stop_process
+from lifecycle.embedded.redis import redis_binary
 from lifecycle.supervisor import http_get
 from lifecycle.topics import apply_topics, load_spec
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Settings pointing at a running broker and PostgreSQL for the whole session."""
+    """Settings pointing at a running broker, PostgreSQL and Redis for the whole session."""
     state = tmp_path_factory.mktemp("stack")
     base = Settings.from_env({**os.environ, "LIFECYCLE_STATE_DIR": str(state), "LIFECYCLE_EMBEDDED_PG_FAST": "true"})
+    if not base.redis_url and redis_binary() is None and os.environ.get("CI"):
+        pytest.fail("CI needs redis-server (or LIFECYCLE_REDIS_URL) for the Redis store's tests")
     with Stack(base) as info:
         yield info.settings
 
@@ -55,40 +58,32 @@ def settings(servers: Settings, tmp_path: Path) -> Settings:
         http_port=free_port(),
         http_token=f"token-{tag}",
         clock="event",
+        files_root=tmp_path / "files",
+        erasure_stores=tuple(x for x in servers.erasure_stores if x != "redis" or servers.redis_url),
+        erasure_retry_s=2,
     )
     apply_topics(s, load_spec(s.topic_spec))
     return s
 
 
-class WorkerProcess:
-    """A `lifecycle worker` child: started, waited for, and always stopped."""
+class ChildProcess:
+    """A `lifecycle ...` child process: started, and always stopped."""
 
-    def __init__(self, settings: Settings, log_path: Path):
+    def __init__(self, settings: Settings, log_path: Path, args: list[str], extra_env: dict[str, str] | None = None):
         self.settings = settings
         self.log_path = log_path
+        self.args = args
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, deadline_s: float = 60) -> None:
+    def spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = spawn(
-                [sys.executable, "-m", "lifecycle", "worker"],
+                [sys.executable, "-m", "lifecycle", *self.args],
                 log=log,
-                env={**os.environ, **self.settings.to_env()},
+                env={**os.environ, **self.settings.to_env(), **self.extra_env},
             )
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            assert self.proc.poll() is None, f"worker exited early; see {self.log_path}"
-            try:
-                if http_get(self.url("/readyz"), timeout_s=1)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready within {deadline_s} s; see {self.log_path}")
-
-    def url(self, path: str) -> str:
-        return f"http://{self.settings.http_host}:{self.settings.http_port}{path}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -103,6 +98,30 @@ class WorkerProcess:
             self.proc = None
 
 
+class WorkerProcess(ChildProcess):
+    """A `lifecycle worker` child: started, waited for until ready, and always stopped."""
+
+    def __init__(self, settings: Settings, log_path: Path):
+        super().__init__(settings, log_path, ["worker"])
+
+    def start(self, deadline_s: float = 60) -> None:
+        self.spawn()
+        assert self.proc is not None
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            assert self.proc.poll() is None, f"worker exited early; see {self.log_path}"
+            try:
+                if http_get(self.url("/readyz"), timeout_s=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready within {deadline_s} s; see {self.log_path}")
+
+    def url(self, path: str) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}{path}"
+
+
 @pytest.fixture
 def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
     w = WorkerProcess(settings, tmp_path / "worker.log")
@@ -111,3 +130,17 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
         yield w
     finally:
         w.stop()
+
+
+@pytest.fixture
+def connectors(settings: Settings, worker: WorkerProcess, tmp_path: Path) -> Iterator[dict[str, ChildProcess]]:
+    """One connector process per registered store (after the worker, so the stores are registered)."""
+    procs = {name: ChildProcess(settings, tmp_path / f"connector-{name}.log", ["connector", name])
+             for name in settings.erasure_stores}
+    try:
+        for proc in procs.values():
+            proc.spawn()
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()

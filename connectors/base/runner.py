@@ -29,8 +29,9 @@ log = logging.getLogger("lifecycle.connector")
 BATCH = 100
 FAILED_ACK_EVERY_S = 60.0
 TICK_S = 2.0
-# Fault injection (tests only): SIGKILL the connector after its deletes committed, before the ack.
-FAULT_AFTER_ERASE = os.environ.get("LIFECYCLE_FAULT_AFTER_ERASE") == "1"
+# Fault injection (tests only): SIGKILL the connector after its deletes committed and before the
+# ack, once per request (a marker file per request in this folder remembers it happened).
+FAULT_DIR = os.environ.get("LIFECYCLE_FAULT_AFTER_ERASE_DIR")
 
 
 def group_id(settings: Settings, store: str) -> str:
@@ -105,14 +106,22 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                 outcomes = {}
             if stop.is_set() and orders and not outcomes:
                 break
-            if FAULT_AFTER_ERASE and outcomes:  # fault injection for tests: die between delete and ack
-                os.kill(os.getpid(), signal.SIGKILL)
+            if FAULT_DIR and outcomes:
+                _maybe_die(FAULT_DIR, outcomes)
             _ack(producer, codec, settings, sink.name, orders.values(), outcomes)
             consumer.commit()
     finally:
         consumer.close()
         producer.close(timeout=10)
         sink.close()
+
+
+def _maybe_die(folder: str, outcomes: dict[str, Outcome]) -> None:
+    fresh = [rid for rid in outcomes if not os.path.exists(os.path.join(folder, rid))]
+    if fresh:
+        for rid in fresh:
+            open(os.path.join(folder, rid), "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _ack(producer: Any, codec: Codec, settings: Settings, store: str, orders: Any,
