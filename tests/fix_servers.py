@@ -61,6 +61,7 @@ def settings(servers: Settings, tmp_path: Path) -> Settings:
         files_root=tmp_path / "files",
         erasure_stores=tuple(x for x in servers.erasure_stores if x != "redis" or servers.redis_url),
         erasure_retry_s=2,
+        broker_session_timeout_s=3,  # a killed member leaves its group fast; heartbeats are every second
     )
     apply_topics(s, load_spec(s.topic_spec))
     return s

@@ -24,6 +24,7 @@ __all__ = [
     "free_port",
     "spawn",
     "stop_process",
+    "stop_all",
     "pid_alive",
     "Ledger",
     "wait_for_port",
@@ -132,6 +133,20 @@ def stop_process(proc: subprocess.Popen[Any] | int, sig: int = signal.SIGTERM, t
     if isinstance(proc, subprocess.Popen):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+
+
+def stop_all(procs: list[tuple[subprocess.Popen[Any], int]], timeout_s: float = 15) -> None:
+    """Signal every process at once, wait for all against one deadline, SIGKILL the rest."""
+    for proc, sig in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and any(proc.poll() is None for proc, _ in procs):
+        time.sleep(0.05)
+    for proc, _ in procs:
+        if proc.poll() is None:
+            stop_process(proc, signal.SIGKILL, timeout_s=5)
 
 
 def _cmdline(pid: int) -> str:

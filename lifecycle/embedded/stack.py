@@ -18,7 +18,7 @@ from typing import Any
 from lifecycle.config import Settings
 from lifecycle.embedded.broker import EmbeddedBroker
 from lifecycle.embedded.postgres import EmbeddedPostgres
-from lifecycle.embedded.process import Ledger, stop_process
+from lifecycle.embedded.process import Ledger, stop_all
 from lifecycle.embedded.redis import EmbeddedRedis, redis_binary
 from lifecycle.errors import StackError
 
@@ -110,9 +110,9 @@ class Stack:
         self._record()
 
     def stop(self) -> None:
-        # Workers first, so they never see their broker or database vanish under them.
-        for proc, sig in reversed(self.children):
-            stop_process(proc, sig, timeout_s=15)
+        # Workers and connectors first (together), so they never see their broker or database
+        # vanish under them.
+        stop_all(self.children, timeout_s=15)
         self.children.clear()
         if self.redis is not None:
             self.redis.stop()

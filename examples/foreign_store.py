@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""A downstream store written by another team, joining the erasure protocol on the topics alone.
+
+It uses no code of this project: kafka-python, fastavro, and the published .avsc files. The
+store itself is a JSON file mapping account ids to records (a stand-in for any database).
+
+    python examples/foreign_store.py --bootstrap 127.0.0.1:9092 --store crm --data crm.json
+
+Register the store with the pipeline first, by adding its name to LIFECYCLE_ERASURE_STORES
+(e.g. "postgres,files,mailing-list,redis,crm"): erasures opened from then on wait for it.
+
+The protocol (CONTRACT.md section 3, docs/erasure.md):
+  1. consume <prefix>tombstones with a consumer group of your own;
+  2. delete everything the store holds for the order's account_id (and the ids in `subjects`);
+  3. only after that delete is durable, produce an ErasureAck to <prefix>erasure-acks, keyed by
+     account_id: status erased / nothing_found / retained_legal_hold / failed, items_erased;
+  4. then commit the offset. A redelivered order must be acknowledged again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import struct
+import time
+from pathlib import Path
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from kafka import KafkaConsumer, KafkaProducer
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+
+
+def schema_id(schema: dict) -> int:
+    """The built-in registry's id rule (docs/schemas.md)."""
+    v = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
+    return ((v ^ (v >> 31) ^ (v >> 62)) & 0x7FFFFFFF) or 1
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--prefix", default="lifecycle.")
+    p.add_argument("--store", default="crm")
+    p.add_argument("--data", required=True, help="the store: a JSON file {account_id: [records]}")
+    args = p.parse_args()
+
+    order_schema = fastavro.parse_schema(json.loads((SCHEMAS / "DeletionOrder.avsc").read_text()))
+    ack_raw = json.loads((SCHEMAS / "ErasureAck.avsc").read_text())
+    ack_schema, ack_id = fastavro.parse_schema(ack_raw), schema_id(ack_raw)
+
+    consumer = KafkaConsumer(f"{args.prefix}tombstones", bootstrap_servers=args.bootstrap,
+                             group_id=f"{args.prefix}store-{args.store}", enable_auto_commit=False,
+                             auto_offset_reset="earliest", session_timeout_ms=6000)
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    data_path = Path(args.data)
+    while not stopping:
+        for batch in consumer.poll(timeout_ms=500).values():
+            for msg in batch:
+                if msg.value is None or msg.value[0] != 0:
+                    continue
+                order = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), order_schema)
+                store = json.loads(data_path.read_text()) if data_path.exists() else {}
+                ids = set(order.get("subjects") or []) | {order["account_id"]}
+                erased = sum(len(store.pop(i, [])) for i in ids)
+                tmp = data_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(store))
+                os.replace(tmp, data_path)  # the delete is durable before the ack
+                body = io.BytesIO()
+                fastavro.schemaless_writer(body, ack_schema, {
+                    "request_id": order["request_id"], "account_id": order["account_id"], "store": args.store,
+                    "status": "erased" if erased else "nothing_found", "items_erased": erased,
+                    "completed_at": int(time.time() * 1000), "error": None})
+                producer.send(f"{args.prefix}erasure-acks", key=order["account_id"].encode(),
+                              value=struct.pack(">bI", 0, ack_id) + body.getvalue()).get(timeout=30)
+        consumer.commit()
+    consumer.close()
+    producer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""A store written without this project's code (examples/foreign_store.py) joins the protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+
+from lifecycle.config import PROJECT_ROOT
+from lifecycle.embedded.process import stop_process
+from tests.fix_servers import WorkerProcess
+from tests.helpers import HOUR, T0, event, wait_for
+from tests.integration.test_erasure import _complete, _emit
+
+
+def test_a_foreign_store_acknowledges_and_completes_the_erasure(settings, tmp_path):
+    settings = dataclasses.replace(settings, erasure_stores=("crm",))
+    data = tmp_path / "crm.json"
+    data.write_text(json.dumps({"acc-crm": [{"note": "called"}, {"note": "emailed"}], "acc-other": [{}]}))
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    with open(tmp_path / "crm.log", "wb") as log:
+        store = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "examples" / "foreign_store.py"),
+                                  "--bootstrap", settings.kafka_bootstrap, "--prefix", settings.topic_prefix,
+                                  "--store", "crm", "--data", str(data)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        worker.start()
+        _emit(settings, event("account.registered", T0, account="acc-crm", email="c@example.test", first_name="C",
+                              last_name="R"),
+              event("account.closed", T0 + HOUR, account="acc-crm"))
+        answer = wait_for(lambda: _complete(worker, "acc-crm"), deadline_s=60, what="the foreign store's ack")
+        [crm] = answer["erasures"][0]["stores"]
+        assert (crm["store"], crm["status"], crm["items_erased"]) == ("crm", "erased", 2)
+        assert json.loads(data.read_text()) == {"acc-other": [{}]}
+    finally:
+        stop_process(store, signal.SIGTERM, timeout_s=10)
+        worker.stop()
