@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
 from typing import Any
 
@@ -28,7 +27,7 @@ import psycopg
 from streams.context import Context, enqueue
 from streams.timeutil import DAY_MS, dt_to_ms, ms_to_dt
 
-__all__ = ["account_hash", "open_erasure", "apply_acks", "erasure_tick", "erasure_status", "SUCCESS",
+__all__ = ["account_hash", "open_erasures", "apply_acks", "erasure_tick", "erasure_status", "SUCCESS",
            "CATEGORIES", "subject_hashes"]
 
 SUCCESS = ("erased", "nothing_found", "retained_legal_hold")
@@ -47,43 +46,58 @@ def subject_hashes(key: bytes, subjects: list[str]) -> dict[str, str]:
     return {s: account_hash(key, s) for s in subjects}
 
 
-async def open_erasure(conn: psycopg.AsyncConnection[Any], ctx: Context, account_id: str, event: dict[str, Any],
-                       reason: str) -> bool:
-    """Open the erasure of ``account_id`` unless one is already open; True if opened now."""
-    cur = await conn.execute(
-        "SELECT 1 FROM erasure_requests WHERE account_hash = %s AND state = 'open'",
-        (account_hash(ctx.hash_key, account_id),))
-    if await cur.fetchone():
-        return False
-    request_id = uuid.uuid5(_NAMESPACE, f"{account_id}|{event['event_id']}")
-    cur = await conn.execute("SELECT visitor_id FROM account_visitors WHERE account_id = %s ORDER BY 1",
-                             (account_id,))
-    subjects = [account_id] + [row[0] for row in await cur.fetchall()]
+async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
+                        closures: list[tuple[str, dict[str, Any], str]]) -> int:
+    """Open the erasure of each (account id, closing event, reason) that has none open; a batch
+    of closures costs a fixed number of statements. Returns how many were opened."""
+    hashes = {account: account_hash(ctx.hash_key, account) for account, _, _ in closures}
+    cur = await conn.execute("SELECT account_hash FROM erasure_requests WHERE account_hash = ANY(%s) "
+                             "AND state = 'open'", (list(hashes.values()),))
+    already = {row[0] for row in await cur.fetchall()}
+    todo, seen = [], set()
+    for account, event, reason in closures:
+        if hashes[account] not in already and account not in seen:
+            seen.add(account)
+            todo.append((account, event, reason))
+    if not todo:
+        return 0
+    accounts = [a for a, _, _ in todo]
+    links: dict[str, list[str]] = {a: [] for a in accounts}
+    cur = await conn.execute("SELECT account_id, visitor_id FROM account_visitors WHERE account_id = ANY(%s) "
+                             "ORDER BY 1, 2", (accounts,))
+    for account, visitor in await cur.fetchall():
+        links[account].append(visitor)
     cur = await conn.execute("SELECT store FROM erasure_stores WHERE active ORDER BY store")
     stores = [row[0] for row in await cur.fetchall()]
-    cur = await conn.execute("SELECT legal_hold FROM accounts WHERE account_id = %s", (account_id,))
-    row = await cur.fetchone()
-    legal_hold = bool(row and row[0])
-    opened = event["occurred_at"]
-    deadline = opened + ctx.settings.erasure_deadline_days * DAY_MS
-    await conn.execute(
-        "INSERT INTO erasure_requests (request_id, account_id, account_hash, subjects, reason, legal_hold, "
-        "opened_at, deadline) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (request_id, account_id, account_hash(ctx.hash_key, account_id), subjects, reason, legal_hold,
-         ms_to_dt(opened), ms_to_dt(deadline)))
+    cur = await conn.execute("SELECT account_id FROM accounts WHERE account_id = ANY(%s) AND legal_hold", (accounts,))
+    held = {row[0] for row in await cur.fetchall()}
+    requests, progress, suppressed, rows, request_ids = [], [], [], [], []
+    for account, event, reason in todo:
+        request_id = uuid.uuid5(_NAMESPACE, f"{account}|{event['event_id']}")
+        request_ids.append(request_id)
+        subjects = [account, *links[account]]
+        opened = event["occurred_at"]
+        deadline = opened + ctx.settings.erasure_deadline_days * DAY_MS
+        requests.append((request_id, account, hashes[account], subjects, reason, account in held,
+                         ms_to_dt(opened), ms_to_dt(deadline)))
+        progress.extend((request_id, store) for store in stores)
+        suppressed.extend((h, request_id) for h in subject_hashes(ctx.hash_key, subjects).values())
+        rows.append(_order(ctx, request_id, account, subjects, reason, opened, deadline, account in held))
+        rows.append((ctx.settings.topic("accounts"), account.encode(), None))
+        rows.extend((ctx.settings.topic("consents"), s.encode(), None) for s in subjects)
     async with conn.cursor() as c:
+        await c.executemany(
+            "INSERT INTO erasure_requests (request_id, account_id, account_hash, subjects, reason, legal_hold, "
+            "opened_at, deadline) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", requests)
         await c.executemany("INSERT INTO erasure_progress (request_id, store) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            [(request_id, s) for s in stores])
+                            progress)
         await c.executemany(
             "INSERT INTO suppressed_subjects (subject_hash, request_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            [(h, request_id) for h in subject_hashes(ctx.hash_key, subjects).values()])
-    order = _order(ctx, request_id, account_id, subjects, reason, opened, deadline, legal_hold)
-    tombstones = [(ctx.settings.topic("accounts"), account_id.encode(), None)]
-    tombstones += [(ctx.settings.topic("consents"), s.encode(), None) for s in subjects]
-    await enqueue(conn, [order, *tombstones])
-    await _publish_status(conn, ctx, [request_id])
-    ctx.metrics.erasures_opened.inc()
-    return True
+            suppressed)
+    await enqueue(conn, rows)
+    await _publish_status(conn, ctx, request_ids)
+    ctx.metrics.erasures_opened.inc(len(todo))
+    return len(todo)
 
 
 def _order(ctx: Context, request_id: uuid.UUID, account_id: str, subjects: list[str], reason: str, opened: int,
@@ -125,56 +139,73 @@ async def _statuses(conn: psycopg.AsyncConnection[Any], where: str, params: tupl
     return list(out.values())
 
 
+_ACK = """
+UPDATE erasure_progress p
+SET status = a.status, items_erased = a.items, acknowledged_at = a.at, error = a.error
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::text[])
+     AS a(request_id, store, status, items, at, error)
+WHERE p.request_id = a.request_id AND p.store = a.store
+  AND p.status NOT IN ('erased', 'nothing_found', 'retained_legal_hold')
+RETURNING p.request_id, p.store, a.status, extract(epoch FROM (now() - p.last_issued_at))
+"""
+_COMPLETE = """
+WITH ready AS (
+    SELECT r.request_id FROM erasure_requests r
+    WHERE r.state = 'open' AND r.request_id = ANY(%(touched)s)
+      AND NOT EXISTS (SELECT 1 FROM erasure_progress p WHERE p.request_id = r.request_id
+                      AND p.status NOT IN ('erased', 'nothing_found', 'retained_legal_hold'))
+), done AS (
+    UPDATE erasure_requests r SET state = 'complete', completed_at = GREATEST(r.opened_at, %(now)s),
+           account_id = NULL, subjects = NULL
+    FROM ready WHERE r.request_id = ready.request_id
+    RETURNING r.request_id, r.account_hash, r.reason, r.opened_at, r.completed_at
+)
+INSERT INTO erasure_proofs (request_id, account_hash, reason, opened_at, completed_at, stores)
+SELECT d.request_id, d.account_hash, d.reason, d.opened_at, d.completed_at,
+       (SELECT jsonb_agg(jsonb_build_object(
+                   'store', p.store, 'status', p.status, 'items_erased', p.items_erased,
+                   'acknowledged_at', (extract(epoch FROM p.acknowledged_at) * 1000)::bigint) ORDER BY p.store)
+        FROM erasure_progress p WHERE p.request_id = d.request_id)
+FROM done d
+ON CONFLICT DO NOTHING
+RETURNING request_id, extract(epoch FROM (completed_at - opened_at))
+"""
+_RANK = {"erased": 0, "retained_legal_hold": 0, "nothing_found": 0, "failed": 1}
+
+
 async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: list[dict[str, Any]]) -> int:
-    """Record acknowledgements; complete the requests they finish. Returns how many completed."""
+    """Record acknowledgements and complete the requests they finish, set-based: a batch of acks
+    costs two statements. The first success stands (a redelivered order is acknowledged again
+    with nothing more erased); a failure never overwrites a success. Returns how many completed."""
+    best: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+    for ack in acks:
+        try:
+            key = (uuid.UUID(ack["request_id"]), ack["store"])
+        except ValueError:
+            continue
+        if key not in best or _RANK.get(ack["status"], 1) < _RANK.get(best[key]["status"], 1):
+            best[key] = ack
+    if not best:
+        return 0
+    cols: list[list[Any]] = [[], [], [], [], [], []]
+    for (rid, store), ack in best.items():
+        for col, value in zip(cols, (rid, store, ack["status"], ack["items_erased"], ms_to_dt(ack["completed_at"]),
+                                     (ack.get("error") or None) and ack["error"][:200])):
+            col.append(value)
+    cur = await conn.execute(_ACK, cols)
     touched = set()
-    async with conn.cursor() as c:
-        for ack in acks:
-            try:
-                request_id = uuid.UUID(ack["request_id"])
-            except ValueError:
-                continue
-            # The first success stands (a redelivered order is acknowledged again with nothing
-            # more erased); a failure never overwrites a success.
-            await c.execute(
-                "UPDATE erasure_progress p SET status = %(status)s, items_erased = %(items)s, "
-                "acknowledged_at = %(at)s, error = %(error)s "
-                "FROM erasure_requests r WHERE r.request_id = p.request_id AND p.request_id = %(rid)s "
-                "AND p.store = %(store)s AND p.status NOT IN ('erased', 'nothing_found', 'retained_legal_hold') "
-                "RETURNING extract(epoch FROM (now() - p.last_issued_at))",
-                {"rid": request_id, "store": ack["store"], "status": ack["status"], "items": ack["items_erased"],
-                 "at": ms_to_dt(ack["completed_at"]), "error": (ack.get("error") or None) and ack["error"][:200]})
-            row = await c.fetchone()
-            if row is not None:
-                touched.add(request_id)
-                store = ack["store"] if ack["store"] in ctx.settings.erasure_stores else "other"
-                ctx.metrics.ack_latency.labels(store).observe(max(float(row[0]), 0.0))
-                if ack["status"] == "failed":
-                    ctx.metrics.store_failures.labels(store).inc()
+    for rid, store, status, waited in await cur.fetchall():
+        touched.add(rid)
+        label = store if store in ctx.settings.erasure_stores else "other"
+        ctx.metrics.ack_latency.labels(label).observe(max(float(waited), 0.0))
+        if status == "failed":
+            ctx.metrics.store_failures.labels(label).inc()
     if not touched:
         return 0
-    cur = await conn.execute(
-        "SELECT r.request_id FROM erasure_requests r WHERE r.state = 'open' AND r.request_id = ANY(%s) "
-        "AND NOT EXISTS (SELECT 1 FROM erasure_progress p WHERE p.request_id = r.request_id "
-        "AND p.status NOT IN ('erased', 'nothing_found', 'retained_legal_hold'))", (list(touched),))
-    done = [row[0] for row in await cur.fetchall()]
-    now = ctx.clock.now_ms()
-    for request_id in done:
-        cur = await conn.execute(
-            "UPDATE erasure_requests SET state = 'complete', completed_at = GREATEST(opened_at, %s), "
-            "account_id = NULL, subjects = NULL WHERE request_id = %s "
-            "RETURNING account_hash, reason, opened_at, completed_at", (ms_to_dt(now), request_id))
-        ahash, reason, opened, completed = await cur.fetchone()  # type: ignore[misc]
-        cur = await conn.execute(
-            "SELECT store, status, items_erased, acknowledged_at FROM erasure_progress WHERE request_id = %s "
-            "ORDER BY store", (request_id,))
-        stores = [{"store": s, "status": st, "items_erased": n, "acknowledged_at": dt_to_ms(a) if a else None}
-                  for s, st, n, a in await cur.fetchall()]
-        await conn.execute(
-            "INSERT INTO erasure_proofs (request_id, account_hash, reason, opened_at, completed_at, stores) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (request_id, ahash, reason, opened, completed, json.dumps(stores)))
-        ctx.metrics.erasure_duration.observe((completed - opened).total_seconds())
+    cur = await conn.execute(_COMPLETE, {"touched": list(touched), "now": ms_to_dt(ctx.clock.now_ms())})
+    done = await cur.fetchall()
+    for _, seconds in done:
+        ctx.metrics.erasure_duration.observe(float(seconds))
     await _publish_status(conn, ctx, list(touched))
     ctx.metrics.erasures_completed.inc(len(done))
     return len(done)

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from streams.erasure import open_erasure
+from streams.erasure import open_erasures
 from streams.processors.base import Context, enqueue
 from streams.timeutil import dt_to_ms, ms_to_dt
 
@@ -115,8 +115,8 @@ class AccountsProcessor:
             )
         await enqueue(conn, rows)
         # After the profiles: the outbox publishes in order, so the tombstone comes last.
-        for event, reason in erasures:
-            await open_erasure(conn, ctx, event["account_id"], event, reason)
+        if erasures:
+            await open_erasures(conn, ctx, [(event["account_id"], event, reason) for event, reason in erasures])
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
         return None
