@@ -9,15 +9,13 @@ marketing mail.
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-
-from connectors.base.sink import ErasureOrder, Outcome, TransientStoreError
+from connectors.base.pg import SinkConnection
+from connectors.base.sink import ErasureOrder, Outcome
 
 __all__ = ["MailingListSink"]
 
 _SCHEMA = """
+SELECT pg_advisory_xact_lock(7400002);
 CREATE SCHEMA IF NOT EXISTS mailing;
 CREATE TABLE IF NOT EXISTS mailing.list_members (
     account_id text PRIMARY KEY, email text NOT NULL, added_at timestamptz NOT NULL DEFAULT now());
@@ -42,58 +40,34 @@ class MailingListSink:
     name = "mailing-list"
 
     def __init__(self, dsn: str):
-        self.dsn = dsn
-        self.conn: psycopg.Connection[Any] | None = None
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        if self.conn is None or self.conn.closed or self.conn.broken:
-            try:
-                self.conn = psycopg.connect(self.dsn, connect_timeout=5)
-                with self.conn.transaction():
-                    self.conn.execute("SELECT pg_advisory_xact_lock(7400002)")
-                    self.conn.execute(_SCHEMA)
-            except psycopg.OperationalError as exc:
-                self.conn = None
-                raise TransientStoreError("mailing list database unreachable") from exc
-        return self.conn
+        self.db = SinkConnection(dsn, _SCHEMA, "mailing list database")
 
     def sync(self) -> tuple[int, int]:
         """Bring the list in line with the marketing audience; (upserted, removed)."""
-        conn = self._connect()
-        try:
-            with conn.transaction():
-                row = conn.execute(_SYNC).fetchone()
-                return (int(row[0]), int(row[1])) if row else (0, 0)
-        except psycopg.OperationalError as exc:
-            self.conn = None
-            raise TransientStoreError("mailing list database unreachable") from exc
+        with self.db.transaction() as conn:
+            row = conn.execute(_SYNC).fetchone()
+            return (int(row[0]), int(row[1])) if row else (0, 0)
 
     tick = sync
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
-        conn = self._connect()
-        try:
-            with conn.transaction():
-                cur = conn.execute("SELECT request_id::text, status, items FROM mailing.receipts "
-                                   "WHERE request_id = ANY(%s::uuid[])", ([o.request_id for o in orders],))
-                done = {rid: Outcome(status, items) for rid, status, items in cur.fetchall()}
-                todo = [o for o in orders if o.request_id not in done]
-                owner = {s: o.request_id for o in todo for s in o.subjects}
-                counts = {o.request_id: 0 for o in todo}
-                if todo:
-                    cur = conn.execute("DELETE FROM mailing.list_members WHERE account_id = ANY(%s) "
-                                       "RETURNING account_id", (list(owner),))
-                    for (account,) in cur.fetchall():
-                        counts[owner[account]] += 1
-                outcomes = {rid: Outcome("erased" if n else "nothing_found", n) for rid, n in counts.items()}
-                with conn.cursor() as c:
-                    c.executemany("INSERT INTO mailing.receipts VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                                  [(rid, o.status, o.items) for rid, o in outcomes.items()])
-                return {**done, **outcomes}
-        except psycopg.OperationalError as exc:
-            self.conn = None
-            raise TransientStoreError("mailing list database unreachable") from exc
+        with self.db.transaction() as conn:
+            cur = conn.execute("SELECT request_id::text, status, items FROM mailing.receipts "
+                               "WHERE request_id = ANY(%s::uuid[])", ([o.request_id for o in orders],))
+            done = {rid: Outcome(status, items) for rid, status, items in cur.fetchall()}
+            todo = [o for o in orders if o.request_id not in done]
+            owner = {s: o.request_id for o in todo for s in o.subjects}
+            counts = {o.request_id: 0 for o in todo}
+            if todo:
+                cur = conn.execute("DELETE FROM mailing.list_members WHERE account_id = ANY(%s) "
+                                   "RETURNING account_id", (list(owner),))
+                for (account,) in cur.fetchall():
+                    counts[owner[account]] += 1
+            outcomes = {rid: Outcome("erased" if n else "nothing_found", n) for rid, n in counts.items()}
+            with conn.cursor() as c:
+                c.executemany("INSERT INTO mailing.receipts VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                              [(rid, o.status, o.items) for rid, o in outcomes.items()])
+            return {**done, **outcomes}
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        self.db.close()

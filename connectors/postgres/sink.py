@@ -8,11 +8,8 @@ count of its first run.
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-
-from connectors.base.sink import ErasureOrder, Outcome, TransientStoreError
+from connectors.base.pg import SinkConnection
+from connectors.base.sink import ErasureOrder, Outcome
 
 __all__ = ["PostgresSink", "ACCOUNT_TABLES", "SUBJECT_TABLES"]
 
@@ -33,58 +30,40 @@ class PostgresSink:
     name = "postgres"
 
     def __init__(self, dsn: str):
-        self.dsn = dsn
-        self.conn: psycopg.Connection[Any] | None = None
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        if self.conn is None or self.conn.closed or self.conn.broken:
-            try:
-                self.conn = psycopg.connect(self.dsn, connect_timeout=5)
-                with self.conn.transaction():
-                    self.conn.execute(_RECEIPTS)
-            except psycopg.OperationalError as exc:
-                self.conn = None
-                raise TransientStoreError("postgres unreachable") from exc
-        return self.conn
+        self.db = SinkConnection(dsn, _RECEIPTS, "postgres")
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
-        conn = self._connect()
-        try:
-            with conn.transaction():
-                cur = conn.execute("SELECT request_id::text, status, items FROM erasure_receipts "
-                                   "WHERE store = %s AND request_id = ANY(%s::uuid[])",
-                                   (self.name, [o.request_id for o in orders]))
-                done = {rid: Outcome(status, items) for rid, status, items in cur.fetchall()}
-                todo = [o for o in orders if o.request_id not in done]
-                if not todo:
-                    return done
-                by_subject: dict[str, str] = {}
-                for order in todo:
-                    for subject in order.subjects:
-                        by_subject[subject] = order.request_id
-                accounts = [o.account_id for o in todo]
-                counts: dict[str, int] = {o.request_id: 0 for o in todo}
-                owner = {o.account_id: o.request_id for o in todo}
-                for table in ACCOUNT_TABLES:
-                    cur = conn.execute(f"DELETE FROM {table} WHERE account_id = ANY(%s) RETURNING account_id",
-                                       (accounts,))
-                    for (account,) in cur.fetchall():
-                        counts[owner[account]] += 1
-                for table, column in SUBJECT_TABLES:
-                    cur = conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s) RETURNING {column}",
-                                       (list(by_subject),))
-                    for (subject,) in cur.fetchall():
-                        counts[by_subject[subject]] += 1
-                outcomes = {rid: Outcome("erased" if n else "nothing_found", n) for rid, n in counts.items()}
-                with conn.cursor() as c:
-                    c.executemany("INSERT INTO erasure_receipts (request_id, store, status, items) "
-                                  "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                                  [(rid, self.name, o.status, o.items) for rid, o in outcomes.items()])
-                return {**done, **outcomes}
-        except psycopg.OperationalError as exc:
-            self.conn = None
-            raise TransientStoreError("postgres unreachable") from exc
+        with self.db.transaction() as conn:
+            cur = conn.execute("SELECT request_id::text, status, items FROM erasure_receipts "
+                               "WHERE store = %s AND request_id = ANY(%s::uuid[])",
+                               (self.name, [o.request_id for o in orders]))
+            done = {rid: Outcome(status, items) for rid, status, items in cur.fetchall()}
+            todo = [o for o in orders if o.request_id not in done]
+            if not todo:
+                return done
+            by_subject: dict[str, str] = {}
+            for order in todo:
+                for subject in order.subjects:
+                    by_subject[subject] = order.request_id
+            accounts = [o.account_id for o in todo]
+            counts: dict[str, int] = {o.request_id: 0 for o in todo}
+            owner = {o.account_id: o.request_id for o in todo}
+            for table in ACCOUNT_TABLES:
+                cur = conn.execute(f"DELETE FROM {table} WHERE account_id = ANY(%s) RETURNING account_id",
+                                   (accounts,))
+                for (account,) in cur.fetchall():
+                    counts[owner[account]] += 1
+            for table, column in SUBJECT_TABLES:
+                cur = conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s) RETURNING {column}",
+                                   (list(by_subject),))
+                for (subject,) in cur.fetchall():
+                    counts[by_subject[subject]] += 1
+            outcomes = {rid: Outcome("erased" if n else "nothing_found", n) for rid, n in counts.items()}
+            with conn.cursor() as c:
+                c.executemany("INSERT INTO erasure_receipts (request_id, store, status, items) "
+                              "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                              [(rid, self.name, o.status, o.items) for rid, o in outcomes.items()])
+            return {**done, **outcomes}
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        self.db.close()

@@ -5,13 +5,9 @@ This build keeps data in memory only: a broker restart loses the topics (see doc
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
-from pathlib import Path
-from typing import IO, Any
 
-from lifecycle.embedded.process import free_port, spawn, stop_process, wait_for_port
+from lifecycle.embedded.process import ServerProcess, wait_for_port
 from lifecycle.errors import StackError
 
 __all__ = ["EmbeddedBroker", "broker_binary"]
@@ -45,16 +41,8 @@ def _metadata_ready(bootstrap: str, deadline_s: float) -> bool:
     return False
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(ServerProcess):
     """One Tansu broker on a free loopback port, logging to ``log_path``."""
-
-    stop_signal = signal.SIGTERM
-
-    def __init__(self, log_path: Path, port: int | None = None):
-        self.log_path = log_path
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[Any] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -65,19 +53,9 @@ class EmbeddedBroker:
         return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
 
     def start(self, deadline_s: float = 30) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        self.proc = spawn(self.argv(), log=self._log, death_signal=self.stop_signal)
+        self._spawn()
         if not wait_for_port(self.port, deadline_s, self.proc) or not _metadata_ready(
             self.bootstrap, deadline_s
         ):
             self.stop()
             raise StackError(f"the embedded broker did not start; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, self.stop_signal, timeout_s=10)
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None

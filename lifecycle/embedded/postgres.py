@@ -10,19 +10,10 @@ import contextlib
 import importlib.util
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any
 
-from lifecycle.embedded.process import (
-    free_port,
-    pid_alive,
-    service_user,
-    spawn,
-    stop_process,
-    wait_for_port,
-)
+from lifecycle.embedded.process import ServerProcess, pid_alive, service_user, spawn, wait_for_port
 from lifecycle.errors import StackError
 
 __all__ = ["EmbeddedPostgres", "postgres_bin_dir"]
@@ -45,27 +36,24 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ServerProcess):
     """One PostgreSQL server over ``data_dir`` on a free loopback port."""
 
     # SIGINT is PostgreSQL's fast shutdown: clients disconnected, a clean checkpoint.
     stop_signal = signal.SIGINT
+    stop_timeout_s = 20
 
     def __init__(self, data_dir: Path, log_path: Path, *, port: int | None = None, fast: bool = False):
+        super().__init__(log_path, port)
         self.data_dir = data_dir
-        self.log_path = log_path
-        self.port = port or free_port()
         self.fast = fast
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[Any] | None = None
         self.user = service_user()
 
     def dsn(self, database: str = DATABASE) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run(self, argv: list[str]) -> None:
-        assert self._log is not None
-        proc = spawn(argv, log=self._log, user=self.user)
+        proc = spawn(argv, log=self._open_log(), user=self.user)
         if proc.wait(timeout=120) != 0:
             raise StackError(f"{Path(argv[0]).name} failed; see {self.log_path}")
 
@@ -115,8 +103,6 @@ class EmbeddedPostgres:
         return argv
 
     def start(self, deadline_s: float = 60) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
         if self.user is not None:
             # The service user must reach both the data and the server binaries (a virtualenv
             # or state folder under a 0700 home or mktemp folder would hide them).
@@ -124,7 +110,7 @@ class EmbeddedPostgres:
             _make_traversable(postgres_bin_dir())
         self._init()
         self._clear_stale_lock()
-        self.proc = spawn(self.argv(), log=self._log, user=self.user, death_signal=self.stop_signal)
+        self._spawn(self.user)
         if not wait_for_port(self.port, deadline_s, self.proc) or not self._accepting(deadline_s):
             self.stop()
             raise StackError(f"the embedded PostgreSQL did not start; see {self.log_path}")
@@ -149,11 +135,3 @@ class EmbeddedPostgres:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, self.stop_signal, timeout_s=20)
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None

@@ -29,6 +29,7 @@ __all__ = [
     "Ledger",
     "wait_for_port",
     "service_user",
+    "ServerProcess",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -147,6 +148,41 @@ def stop_all(procs: list[tuple[subprocess.Popen[Any], int]], timeout_s: float = 
     for proc, _ in procs:
         if proc.poll() is None:
             stop_process(proc, signal.SIGKILL, timeout_s=5)
+
+
+class ServerProcess:
+    """An embedded server: one child on a free loopback port, its output in ``log_path``.
+    Subclasses give ``argv()``, ``stop_signal`` and how to tell it is ready."""
+
+    stop_signal: int = signal.SIGTERM
+    stop_timeout_s: float = 10
+
+    def __init__(self, log_path: Path, port: int | None = None):
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[Any] | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _open_log(self) -> IO[Any]:
+        if self._log is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab")
+        return self._log
+
+    def _spawn(self, user: pwd.struct_passwd | None = None) -> subprocess.Popen[bytes]:
+        self.proc = spawn(self.argv(), log=self._open_log(), user=user, death_signal=self.stop_signal)
+        return self.proc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, self.stop_signal, timeout_s=self.stop_timeout_s)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def _cmdline(pid: int) -> str:

@@ -6,12 +6,12 @@ import time
 import uuid
 
 from kafka import KafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.emitter import Emitter
 from lifecycle.supervisor import http_get
 from schemas import Codec
 from streams.intake import DLQ_HEADER_PREFIX
+from tests.helpers import metric
 
 
 def _event(n, account="acc-dlq"):
@@ -20,14 +20,7 @@ def _event(n, account="acc-dlq"):
 
 
 def _counter(worker, name, **labels):
-    status, body = http_get(worker.url("/metrics"))
-    assert status == 200
-    total = 0.0
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return metric(worker.url("/metrics"), name, **labels)
 
 
 def _wait_for(predicate, deadline_s=30, what="condition"):
