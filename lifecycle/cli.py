@@ -180,6 +180,80 @@ def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if statuses else 1
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Everything held about one account, as JSON on standard output."""
+    if not settings.postgres_dsn:
+        raise LifecycleError("`lifecycle export` needs LIFECYCLE_POSTGRES_DSN")
+    from lifecycle.export import export_account
+
+    data = export_account(settings.postgres_dsn, settings.files_dir, args.account)
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return 0 if data["profile"] else 1
+
+
+def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Send dead letters' original bytes back to their original topic, after a fix.
+
+    Reads with its own consumer group (`<prefix>dlq-replay`), so each letter is replayed once;
+    events are idempotent by event id, so a replayed event that had been applied changes nothing.
+    """
+    _need_broker(settings, "dlq replay")
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from schemas.codec import Codec
+    from schemas.registry import make_registry
+
+    codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
+    consumer = KafkaConsumer(
+        settings.topic("dead-letters"), bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}dlq-replay", enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=settings.broker_session_timeout_s * 1000, heartbeat_interval_ms=1000,
+        **settings.kafka_client_kwargs())
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.kafka_client_kwargs())
+    replayed = skipped = 0
+    try:
+        deadline = time.monotonic() + args.wait_s
+        started_ms = time.time_ns() // 1_000_000
+        records: list[Any] = []
+        while not consumer.assignment() and time.monotonic() < deadline:
+            records += [m for batch in consumer.poll(timeout_ms=200).values() for m in batch]
+        if not consumer.assignment():
+            raise LifecycleError("no dead-letters partition was assigned in time (is another replay running?)")
+        # Replay until the topic has been quiet for a while (this broker's ListOffsets(latest) is
+        # not reliable enough to read "up to the end").
+        quiet_polls = 0
+        records += [m for batch in consumer.poll(timeout_ms=500).values() for m in batch]
+        while True:
+            for msg in records:
+                tp = TopicPartition(msg.topic, msg.partition)
+                if tp in consumer.paused():
+                    continue
+                if msg.timestamp >= started_ms:  # written after this replay began (maybe by it): next run
+                    consumer.seek(tp, msg.offset)
+                    consumer.pause(tp)
+                    continue
+                letter = codec.decode(msg.value, topic="dead-letters").value
+                wanted = (not args.reason or letter["reason"].startswith(args.reason)) and (
+                    not args.topic or letter["original_topic"] == settings.topic(args.topic))
+                if not wanted or letter["original_value"] is None:
+                    skipped += 1
+                    continue
+                producer.send(letter["original_topic"], key=letter["original_key"], value=letter["original_value"],
+                              headers=[("lifecycle.replayed-from", f"{msg.partition}:{msg.offset}".encode())]).get(30)
+                replayed += 1
+            quiet_polls = 0 if records else quiet_polls + 1
+            if quiet_polls >= 4 or consumer.paused() == consumer.assignment() or time.monotonic() > deadline + 300:
+                break
+            records = [m for batch in consumer.poll(timeout_ms=500).values() for m in batch]
+        producer.flush()
+        consumer.commit()
+    finally:
+        consumer.close()
+        producer.close()
+    _say(f"replayed {replayed}, skipped {skipped}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lifecycle", description="Privacy-policy data lifecycle pipeline.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -202,6 +276,14 @@ def _parser() -> argparse.ArgumentParser:
     dlq_list.add_argument("--limit", type=int, default=100)
     dlq_list.add_argument("--wait-s", type=float, default=3.0)
     dlq_list.set_defaults(fn=cmd_dlq_list)
+    replay = dlq.add_parser("replay", help="send dead letters back to their original topic")
+    replay.add_argument("--reason", default=None, help="only letters whose reason starts with this code")
+    replay.add_argument("--topic", default=None, help="only letters from this contract topic")
+    replay.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the group join")
+    replay.set_defaults(fn=cmd_dlq_replay)
+    export = sub.add_parser("export", help="everything held about an account, as JSON")
+    export.add_argument("account")
+    export.set_defaults(fn=cmd_export)
     connector = sub.add_parser("connector", help="run one downstream store's erasure connector")
     connector.add_argument("store", help="postgres, redis, files or mailing-list")
     connector.set_defaults(fn=cmd_connector)
