@@ -145,11 +145,11 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
             bad = broken_records(emitter)
             for topic, value in bad:
                 emitter.send_raw(live.topic(topic), b"acc-00000", value)
-        metrics = _wait(live, say, deadline_s, "day one", lambda m: handled(m) >= sent
+        _wait(live, say, deadline_s, "day one", lambda m: handled(m) >= sent
                         and total(m, "lifecycle_events_rejected_total") >= len(bad))
         say("advancing the clock by 13 months and a day")
         sent += _send(live, thirteen_months_later(), say)
-        metrics = _wait(live, say, deadline_s, "13 months later",
+        _wait(live, say, deadline_s, "13 months later",
                         lambda m: handled(m) >= sent
                         and total(m, "lifecycle_consents_expired_total") > 0
                         and m.get("lifecycle_open_sessions{}", 1) == 0

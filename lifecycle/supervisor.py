@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -106,6 +105,3 @@ def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator
 def worker_alive(stack: Stack) -> bool:
     return all(proc.poll() is None for proc, _ in stack.children)
 
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True))

@@ -11,9 +11,7 @@ import threading
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "WallClock", "EventTimeClock", "SimulatedClock", "DAY_MS", "make_clock"]
-
-DAY_MS = 86_400_000
+__all__ = ["Clock", "WallClock", "EventTimeClock", "SimulatedClock", "make_clock"]
 
 
 class Clock(Protocol):

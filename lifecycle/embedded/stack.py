@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from lifecycle.config import Settings
@@ -131,6 +130,3 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def log_dir(settings: Settings) -> Path:
-    return settings.state_dir / "logs"
