@@ -30,11 +30,11 @@ MIME = ["application/pdf", "image/png", "text/csv", "application/zip"]
 
 
 def _event(event_type: str, at: int, source: str, **fields: Any) -> dict[str, Any]:
-    return {"event_id": str(uuid.UUID(int=random.getrandbits(128), version=4)), "event_type": event_type,
+    return {"event_id": str(uuid.uuid4()), "event_type": event_type,
             "occurred_at": at, "source": source, **fields}
 
 
-def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+def simulate(accounts: int, visitors: int, seed: int = 7, tag: str = "") -> Iterator[dict[str, Any]]:
     """A day of upstream traffic: registrations (a fifth never verified), sessions with file
     uploads (some never ended: the idle timeout closes them), cookie consents given and
     withdrawn, newsletter subscriptions and unsubscriptions, restrictions, closures, and page
@@ -42,7 +42,7 @@ def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, 
     random.seed(seed)
     t = DEMO_EPOCH_MS
     for i in range(accounts):
-        acc = f"acc-{i:05d}"
+        acc = f"acc-{tag}{i:05d}"
         at = t + i * 1000
         yield _event("account.registered", at, "signup", account_id=acc, email=f"user{i:05d}@example.com",
                      first_name=f"Given{i}", last_name=f"Family{i}", phone=f"+3360000{i:04d}")
@@ -57,7 +57,7 @@ def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, 
         if i % 10 == 7:
             yield _event("consent.cookies_withdrawn", at + 64_000, "web", account_id=acc,
                          purposes=["analytics"], policy_version="2026-01")
-        sid = f"sess-{i:05d}"
+        sid = f"sess-{tag}{i:05d}"
         yield _event("session.started", at + 120_000, "auth", account_id=acc, session_id=sid,
                      ip=f"203.0.113.{i % 250}", domain="app.centermetrics.test", user_agent="demo",
                      browser=random.choice(BROWSERS), os=random.choice(OSES), login_method="password",
@@ -76,7 +76,7 @@ def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, 
             yield _event("account.closure_requested", at + 900_000, "billing", account_id=acc, via="billing_contact")
             yield _event("account.closed", at + 901_000, "billing", account_id=acc)
     for v in range(visitors):
-        vis = f"vis-{v:05d}"
+        vis = f"vis-{tag}{v:05d}"
         at = t + v * 500
         if v % 6:
             yield _event("consent.cookies_granted", at, "web", visitor_id=vis,
@@ -87,20 +87,20 @@ def simulate(accounts: int, visitors: int, seed: int = 7) -> Iterator[dict[str, 
                          mime_type="text/html", country=random.choice(["FR", "DE"]))
 
 
-def thirteen_months_later(seed: int = 7) -> Iterator[dict[str, Any]]:
+def thirteen_months_later(tag: str = "") -> Iterator[dict[str, Any]]:
     """Traffic 13 months and a day after the start: the event-time clock moves with it, so every
     consent given on day one lapses and every session left open times out."""
     from streams.timeutil import add_months
 
     at = add_months(DEMO_EPOCH_MS, 13) + 86_400_000
-    yield _event("consent.cookies_granted", at, "web", visitor_id="vis-late",
+    yield _event("consent.cookies_granted", at, "web", visitor_id=f"vis-{tag}late",
                  purposes=["necessary", "analytics"], policy_version="2027-02")
 
 
-def broken_records(emitter: Emitter) -> list[tuple[str, bytes]]:
+def broken_records(emitter: Emitter, tag: str = "") -> list[tuple[str, bytes]]:
     """What real producers get wrong: JSON instead of Avro, an unknown schema id, a cut body."""
     valid = emitter.codec.encode_event(
-        _event("session.login_failed", DEMO_EPOCH_MS, "auth", account_id="acc-00000", ip="198.51.100.1",
+        _event("session.login_failed", DEMO_EPOCH_MS, "auth", account_id=f"acc-{tag}00000", ip="198.51.100.1",
                domain=None, user_agent=None, failure_reason="bad_password")
     )
     return [
@@ -137,18 +137,24 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
     started = time.monotonic()
     # The demo moves time by months: the clock follows event time (docs/processors.md).
     settings = dataclasses.replace(settings, clock="event")
+    tag = ""
+    if settings.kafka_bootstrap is None and settings.postgres_dsn is None:
+        settings = _fresh_demo_state(settings, say)
+    else:
+        # Servers of yours: this run's subjects get ids of their own, apart from earlier runs.
+        tag = f"{uuid.uuid4().hex[:4]}-"
     with running_pipeline(settings, say) as (live, _stack):
-        _seed_stores(live, accounts, say)
+        _seed_stores(live, accounts, say, tag)
         say(f"simulating {accounts} accounts and {visitors} visitors (day one: 2026-01-01)")
-        sent = _send(live, simulate(accounts, visitors), say)
+        sent = _send(live, simulate(accounts, visitors, tag=tag), say)
         with Emitter(live) as emitter:
-            bad = broken_records(emitter)
+            bad = broken_records(emitter, tag)
             for topic, value in bad:
-                emitter.send_raw(live.topic(topic), b"acc-00000", value)
+                emitter.send_raw(live.topic(topic), f"acc-{tag}00000".encode(), value)
         _wait(live, say, deadline_s, "day one", lambda m: handled(m) >= sent
                         and total(m, "lifecycle_events_rejected_total") >= len(bad))
         say("advancing the clock by 13 months and a day")
-        sent += _send(live, thirteen_months_later(), say)
+        sent += _send(live, thirteen_months_later(tag), say)
         _wait(live, say, deadline_s, "13 months later",
                         lambda m: handled(m) >= sent
                         and total(m, "lifecycle_consents_expired_total") > 0
@@ -161,11 +167,30 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
     return 0 if ok else 1
 
 
-def _seed_stores(live: Settings, accounts: int, say: Callable[[str], None]) -> None:
+def _fresh_demo_state(settings: Settings, say: Callable[[str], None]) -> Settings:
+    """Every embedded demo starts from nothing, in ``<state>/demo`` (the simulated day is the same
+    each time, so a database kept from an earlier run would see every event as already applied)."""
+    import shutil
+
+    from lifecycle.embedded.process import Ledger
+    from lifecycle.errors import StackError
+
+    state = settings.state_dir / "demo"
+    try:
+        Ledger(state / "run" / "ledger.json").reap_leftovers()
+    except RuntimeError as exc:
+        raise StackError(str(exc)) from None
+    if state.exists():
+        shutil.rmtree(state)
+        say(f"cleared the previous demo's state in {state}")
+    return dataclasses.replace(settings, state_dir=state)
+
+
+def _seed_stores(live: Settings, accounts: int, say: Callable[[str], None], tag: str = "") -> None:
     """What the product itself keeps outside the pipeline: each account's documents, a cache
     entry in Redis. The erasure connectors must find and delete these."""
     for i in range(accounts):
-        folder = live.files_dir / f"acc-{i:05d}"
+        folder = live.files_dir / f"acc-{tag}{i:05d}"
         (folder / "documents").mkdir(parents=True, exist_ok=True)
         (folder / "documents" / "report.csv").write_text("quarter,revenue\nQ1,100\n")
         (folder / "settings.json").write_text('{"theme": "dark"}')
@@ -175,8 +200,8 @@ def _seed_stores(live: Settings, accounts: int, say: Callable[[str], None]) -> N
         client = redis.Redis.from_url(live.redis_url)
         with client.pipeline() as pipe:
             for i in range(accounts):
-                pipe.set(f"cache:{{acc-{i:05d}}}:profile", "cached")
-                pipe.sadd("lifecycle:index:active", f"acc-{i:05d}")
+                pipe.set(f"cache:{{acc-{tag}{i:05d}}}:profile", "cached")
+                pipe.sadd("lifecycle:index:active", f"acc-{tag}{i:05d}")
             pipe.execute()
         client.close()
     say(f"seeded documents for {accounts} accounts" + (" and their Redis cache entries" if live.redis_url else ""))

@@ -39,18 +39,21 @@ def _wait_ready(env, proc, deadline_s=90):
     raise AssertionError("lifecycle up never became ready")
 
 
-def test_demo_runs_on_the_embedded_stack_and_leaves_nothing_running(tmp_path):
+def test_demo_runs_on_the_embedded_stack_twice_and_leaves_nothing_running(tmp_path):
     state = tmp_path / "state"
     try:
-        done = subprocess.run(_lifecycle("demo", "--accounts", "30", "--visitors", "30"), env=_env(state),
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "embedded broker on 127.0.0.1:" in done.stdout
-        assert "embedded PostgreSQL on 127.0.0.1:" in done.stdout
-        assert "== report ==" in done.stdout
-        assert ": OK" in done.stdout
-        for log in ("broker.log", "postgres.log", "worker.log"):
-            assert (state / "logs" / log).exists()
+        for run in (1, 2):  # a second run starts from nothing too
+            done = subprocess.run(_lifecycle("demo", "--accounts", "30", "--visitors", "30"), env=_env(state),
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "embedded broker on 127.0.0.1:" in done.stdout
+            assert "embedded PostgreSQL on 127.0.0.1:" in done.stdout
+            assert "== report ==" in done.stdout
+            assert ": OK" in done.stdout
+            assert ("cleared the previous demo's state" in done.stdout) == (run == 2)
+            for log in ("broker.log", "postgres.log", "worker.log"):
+                assert (state / "demo" / "logs" / log).exists()
+            assert wait_until_gone(str(state)) == []
     finally:
         assert wait_until_gone(str(state)) == []
 
