@@ -114,9 +114,6 @@ class Catalog:
     def input_topics(self) -> list[str]:
         return sorted({r.topic for r in self.records if r.is_input})
 
-    def event_types_on(self, topic: str) -> set[str]:
-        return {r.event_type for r in self.records if r.topic == topic and r.event_type}
-
     def all_schemas(self) -> list[dict[str, Any]]:
         """Current and released schemas: everything the built-in registry can serve."""
         out = [r.schema for r in self.records]

@@ -72,9 +72,6 @@ class FieldError:
     field: str
     problem: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "problem": self.problem}
-
 
 class InvalidEvent(DecodeError):
     """A decoded record that breaks the contract's rules (envelope, key, event type)."""

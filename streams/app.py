@@ -53,6 +53,7 @@ class Pipeline:
     metrics: Metrics
     clock: Clock
     context: Context
+    dead_letters: Any = None  # the dead-letters topic, shared by every stage that rejects
     ready: bool = False
 
 
@@ -118,6 +119,7 @@ def build_app(
         clock=clock,
         context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, hash_key=hash_key),
     )
+    pipeline.dead_letters = _raw_topic(app, settings.topic("dead-letters"))
     _register_intake(pipeline, catalog)
     _register_acks(pipeline)
     _register_background(pipeline)
@@ -170,17 +172,16 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 
 def _register_intake(pipeline: Pipeline, catalog: Catalog) -> None:
     app, settings = pipeline.app, pipeline.settings
-    dead_letters = _raw_topic(app, settings.topic("dead-letters"))
     processors = {p.topic: p for p in all_processors()}
     for contract_topic in catalog.input_topics:
         topic = _raw_topic(app, settings.topic(contract_topic))
         app.agent(topic, name=f"intake-{contract_topic}")(
-            _intake_agent(pipeline, contract_topic, processors[contract_topic], dead_letters)
+            _intake_agent(pipeline, contract_topic, processors[contract_topic])
         )
 
 
-def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor, dead_letters: Any) -> Any:
-    codec, metrics, clock = pipeline.codec, pipeline.metrics, pipeline.clock
+def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor) -> Any:
+    codec, metrics = pipeline.codec, pipeline.metrics
     rejected_children: dict[str, Any] = {}
     ingested_children: dict[str, Any] = {}
     dlq_counter = metrics.dead_letters_written.labels(contract_topic)
@@ -188,11 +189,8 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor,
     db = Database(pipeline.settings.postgres_dsn or "")
 
     async def reject(msg: Any, outcome: Rejected, pending: list[Any], rejects: dict[str, int]) -> None:
-        origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
-        key, value, headers = dead_letter(codec, outcome, origin, msg.value, clock.now_ms())
-        pending.append(await dead_letters.send(key=key, value=value, headers=headers))
+        pending.append(await send_dead_letter(pipeline, msg, outcome))
         rejects[outcome.reason] = rejects.get(outcome.reason, 0) + 1
-        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, outcome.reason)
 
     async def intake(stream: Any) -> None:
         async for events in stream.take_events(INTAKE_BATCH, within=INTAKE_WITHIN_S):
@@ -246,7 +244,6 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor,
 def _register_acks(pipeline: Pipeline) -> None:
     """Store acknowledgements from `erasure-acks`, applied in batches."""
     app, codec, settings = pipeline.app, pipeline.codec, pipeline.settings
-    dead_letters = _raw_topic(app, settings.topic("dead-letters"))
     db = Database(settings.postgres_dsn or "")
 
     async def acks(stream: Any) -> None:
@@ -258,9 +255,7 @@ def _register_acks(pipeline: Pipeline) -> None:
                     good.append(codec.decode(msg.value, topic="erasure-acks").value)
                 except DecodeError as exc:
                     rejected = Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks")
-                    origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
-                    key, value, headers = dead_letter(codec, rejected, origin, msg.value, pipeline.clock.now_ms())
-                    pending.append(await dead_letters.send(key=key, value=value, headers=headers))
+                    pending.append(await send_dead_letter(pipeline, msg, rejected))
                     pipeline.metrics.events_rejected.labels("erasure-acks", exc.reason).inc()
             if good:
                 await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, good))
@@ -308,6 +303,15 @@ def _register_background(pipeline: Pipeline) -> None:
                 sent = 0
             if sent == 0:
                 await asyncio.sleep(RELAY_IDLE_S)
+
+
+async def send_dead_letter(pipeline: Pipeline, msg: Any, rejected: Rejected) -> Any:
+    """Queue the dead letter of a consumed message; returns the delivery future to await before
+    the message's batch is acknowledged."""
+    origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
+    key, value, headers = dead_letter(pipeline.codec, rejected, origin, msg.value, pipeline.clock.now_ms())
+    log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, rejected.reason)
+    return await pipeline.dead_letters.send(key=key, value=value, headers=headers)
 
 
 def _ts_ms(msg: Any) -> int | None:

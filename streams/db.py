@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-__all__ = ["SCHEMA_SQL", "apply_schema", "apply_schema_async", "connect", "with_retry", "is_transient"]
+__all__ = ["SCHEMA_SQL", "apply_schema", "connect", "with_retry", "is_transient"]
 
 log = logging.getLogger("lifecycle.db")
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
@@ -30,10 +30,6 @@ def apply_schema(dsn: str) -> None:
             conn.execute(SCHEMA_SQL)
         finally:
             conn.execute("SELECT pg_advisory_unlock(7400001)")
-
-
-async def apply_schema_async(dsn: str) -> None:
-    await asyncio.to_thread(apply_schema, dsn)
 
 
 async def connect(dsn: str) -> psycopg.AsyncConnection[Any]:
