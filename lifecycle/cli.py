@@ -190,6 +190,14 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if data["profile"] else 1
 
 
+def cmd_retention_plan(settings: Settings, args: argparse.Namespace) -> int:
+    """What a retention sweep would erase at a given time, store by store; nothing is erased."""
+    from lifecycle.retention_plan import parse_time, plan_lines
+
+    plan_lines(settings, parse_time(args.at) if args.at else None, _say)
+    return 0
+
+
 def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Send dead letters' original bytes back to their original topic, after a fix.
 
@@ -290,6 +298,10 @@ def _parser() -> argparse.ArgumentParser:
     status = erasure.add_parser("status", help="an account's erasures, store by store")
     status.add_argument("account")
     status.set_defaults(fn=cmd_erasure_status)
+    retention = sub.add_parser("retention", help="retention windows").add_subparsers(dest="action", required=True)
+    plan = retention.add_parser("plan", help="what a sweep would erase, store by store, without erasing")
+    plan.add_argument("--at", help="the time to plan for: epoch ms or ISO 8601 (default: the pipeline's now)")
+    plan.set_defaults(fn=cmd_retention_plan)
     return p
 
 

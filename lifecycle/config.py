@@ -53,6 +53,7 @@ class Settings:
     schema_registry_url: str | None = None
     topic_prefix: str = "lifecycle."
     topic_spec: Path = PROJECT_ROOT / "deploy" / "topics.yaml"
+    retention_policy: Path = PROJECT_ROOT / "deploy" / "retention.yaml"
     http_host: str = "127.0.0.1"
     http_port: int = 6066
     http_token: str | None = dataclasses.field(default=None, repr=False)
@@ -119,6 +120,8 @@ class Settings:
             kw["topic_prefix"] = prefix
         if (raw := get("TOPIC_SPEC")) is not None:
             kw["topic_spec"] = Path(raw)
+        if (raw := get("RETENTION_POLICY")) is not None:
+            kw["retention_policy"] = Path(raw)
         if (raw := get("STATE_DIR")) is not None:
             kw["state_dir"] = Path(raw)
         if (raw := get("HTTP_PORT")) is not None:

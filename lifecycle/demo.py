@@ -160,7 +160,8 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
                         and total(m, "lifecycle_consents_expired_total") > 0
                         and m.get("lifecycle_open_sessions{}", 1) == 0
                         and total(m, "lifecycle_erasure_requests_completed_total")
-                        >= total(m, "lifecycle_erasure_requests_opened_total"))
+                        >= total(m, "lifecycle_erasure_requests_opened_total")
+                        and total(m, "lifecycle_retention_items_deleted_total") > 0)
         time.sleep(1.5)  # one more tick and relay round, so the report reads settled tables
         ok = _report(live, scrape(live), sent, len(bad), say)
         say(f"demo finished in {time.monotonic() - started:.1f} s")
@@ -275,7 +276,7 @@ def _report(live: Settings, metrics: dict[str, float], sent: int, bad: int, say:
             rows = conn.execute(sql).fetchall()
             say(f"{title}: " + "; ".join(" ".join(str(c) for c in row) for row in rows))
     for name in ("lifecycle_consents_expired_total", "lifecycle_analytics_events_excluded_total",
-                 "lifecycle_events_suppressed_total",
+                 "lifecycle_events_suppressed_total", "lifecycle_retention_items_deleted_total",
                  "lifecycle_outbox_published_total"):
         parts = [f"{k[len(name):]}={int(v)}" for k, v in sorted(metrics.items()) if k.startswith(name + "{") and v]
         say(f"{name}: " + (", ".join(parts) or "0"))
@@ -284,8 +285,11 @@ def _report(live: Settings, metrics: dict[str, float], sent: int, bad: int, say:
     expired = total(metrics, "lifecycle_consents_expired_total")
     opened = total(metrics, "lifecycle_erasure_requests_opened_total")
     completed = total(metrics, "lifecycle_erasure_requests_completed_total")
+    retained = total(metrics, "lifecycle_retention_items_deleted_total")
     say(f"erasures opened {int(opened)}, completed {int(completed)}")
-    ok = seen == sent and rejected == bad and expired > 0 and opened == completed > 0
+    say(f"retention (deploy/retention.yaml): {int(retained)} items past their window erased "
+        "(day one's session logs and failed logins after 12 months, consent proof after 13)")
+    ok = seen == sent and rejected == bad and expired > 0 and opened == completed > 0 and retained > 0
     say(f"accepted {int(seen)} of {sent} valid events; dead-lettered {int(rejected)} of {bad} broken records; "
         f"{int(expired)} consents lapsed after 13 months: " + ("OK" if ok else "MISMATCH"))
     return ok

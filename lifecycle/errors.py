@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "StackError",
     "TopicSpecError",
+    "PolicyError",
 ]
 
 
@@ -28,3 +29,7 @@ class StackError(LifecycleError):
 
 class TopicSpecError(LifecycleError):
     """The topic spec file is invalid."""
+
+
+class PolicyError(LifecycleError):
+    """The retention policy file is invalid; the message names the line."""

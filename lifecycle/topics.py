@@ -15,8 +15,9 @@ import yaml
 
 from lifecycle.config import Settings
 from lifecycle.errors import TopicSpecError
+from lifecycle.policy import Category, Policy, load_policy
 
-__all__ = ["TopicSpec", "ApplyReport", "load_spec", "apply_topics", "admin_client"]
+__all__ = ["TopicSpec", "ApplyReport", "load_spec", "apply_topics", "admin_client", "retention_configs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,7 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     configs: dict[str, str]
+    retention: str | None = None  # the data category of deploy/retention.yaml it keeps
 
 
 @dataclasses.dataclass
@@ -53,6 +55,23 @@ def _positive_int(where: str, value: Any) -> int:
     return value
 
 
+_DERIVED = ("retention.ms", "segment.ms", "delete.retention.ms", "min.compaction.lag.ms", "max.compaction.lag.ms")
+_HOUR_MS, _WEEK_MS = 3_600_000, 7 * 86_400_000
+
+
+def retention_configs(policy: Policy, category: Category, cleanup: str) -> dict[str, str]:
+    """Kafka configs that make the broker enforce a category's window by itself. A delete topic
+    keeps a segment at most a tenth of the window (between an hour and a week), so an expired
+    record outlives its window by at most that much; a compacted topic compacts an erased key
+    within the policy's lag and shows its tombstone for a while to consumers catching up."""
+    if cleanup == "compact":
+        return {"min.compaction.lag.ms": "0",
+                "max.compaction.lag.ms": str(policy.compaction_max_lag.approx_ms()),
+                "delete.retention.ms": str(policy.tombstone_visible.approx_ms())}
+    window = category.window.approx_ms()
+    return {"retention.ms": str(window), "segment.ms": str(min(max(window // 10, _HOUR_MS), _WEEK_MS))}
+
+
 def load_spec(path: Path, profile: str | None = None) -> list[TopicSpec]:
     """Read and validate the spec; errors name the topic and the key."""
     try:
@@ -63,6 +82,7 @@ def load_spec(path: Path, profile: str | None = None) -> list[TopicSpec]:
         raise TopicSpecError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("topics"), dict):
         raise TopicSpecError(f"{path}: expected a mapping with a 'topics' mapping")
+    policy = _policy(path, raw)
     defaults = dict(raw.get("defaults") or {})
     if profile:
         overrides = (raw.get("profiles") or {}).get(profile)
@@ -75,10 +95,12 @@ def load_spec(path: Path, profile: str | None = None) -> list[TopicSpec]:
         body = body or {}
         if not isinstance(body, dict):
             raise TopicSpecError(f"{path}: topic {name}: expected a mapping")
-        unknown = set(body) - {"partitions", "replication_factor", "configs"}
+        unknown = set(body) - {"partitions", "replication_factor", "configs", "retention"}
         if unknown:
             raise TopicSpecError(f"{path}: topic {name}: unknown key(s) {sorted(unknown)}")
         configs = {**(defaults.get("configs") or {}), **(body.get("configs") or {})}
+        if "retention" in body:
+            configs.update(_derived(path, name, policy, body["retention"], body.get("configs") or {}))
         specs.append(
             TopicSpec(
                 name=str(name),
@@ -91,9 +113,29 @@ def load_spec(path: Path, profile: str | None = None) -> list[TopicSpec]:
                     body.get("replication_factor", defaults.get("replication_factor", 1)),
                 ),
                 configs={str(k): str(v) for k, v in configs.items()},
+                retention=str(body["retention"]) if "retention" in body else None,
             )
         )
     return specs
+
+
+def _policy(path: Path, raw: dict[str, Any]) -> Policy | None:
+    if "policy" not in raw:
+        return None
+    return load_policy((path.parent / str(raw["policy"])).resolve())
+
+
+def _derived(path: Path, name: str, policy: Policy | None, category: Any,
+             own: dict[str, Any]) -> dict[str, str]:
+    if policy is None:
+        raise TopicSpecError(f"{path}: topic {name}: 'retention' needs a top-level 'policy' file")
+    if category not in policy.categories:
+        raise TopicSpecError(f"{path}: topic {name}: retention {category!r} is not a category of {policy.path}")
+    doubled = sorted(set(own) & set(_DERIVED))
+    if doubled:
+        raise TopicSpecError(f"{path}: topic {name}: {', '.join(doubled)} come(s) from the retention policy; "
+                             "remove them here")
+    return retention_configs(policy, policy.categories[category], str(own.get("cleanup.policy", "delete")))
 
 
 def admin_client(settings: Settings) -> Any:

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from lifecycle.config import Settings
 from lifecycle.errors import LifecycleError
+from lifecycle.policy import load_policy
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.registry import make_registry
@@ -31,6 +32,7 @@ from streams.intake import Origin, Rejected, dead_letter, triage
 from streams.metrics import Metrics
 from streams.outbox import relay_once
 from streams.processing import apply_batch
+from streams.retention import apply_retention_acks, retention_tick
 from streams.processors import Context, Processor, all_processors
 
 __all__ = ["Pipeline", "build_app"]
@@ -85,6 +87,7 @@ def build_app(
 ) -> Pipeline:
     """Build the Faust app with every agent registered."""
     catalog = catalog or load_catalog()
+    policy = load_policy(settings.retention_policy)  # refused at start when invalid
     registry = registry or CollectorRegistry()
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -108,7 +111,8 @@ def build_app(
         web_tables_enabled=False,
     )
     codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
-    metrics = Metrics.create(registry, catalog)
+    metrics = Metrics.create(registry, catalog, categories=[c.name for c in policy.swept()],
+                             stores=settings.erasure_stores)
     clock = clock or make_clock(settings.clock)
     hash_key = prepare_database(settings, clock)
     pipeline = Pipeline(
@@ -117,7 +121,8 @@ def build_app(
         codec=codec,
         metrics=metrics,
         clock=clock,
-        context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, hash_key=hash_key),
+        context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, hash_key=hash_key,
+                        policy=policy),
     )
     pipeline.dead_letters = _raw_topic(app, settings.topic("dead-letters"))
     _register_intake(pipeline, catalog)
@@ -242,23 +247,26 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor)
 
 
 def _register_acks(pipeline: Pipeline) -> None:
-    """Store acknowledgements from `erasure-acks`, applied in batches."""
+    """Store acknowledgements from `erasure-acks` (erasures and retention sweeps), applied in batches."""
     app, codec, settings = pipeline.app, pipeline.codec, pipeline.settings
     db = Database(settings.postgres_dsn or "")
 
     async def acks(stream: Any) -> None:
         async for events in stream.take_events(INTAKE_BATCH, within=INTAKE_WITHIN_S):
-            good, pending = [], []
+            good, sweeps, pending = [], [], []
             for event in events:
                 msg = event.message
                 try:
-                    good.append(codec.decode(msg.value, topic="erasure-acks").value)
+                    decoded = codec.decode(msg.value, topic="erasure-acks")
+                    (sweeps if decoded.record.short_name == "RetentionAck" else good).append(decoded.value)
                 except DecodeError as exc:
                     rejected = Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks")
                     pending.append(await send_dead_letter(pipeline, msg, rejected))
                     pipeline.metrics.events_rejected.labels("erasure-acks", exc.reason).inc()
             if good:
                 await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, good))
+            if sweeps:
+                await db.run("retention acks", lambda conn: apply_retention_acks(conn, pipeline.context, sweeps))
             for fut in pending:
                 await fut
 
@@ -288,6 +296,11 @@ def _register_background(pipeline: Pipeline) -> None:
             await tick_db.run("erasure tick", lambda conn: erasure_tick(conn, pipeline.context, now))
         except Exception as exc:
             log.warning("erasure tick failed: %s", describe(exc))
+        try:
+            await tick_db.run("retention tick",
+                              lambda conn: retention_tick(conn, pipeline.context, pipeline.context.policy, now))
+        except Exception as exc:
+            log.warning("retention tick failed: %s", describe(exc))
 
     def count(topics: list[str]) -> None:
         for topic in topics:

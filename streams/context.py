@@ -1,5 +1,5 @@
 """What every stage that writes output shares: the context (settings, codec, clock, metrics,
-hashing key) and the outbox, where output records wait for their transaction to commit."""
+hashing key, retention policy) and the outbox, where output records wait for their transaction to commit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 
 from lifecycle.config import Settings
+from lifecycle.policy import Policy
 from schemas.codec import Codec
 from streams.clock import Clock
 from streams.metrics import Metrics
@@ -23,6 +24,7 @@ class Context:
     clock: Clock
     metrics: Metrics
     hash_key: bytes
+    policy: Policy
 
     def record(self, topic: str, key: str | None, record_name: str, value: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
         """An outbox row: (full topic, key bytes, framed value)."""

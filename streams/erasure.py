@@ -8,7 +8,9 @@ and the first ErasureStatus. Nothing is destroyed before that commit.
 
 Tracking: acknowledgements from `erasure-acks` update each store's progress; the request is
 complete when every store registered at opening has acknowledged success (`erased`,
-`nothing_found` or `retained_legal_hold`). Completion drops the account id from the ledger and
+`nothing_found` or `retained_legal_hold`). The order names the categories to erase and those to
+pseudonymise (deploy/retention.yaml, `at_closure`); under legal hold, the categories the hold
+covers are in neither list and stay. Releasing the hold opens a second erasure for the rest. Completion drops the account id from the ledger and
 writes the proof: keyed hash, stores, item counts, times. No personal data.
 
 Retrying: a store that failed or is silent gets the order again with exponential backoff on the
@@ -28,11 +30,9 @@ from streams.context import Context, enqueue
 from streams.timeutil import DAY_MS, dt_to_ms, ms_to_dt
 
 __all__ = ["account_hash", "open_erasures", "apply_acks", "erasure_tick", "erasure_status", "SUCCESS",
-           "CATEGORIES", "subject_hashes"]
+           "subject_hashes"]
 
 SUCCESS = ("erased", "nothing_found", "retained_legal_hold")
-CATEGORIES = ["account_profile", "session_logs", "security_information", "consent_history", "newsletter_audience",
-              "documents_and_files", "cache", "analytics_pending"]
 _NAMESPACE = uuid.UUID("5b0f3c1e-8a4e-4a8e-9a35-6a2f3c0d9e11")
 _RETRY_MAX_S = 6 * 3600
 
@@ -51,8 +51,9 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
     """Open the erasure of each (account id, closing event, reason) that has none open; a batch
     of closures costs a fixed number of statements. Returns how many were opened."""
     hashes = {account: account_hash(ctx.hash_key, account) for account, _, _ in closures}
+    # An open erasure under legal hold does not stand in for the full one its release opens.
     cur = await conn.execute("SELECT account_hash FROM erasure_requests WHERE account_hash = ANY(%s) "
-                             "AND state = 'open'", (list(hashes.values()),))
+                             "AND state = 'open' AND NOT legal_hold", (list(hashes.values()),))
     already = {row[0] for row in await cur.fetchall()}
     todo, seen = [], set()
     for account, event, reason in closures:
@@ -69,7 +70,7 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
         links[account].append(visitor)
     cur = await conn.execute("SELECT store FROM erasure_stores WHERE active ORDER BY store")
     stores = [row[0] for row in await cur.fetchall()]
-    cur = await conn.execute("SELECT account_id FROM accounts WHERE account_id = ANY(%s) AND legal_hold", (accounts,))
+    cur = await conn.execute("SELECT account_id FROM legal_holds WHERE account_id = ANY(%s)", (accounts,))
     held = {row[0] for row in await cur.fetchall()}
     requests, progress, suppressed, rows, request_ids = [], [], [], [], []
     for account, event, reason in todo:
@@ -104,7 +105,8 @@ def _order(ctx: Context, request_id: uuid.UUID, account_id: str, subjects: list[
            deadline: int, legal_hold: bool) -> tuple[str, bytes | None, bytes]:
     return ctx.record("tombstones", account_id, "DeletionOrder", {
         "request_id": str(request_id), "account_id": account_id, "reason": reason, "issued_at": opened,
-        "deadline": deadline, "categories": CATEGORIES, "legal_hold": legal_hold, "subjects": subjects,
+        "deadline": deadline, "categories": ctx.policy.erased_at_closure(legal_hold), "legal_hold": legal_hold,
+        "subjects": subjects, "pseudonymise": ctx.policy.pseudonymised_at_closure(legal_hold),
     })
 
 

@@ -8,6 +8,7 @@ label combinations are created up front so they start at 0 and rate() works from
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -64,10 +65,16 @@ class Metrics:
     ack_latency: Histogram
     store_failures: Counter
     orders_reissued: Counter
+    retention_orders: Counter
+    retention_items_deleted: Counter
+    retention_overdue: Gauge
+    retention_last_sweep: Gauge
+    retention_failures: Counter
 
     @classmethod
     def create(
-        cls, registry: CollectorRegistry, catalog: Catalog, prefix: str = "lifecycle_"
+        cls, registry: CollectorRegistry, catalog: Catalog, prefix: str = "lifecycle_", *,
+        categories: Iterable[str] = (), stores: Iterable[str] = (),
     ) -> Metrics:
         m = cls(
             registry=registry,
@@ -159,7 +166,29 @@ class Metrics:
             orders_reissued=Counter(f"{prefix}erasure_orders_reissued",
                                     "Deletion orders issued again to a store that failed or stayed silent.",
                                     registry=registry),
+            retention_orders=Counter(f"{prefix}retention_orders_issued",
+                                     "Retention orders issued, by data category (deploy/retention.yaml).",
+                                     ["category"], registry=registry),
+            retention_items_deleted=Counter(f"{prefix}retention_items_deleted",
+                                            "Items erased by retention sweeps, by data category and store.",
+                                            ["category", "store"], registry=registry),
+            retention_overdue=Gauge(f"{prefix}retention_oldest_overdue_seconds",
+                                    "How long past its window the oldest item a store still holds is "
+                                    "(0 when nothing is overdue), by category and store.",
+                                    ["category", "store"], registry=registry),
+            retention_last_sweep=Gauge(f"{prefix}retention_last_sweep_timestamp_seconds",
+                                       "When a store last acknowledged a retention sweep (wall clock).",
+                                       ["store"], registry=registry),
+            retention_failures=Counter(f"{prefix}retention_sweep_failures",
+                                       "Retention sweeps a store reported as failed.", ["store"],
+                                       registry=registry),
         )
+        for store in stores:
+            m.retention_failures.labels(store)
+            for category in categories:
+                m.retention_items_deleted.labels(category, store)
+        for category in categories:
+            m.retention_orders.labels(category)
         for purpose in PURPOSES:
             m.consents_expired.labels(purpose)
         for reason in ("no_consent", "restricted", "late"):

@@ -34,6 +34,11 @@ ON CONFLICT (id) DO UPDATE SET event_time_ms = GREATEST(clock_state.event_time_m
 """
 
 
+# A legal hold is about what is left of an account after its erasure; releasing one is how the
+# rest gets erased. Neither re-creates data (streams/processors/accounts.py).
+_NEVER_SUPPRESSED = ("account.legal_hold_set", "account.legal_hold_released")
+
+
 class BatchResult:
     def __init__(self) -> None:
         self.applied = 0
@@ -56,7 +61,9 @@ async def _suppress(conn: psycopg.AsyncConnection[Any], events: list[dict[str, A
         return events
     kept = []
     for e in events:
-        if any(hashes.get(s) in erased for s in (e.get("account_id"), e.get("visitor_id")) if s):
+        if e["event_type"] in _NEVER_SUPPRESSED:
+            kept.append(e)
+        elif any(hashes.get(s) in erased for s in (e.get("account_id"), e.get("visitor_id")) if s):
             result.suppressed[e["event_type"]] = result.suppressed.get(e["event_type"], 0) + 1
         else:
             kept.append(e)

@@ -30,12 +30,19 @@ CREATE TABLE IF NOT EXISTS accounts (
     phone                 text,
     email_verified        boolean NOT NULL DEFAULT false,
     processing_restricted boolean NOT NULL DEFAULT false,
-    legal_hold            boolean NOT NULL DEFAULT false,
     closure_via           text,
     registered_at         timestamptz,
     updated_at            timestamptz NOT NULL,
     closed_at             timestamptz
 );
+
+-- Legal holds in force ("resolve disputes and enforce our agreements"). A hold outlives the
+-- account's closure: it is what keeps the covered categories; releasing it deletes the row.
+CREATE TABLE IF NOT EXISTS legal_holds (
+    account_id text PRIMARY KEY,
+    set_at     timestamptz NOT NULL
+);
+ALTER TABLE accounts DROP COLUMN IF EXISTS legal_hold;
 
 -- Session records: "login information, including the date and size of all files sent".
 CREATE TABLE IF NOT EXISTS open_sessions (
@@ -63,8 +70,10 @@ CREATE TABLE IF NOT EXISTS session_files (
 );
 CREATE INDEX IF NOT EXISTS session_files_session ON session_files (session_id);
 
+-- One partition per calendar month of ended_at, so that retention drops an expired month whole
+-- (deploy/retention.yaml, category session_logs) instead of deleting it row by row.
 CREATE TABLE IF NOT EXISTS session_logs (
-    session_id    text PRIMARY KEY,
+    session_id    text NOT NULL,
     account_id    text NOT NULL,
     started_at    timestamptz NOT NULL,
     ended_at      timestamptz NOT NULL,
@@ -78,9 +87,30 @@ CREATE TABLE IF NOT EXISTS session_logs (
     os            text,
     file_count    bigint NOT NULL,
     total_bytes   bigint NOT NULL,
-    files         jsonb NOT NULL
-);
+    files         jsonb NOT NULL,
+    PRIMARY KEY (session_id, ended_at)
+) PARTITION BY RANGE (ended_at);
 CREATE INDEX IF NOT EXISTS session_logs_account ON session_logs (account_id);
+CREATE INDEX IF NOT EXISTS session_logs_ended ON session_logs (ended_at);
+
+-- The month partition holding ``t``, created on first use. Named session_logs_pYYYYMM: the
+-- retention sweep reads the bounds from the name. Two workers racing to create it both succeed.
+CREATE OR REPLACE FUNCTION session_logs_partition(t timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    lower_bound timestamptz := date_trunc('month', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    name text := 'session_logs_p' || to_char(t AT TIME ZONE 'UTC', 'YYYYMM');
+BEGIN
+    IF to_regclass(name) IS NULL THEN
+        BEGIN
+            EXECUTE format('CREATE TABLE %I PARTITION OF session_logs FOR VALUES FROM (%L) TO (%L)',
+                           name, lower_bound, lower_bound + interval '1 month');
+        EXCEPTION WHEN duplicate_table OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    RETURN name;
+END $$;
 
 -- Security information: failed logins.
 CREATE TABLE IF NOT EXISTS failed_logins (
@@ -227,4 +257,25 @@ CREATE TABLE IF NOT EXISTS suppressed_subjects (
     subject_hash  text PRIMARY KEY,
     request_id    uuid NOT NULL,
     suppressed_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Retention (streams/retention.py): the last order issued per category, and what each store
+-- reported for it.
+CREATE TABLE IF NOT EXISTS retention_orders (
+    category  text PRIMARY KEY,
+    order_id  uuid NOT NULL,
+    cutoff    timestamptz NOT NULL,
+    held      text[] NOT NULL,
+    issued_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS retention_runs (
+    store            text NOT NULL,
+    category         text NOT NULL,
+    order_id         uuid NOT NULL,
+    cutoff           timestamptz NOT NULL,
+    items_erased     bigint NOT NULL DEFAULT 0,
+    oldest_remaining timestamptz,
+    error            text,
+    acknowledged_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (store, category)
 );

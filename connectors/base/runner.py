@@ -1,4 +1,5 @@
-"""Running a store: its own consumer group on `tombstones`, acknowledgements on `erasure-acks`.
+"""Running a store: its own consumer group on `tombstones` and `retention-orders`,
+acknowledgements on `erasure-acks`.
 
 Order of effects, for every batch: the store erases and commits; the acknowledgements are
 produced and confirmed by the broker (acks=all); only then are the offsets committed. A crash
@@ -17,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from connectors.base.sink import ErasureOrder, Outcome, Sink, TransientStoreError
+from connectors.base.sink import ErasureOrder, Outcome, RetentionOrder, Sink, TransientStoreError
 from lifecycle.config import Settings
 from schemas.codec import Codec
 from schemas.errors import DecodeError
@@ -49,6 +50,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
     consumer = KafkaConsumer(
         settings.topic("tombstones"),
+        settings.topic("retention-orders"),
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id(settings, sink.name),
         enable_auto_commit=False,
@@ -63,9 +65,11 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     )
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
                              client_id=f"lifecycle-store-{sink.name}", **settings.kafka_client_kwargs())
+    sweeper = _Sweeper(sink, producer, codec, settings)
     last_failed_ack = 0.0
     last_tick = 0.0
     tick = getattr(sink, "tick", None)
+    retention_topic = settings.topic("retention-orders")
     try:
         while not stop.is_set():
             if tick is not None and time.monotonic() - last_tick > TICK_S:
@@ -79,15 +83,21 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
             if not messages:
                 continue
             orders: dict[str, ErasureOrder] = {}
+            sweeps: dict[str, RetentionOrder] = {}
             for msg in messages:
+                retention = msg.topic == retention_topic
                 try:
-                    value = codec.decode(msg.value, topic="tombstones").value
+                    value = codec.decode(msg.value, topic="retention-orders" if retention else "tombstones").value
                 except DecodeError as exc:
                     log.warning("skipping an unreadable order at %s[%d]@%d: %s", msg.topic, msg.partition,
                                 msg.offset, exc.reason)
                     continue
-                orders.setdefault(value["request_id"], ErasureOrder.from_record(value))
+                if retention:
+                    sweeps[value["category"]] = RetentionOrder.from_record(value)  # the latest counts
+                else:
+                    orders.setdefault(value["request_id"], ErasureOrder.from_record(value))
             delay = 0.2
+            outcomes: dict[str, Outcome] = {}
             while orders and not stop.is_set():
                 try:
                     outcomes = sink.erase(list(orders.values()))
@@ -100,20 +110,63 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                         last_failed_ack = time.monotonic()
                     stop.wait(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 10.0)
-            else:
-                if stop.is_set():
-                    break
-                outcomes = {}
             if stop.is_set() and orders and not outcomes:
                 break
             if FAULT_DIR and outcomes:
                 _maybe_die(FAULT_DIR, outcomes)
             _ack(producer, codec, settings, sink.name, orders.values(), outcomes)
+            if not sweeper.run(list(sweeps.values()), stop):
+                break
             consumer.commit()
     finally:
         consumer.close()
         producer.close(timeout=10)
         sink.close()
+
+
+class _Sweeper:
+    """Retention orders for one store: the categories it holds are swept, each acknowledged
+    with a RetentionAck; a store that cannot be reached keeps the order and retries."""
+
+    def __init__(self, sink: Sink, producer: Any, codec: Codec, settings: Settings):
+        self.sink, self.producer, self.codec, self.settings = sink, producer, codec, settings
+        self.categories = set(getattr(sink, "retention_categories", ()))
+
+    def run(self, orders: list[RetentionOrder], stop: threading.Event) -> bool:
+        """Sweep every order this store takes part in; False if stopped before the end."""
+        futures = []
+        for order in orders:
+            if order.category not in self.categories:
+                continue
+            delay, reported = 0.2, False
+            while True:
+                if stop.is_set():
+                    return False
+                try:
+                    expiry = self.sink.expire(order)  # type: ignore[attr-defined]
+                    break
+                except TransientStoreError as exc:
+                    error = type(exc.__cause__ or exc).__name__
+                    log.warning("store %s unavailable for a retention sweep (%s); retrying", self.sink.name, error)
+                    if not reported:  # once per order: the orchestrator counts the failure
+                        futures.append(self._ack(order, 0, None, error))
+                        reported = True
+                    stop.wait(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 10.0)
+            log.info("store %s swept %s: %d item(s) erased", self.sink.name, order.category, expiry.items)
+            futures.append(self._ack(order, expiry.items, expiry.oldest_ms, None))
+        self.producer.flush(timeout=30)
+        for fut in futures:
+            fut.get(timeout=30)
+        return True
+
+    def _ack(self, order: RetentionOrder, items: int, oldest_ms: int | None, error: str | None) -> Any:
+        value = self.codec.encode("RetentionAck", {
+            "order_id": order.order_id, "store": self.sink.name, "category": order.category,
+            "cutoff": order.cutoff_ms, "items_erased": items, "oldest_remaining": oldest_ms,
+            "completed_at": _now_ms(), "error": error,
+        })
+        return self.producer.send(self.settings.topic("erasure-acks"), key=order.category.encode(), value=value)
 
 
 def _maybe_die(folder: str, outcomes: dict[str, Outcome]) -> None:

@@ -1,12 +1,16 @@
 """Documents and files: "application data, documents, files, configuration settings" (policy,
-BUSINESS INFORMATION), one folder per account under the files root.
+BUSINESS INFORMATION), one folder per account under the files root; ``billing/`` in it holds the
+account's billing records.
 
-Erasing removes ``<root>/<account_id>/``. Under legal hold, ``billing/`` (what the hold covers:
-"comply with our legal obligations") is moved, pseudonymised, to
-``<root>/_legal_hold/<keyed-hash>/billing/`` before the rest goes, and the store acknowledges
-``retained_legal_hold``. The folder is renamed before deletion, so a crash halfway leaves no
-half-erased folder under the account's name; a receipt per request (no personal data) records
-the count for a redelivered order.
+Erasing removes ``<root>/<account_id>/``. Billing records go the way the order says
+(deploy/retention.yaml): erased with the rest; pseudonymised, that is moved to
+``<root>/_retained/<keyed-hash>/billing/`` where they live out their own window; or, under legal
+hold, kept where they are (the store then acknowledges ``retained_legal_hold``). The folder is
+renamed before anything is deleted, so a crash halfway leaves no half-erased folder under the
+account's name; a receipt per request (no personal data) records the count for a redelivered order.
+
+Retention: billing files are dated by their modification time; a sweep deletes those older than
+the cutoff, in account folders (held accounts excepted) and under ``_retained``.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-from connectors.base.sink import ErasureOrder, Outcome, TransientStoreError
+from connectors.base.sink import ErasureOrder, Expiry, Outcome, RetentionOrder, TransientStoreError
 
 __all__ = ["FilesSink", "account_folder"]
+
+BILLING = "billing_records"
 
 
 def account_folder(root: Path, account_id: str) -> Path:
@@ -30,12 +37,14 @@ def account_folder(root: Path, account_id: str) -> Path:
 
 class FilesSink:
     name = "files"
+    retention_categories = (BILLING,)
 
     def __init__(self, root: Path, hash_key: bytes = b""):
         self.root = root
         self.hash_key = hash_key
         self.receipts = root / "_receipts"
         self.trash = root / "_erasing"
+        self.retained = root / "_retained"
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
         try:
@@ -55,25 +64,69 @@ class FilesSink:
         except ValueError:
             return Outcome("nothing_found", 0)
         status, items = "nothing_found", 0
+        if order.keeps("documents_and_files"):
+            status = "retained_legal_hold" if folder.exists() else status
+            return self._receipt(receipt, Outcome(status, 0))
         doomed = self.trash / order.request_id
         if folder.exists():
             os.replace(folder, doomed)  # atomic: the account's name is gone at once
         if doomed.exists():
             billing = doomed / "billing"
-            if order.legal_hold and billing.is_dir():
+            if billing.is_dir() and BILLING in order.pseudonymise:
                 pseudonym = hashlib.sha256(self.hash_key + order.account_id.encode()).hexdigest()
-                held = self.root / "_legal_hold" / pseudonym
-                held.mkdir(parents=True, exist_ok=True)
-                os.replace(billing, held / "billing")
+                _merge(billing, self.retained / pseudonym / "billing")
+            elif billing.is_dir() and order.keeps(BILLING):
+                folder.mkdir()
+                os.replace(billing, folder / "billing")
                 status = "retained_legal_hold"
             items = sum(1 for p in doomed.rglob("*") if p.is_file())
             shutil.rmtree(doomed)
             if status == "nothing_found":
                 status = "erased" if items else "nothing_found"
+        return self._receipt(receipt, Outcome(status, items))
+
+    @staticmethod
+    def _receipt(receipt: Path, outcome: Outcome) -> Outcome:
         tmp = receipt.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"status": status, "items": items}))
+        tmp.write_text(json.dumps({"status": outcome.status, "items": outcome.items}))
         os.replace(tmp, receipt)
-        return Outcome(status, items)
+        return outcome
+
+    def _billing_files(self, held: frozenset[str]) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return
+        for entry in self.root.iterdir():
+            if entry.name.startswith("_") or entry.name in held:
+                continue
+            yield from (p for p in (entry / "billing").rglob("*") if p.is_file())
+        yield from (p for p in self.retained.glob("*/billing/**/*") if p.is_file())
+
+    def expire(self, order: RetentionOrder) -> Expiry:
+        cutoff_s = order.cutoff_ms / 1000
+        items, oldest = 0, None
+        try:
+            for path in list(self._billing_files(order.held_accounts)):
+                mtime = path.stat().st_mtime
+                if mtime < cutoff_s:
+                    path.unlink()
+                    items += 1
+                else:
+                    oldest = mtime if oldest is None else min(oldest, mtime)
+        except OSError as exc:
+            raise TransientStoreError("files root unavailable") from exc
+        return Expiry(items, int(oldest * 1000) if oldest is not None else None)
+
+    def plan(self, order: RetentionOrder) -> int:
+        cutoff_s = order.cutoff_ms / 1000
+        return sum(1 for p in self._billing_files(order.held_accounts) if p.stat().st_mtime < cutoff_s)
 
     def close(self) -> None:
         return None
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move every file of ``src`` under ``dst`` (which may already hold earlier ones)."""
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)

@@ -1,24 +1,41 @@
 """The pipeline's own PostgreSQL tables as a downstream store.
 
-Delivery: at-least-once orders, exactly-once in effect. Every order of a batch is erased in ONE
+Erasure: at-least-once orders, exactly-once in effect. Every order of a batch is erased in ONE
 transaction with set-based deletes (``= ANY(%s)`` over all the batch's identifiers), and a
 receipt per request is written in that same transaction, so a redelivered order reports the
-count of its first run.
+count of its first run. Tables of a category the order keeps (legal hold) are left alone; this
+store has no pseudonymised form of its tables, so a category to pseudonymise is erased here.
+
+Retention: each swept category is one table and its time column. Expired rows go in batches of
+BATCH_ROWS, one short transaction each, so a sweep never holds locks for long; session logs go a
+whole month at a time where they can (partition detached concurrently, then dropped), and row by
+row only in the month the cutoff falls in, or where an account under legal hold keeps rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import psycopg
+
 from connectors.base.pg import SinkConnection
-from connectors.base.sink import ErasureOrder, Outcome
+from connectors.base.sink import ErasureOrder, Expiry, Outcome, RetentionOrder, TransientStoreError
+from streams.timeutil import dt_to_ms, ms_to_dt
 
-__all__ = ["PostgresSink", "ACCOUNT_TABLES", "SUBJECT_TABLES"]
+__all__ = ["PostgresSink", "ACCOUNT_TABLES", "SUBJECT_TABLES", "BATCH_ROWS"]
 
-# Every table the pipeline writes that can hold an account's data, by the column naming it.
-ACCOUNT_TABLES = ("accounts", "open_sessions", "session_files", "session_logs", "failed_logins",
-                  "account_visitors")
-SUBJECT_TABLES = (("consent_history", "subject_id"), ("consent_current", "subject_id"),
-                  ("newsletter", "subject_id"), ("traffic_pending", "visitor_id"),
-                  ("traffic_pending", "account_id"))
+# Every table the pipeline writes that can hold an account's data: (table, column, category).
+ACCOUNT_TABLES = (("accounts", "account_profile"), ("account_visitors", "account_profile"),
+                  ("open_sessions", "session_logs"), ("session_files", "session_logs"),
+                  ("session_logs", "session_logs"), ("failed_logins", "security_information"))
+SUBJECT_TABLES = (("consent_history", "subject_id", "consent_history"),
+                  ("consent_current", "subject_id", "consent_history"),
+                  ("newsletter", "subject_id", "newsletter_audience"),
+                  ("traffic_pending", "visitor_id", "raw_analytics_events"),
+                  ("traffic_pending", "account_id", "raw_analytics_events"))
+BATCH_ROWS = 5000
 _RECEIPTS = """
 CREATE TABLE IF NOT EXISTS erasure_receipts (
     request_id uuid NOT NULL, store text NOT NULL, status text NOT NULL, items bigint NOT NULL,
@@ -26,10 +43,35 @@ CREATE TABLE IF NOT EXISTS erasure_receipts (
 """
 
 
+@dataclasses.dataclass(frozen=True)
+class _Swept:
+    table: str
+    time_column: str
+    account_column: str | None = None  # where legal holds apply
+    keep: str | None = None  # rows the window does not reach (SQL on alias t)
+
+
+# Consent proof backing a consent still in force is kept as long as that consent is.
+_BACKING = """NOT EXISTS (SELECT 1 FROM consent_current c WHERE c.subject_id = t.subject_id AND c.granted
+                 AND c.expired_at IS NULL AND c.given_at = t.occurred_at)
+   AND NOT (t.event_type = 'consent.newsletter_subscribed' AND EXISTS (
+                 SELECT 1 FROM newsletter n WHERE n.subject_id = t.subject_id AND n.subscribed
+                 AND n.updated_at = t.occurred_at))"""
+SWEPT = {
+    "session_logs": _Swept("session_logs", "ended_at", "account_id"),
+    "security_information": _Swept("failed_logins", "occurred_at", "account_id"),
+    "consent_history": _Swept("consent_history", "occurred_at", keep=_BACKING),
+    "traffic_aggregates": _Swept("traffic_aggregates", "bucket_start"),
+    "raw_analytics_events": _Swept("traffic_pending", "occurred_at"),
+}
+
+
 class PostgresSink:
     name = "postgres"
+    retention_categories = tuple(SWEPT)
 
     def __init__(self, dsn: str):
+        self.dsn = dsn
         self.db = SinkConnection(dsn, _RECEIPTS, "postgres")
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
@@ -41,29 +83,135 @@ class PostgresSink:
             todo = [o for o in orders if o.request_id not in done]
             if not todo:
                 return done
-            by_subject: dict[str, str] = {}
-            for order in todo:
-                for subject in order.subjects:
-                    by_subject[subject] = order.request_id
-            accounts = [o.account_id for o in todo]
             counts: dict[str, int] = {o.request_id: 0 for o in todo}
-            owner = {o.account_id: o.request_id for o in todo}
-            for table in ACCOUNT_TABLES:
-                cur = conn.execute(f"DELETE FROM {table} WHERE account_id = ANY(%s) RETURNING account_id",
-                                   (accounts,))
-                for (account,) in cur.fetchall():
-                    counts[owner[account]] += 1
-            for table, column in SUBJECT_TABLES:
-                cur = conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s) RETURNING {column}",
-                                   (list(by_subject),))
-                for (subject,) in cur.fetchall():
-                    counts[by_subject[subject]] += 1
-            outcomes = {rid: Outcome("erased" if n else "nothing_found", n) for rid, n in counts.items()}
+            kept: dict[str, bool] = {o.request_id: False for o in todo}
+            for table, category in ACCOUNT_TABLES:
+                self._erase_table(conn, todo, table, "account_id", category, counts, kept, by_subject=False)
+            for table, column, category in SUBJECT_TABLES:
+                self._erase_table(conn, todo, table, column, category, counts, kept, by_subject=True)
+            outcomes = {o.request_id: Outcome("retained_legal_hold" if kept[o.request_id]
+                                              else "erased" if counts[o.request_id] else "nothing_found",
+                                              counts[o.request_id]) for o in todo}
             with conn.cursor() as c:
                 c.executemany("INSERT INTO erasure_receipts (request_id, store, status, items) "
                               "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                               [(rid, self.name, o.status, o.items) for rid, o in outcomes.items()])
             return {**done, **outcomes}
 
+    @staticmethod
+    def _erase_table(conn: psycopg.Connection[Any], orders: list[ErasureOrder], table: str, column: str,
+                     category: str, counts: dict[str, int], kept: dict[str, bool], *, by_subject: bool) -> None:
+        owner: dict[str, str] = {}
+        keeping: dict[str, str] = {}
+        for order in orders:
+            for subject in (order.subjects if by_subject else (order.account_id,)):
+                (keeping if order.keeps(category) else owner)[subject] = order.request_id
+        if owner:
+            cur = conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s) RETURNING {column}", (list(owner),))
+            for (subject,) in cur.fetchall():
+                counts[owner[subject]] += 1
+        if keeping:
+            cur = conn.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} = ANY(%s)", (list(keeping),))
+            for (subject,) in cur.fetchall():
+                kept[keeping[subject]] = True
+
+    def expire(self, order: RetentionOrder) -> Expiry:
+        swept = SWEPT[order.category]
+        cutoff = ms_to_dt(order.cutoff_ms)
+        held = sorted(order.held_accounts) if swept.account_column else []
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                if swept.table == "session_logs":
+                    items = _expire_months(conn, cutoff, held)
+                else:
+                    items = _delete_in_batches(conn, swept, swept.table, cutoff, held)
+                return Expiry(items, _oldest(conn, swept, held))
+        except psycopg.OperationalError as exc:
+            raise TransientStoreError("postgres unreachable") from exc
+
+    def plan(self, order: RetentionOrder) -> int:
+        """How many items a sweep of ``order`` would erase now (nothing is erased)."""
+        swept = SWEPT[order.category]
+        held = sorted(order.held_accounts) if swept.account_column else []
+        where, params = _expired(swept, ms_to_dt(order.cutoff_ms), held)
+        with psycopg.connect(self.dsn, connect_timeout=5) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {swept.table} t WHERE {where}", params).fetchone()
+            return int(row[0]) if row else 0
+
     def close(self) -> None:
         self.db.close()
+
+
+def _expired(swept: _Swept, cutoff: dt.datetime | None, held: list[str]) -> tuple[str, list[Any]]:
+    """Rows past the window at ``cutoff`` (every row the window applies to, if None)."""
+    where, params = ([f"t.{swept.time_column} < %s"], [cutoff]) if cutoff else (["true"], [])
+    if held and swept.account_column:
+        where.append(f"NOT (t.{swept.account_column} = ANY(%s))")
+        params.append(held)
+    if swept.keep:
+        where.append(swept.keep)
+    return " AND ".join(where), params
+
+
+def _delete_in_batches(conn: psycopg.Connection[Any], swept: _Swept, table: str, cutoff: dt.datetime,
+                       held: list[str]) -> int:
+    """Delete expired rows BATCH_ROWS at a time, each batch its own short transaction."""
+    where, params = _expired(swept, cutoff, held)
+    total = 0
+    while True:
+        cur = conn.execute(f"DELETE FROM {table} t WHERE t.ctid = ANY(ARRAY(SELECT t.ctid FROM {table} t "
+                           f"WHERE {where} LIMIT {BATCH_ROWS})) AND {where}", params + params)
+        total += cur.rowcount
+        if cur.rowcount < BATCH_ROWS:
+            return total
+
+
+def _expire_months(conn: psycopg.Connection[Any], cutoff: dt.datetime, held: list[str]) -> int:
+    """Session-log months that ended before the cutoff are detached CONCURRENTLY (writers of the
+    live months are never blocked) and dropped; the month the cutoff falls in, and months where an
+    account under legal hold keeps rows, are emptied in batches. A detach or a drop that a crash
+    interrupted is finished first."""
+    total = 0
+    for name, pending in _months(conn):
+        lower, upper = _month_bounds(name)
+        if lower >= cutoff:
+            continue
+        if pending:
+            conn.execute(f"ALTER TABLE session_logs DETACH PARTITION {name} FINALIZE")
+        keeps = held and conn.execute(f"SELECT 1 FROM {name} WHERE account_id = ANY(%s) LIMIT 1",
+                                      (held,)).fetchone()
+        if upper > cutoff or keeps:
+            total += _delete_in_batches(conn, SWEPT["session_logs"], name, cutoff, held)
+            continue
+        if not pending:
+            conn.execute(f"ALTER TABLE session_logs DETACH PARTITION {name} CONCURRENTLY")
+        total += _drop_detached(conn, name)
+    for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_class c WHERE c.relname LIKE 'session\\_logs\\_p%' AND c.relkind = 'r' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)").fetchall():
+        total += _drop_detached(conn, name)  # detached before a crash, never dropped
+    return total
+
+
+def _drop_detached(conn: psycopg.Connection[Any], name: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+    conn.execute(f"DROP TABLE {name}")
+    return int(row[0]) if row else 0
+
+
+def _months(conn: psycopg.Connection[Any]) -> list[tuple[str, bool]]:
+    return [(name, bool(pending)) for name, pending in conn.execute(
+        "SELECT c.relname, i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'session_logs'::regclass ORDER BY c.relname").fetchall()]
+
+
+def _month_bounds(name: str) -> tuple[dt.datetime, dt.datetime]:
+    year, month = int(name[-6:-2]), int(name[-2:])  # session_logs_pYYYYMM (streams/schema.sql)
+    return (dt.datetime(year, month, 1, tzinfo=dt.UTC),
+            dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC))
+
+
+def _oldest(conn: psycopg.Connection[Any], swept: _Swept, held: list[str]) -> int | None:
+    where, params = _expired(swept, None, held)
+    row = conn.execute(f"SELECT min(t.{swept.time_column}) FROM {swept.table} t WHERE {where}", params).fetchone()
+    return dt_to_ms(row[0]) if row and row[0] is not None else None

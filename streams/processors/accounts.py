@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from streams.erasure import open_erasures
+from streams.erasure import account_hash, open_erasures
 from streams.processors.base import Context, enqueue
 from streams.timeutil import dt_to_ms, ms_to_dt
 
@@ -51,15 +51,27 @@ _STATEMENTS = {
         UPDATE accounts SET processing_restricted = true, updated_at = %(at)s WHERE account_id = %(account_id)s""",
     "account.processing_restored": """
         UPDATE accounts SET processing_restricted = false, updated_at = %(at)s WHERE account_id = %(account_id)s""",
+}
+# A hold is kept apart from the account row: it outlives the account's erasure, and setting or
+# releasing one must never re-create an erased account.
+_HOLDS = {
     "account.legal_hold_set": """
-        UPDATE accounts SET legal_hold = true, updated_at = %(at)s WHERE account_id = %(account_id)s""",
-    "account.legal_hold_released": """
-        UPDATE accounts SET legal_hold = false, updated_at = %(at)s WHERE account_id = %(account_id)s""",
+        INSERT INTO legal_holds (account_id, set_at) VALUES (%(account_id)s, %(at)s) ON CONFLICT DO NOTHING""",
+    "account.legal_hold_released": "DELETE FROM legal_holds WHERE account_id = %(account_id)s",
 }
 _PROFILE = """
-SELECT account_id, status, email, first_name, last_name, phone, email_verified, processing_restricted,
-       legal_hold, registered_at, updated_at, closed_at
-FROM accounts WHERE account_id = ANY(%s)
+SELECT a.account_id, a.status, a.email, a.first_name, a.last_name, a.phone, a.email_verified,
+       a.processing_restricted, EXISTS (SELECT 1 FROM legal_holds h WHERE h.account_id = a.account_id),
+       a.registered_at, a.updated_at, a.closed_at
+FROM accounts a WHERE a.account_id = ANY(%s)
+"""
+# Accounts whose erasure ran under a hold and has had no full erasure since: what the hold kept
+# is erased now that it is released.
+_HELD_ERASURES = """
+SELECT DISTINCT r.account_hash FROM erasure_requests r
+WHERE r.account_hash = ANY(%s) AND r.legal_hold
+  AND NOT EXISTS (SELECT 1 FROM erasure_requests n WHERE n.account_hash = r.account_hash AND NOT n.legal_hold
+                  AND n.opened_at >= r.opened_at)
 """
 
 
@@ -84,11 +96,17 @@ class AccountsProcessor:
 
     async def apply(self, conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context) -> None:
         erasures: list[tuple[dict[str, Any], str]] = []
+        releases: list[dict[str, Any]] = []
         closing: set[str] = set()
         # Pipelined: one network round trip for the batch, statements in partition order.
         async with conn.pipeline(), conn.cursor() as cur:
             for event in events:
                 account = event["account_id"]
+                if event["event_type"] in _HOLDS:
+                    await cur.execute(_HOLDS[event["event_type"]], _params(event))
+                    if event["event_type"] == "account.legal_hold_released":
+                        releases.append(event)
+                    continue
                 if account in closing:  # after the closure in this same batch: suppressed like later ones
                     ctx.metrics.events_suppressed.labels(self.topic, event["event_type"]).inc()
                     continue
@@ -117,6 +135,16 @@ class AccountsProcessor:
         # After the profiles: the outbox publishes in order, so the tombstone comes last.
         if erasures:
             await open_erasures(conn, ctx, [(event["account_id"], event, reason) for event, reason in erasures])
+        if releases:
+            await self._erase_what_holds_kept(conn, releases, ctx)
+
+    async def _erase_what_holds_kept(self, conn: psycopg.AsyncConnection[Any], releases: list[dict[str, Any]],
+                                     ctx: Context) -> None:
+        by_hash = {account_hash(ctx.hash_key, e["account_id"]): e for e in releases}
+        cur = await conn.execute(_HELD_ERASURES, (list(by_hash),))
+        due = [by_hash[row[0]] for row in await cur.fetchall()]
+        if due:
+            await open_erasures(conn, ctx, [(e["account_id"], e, "legal_hold_released") for e in due])
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
         return None

@@ -4,7 +4,8 @@ all files sent over the Internet during a session" (policy, SESSION RECORDS).
 One open-session row per session; every file transfer kept with its date and size (keyed by its
 event id, so a replay never counts it twice); a session is closed by `session.ended` or, once it
 has been idle longer than the timeout (measured on event time, against the clock), by the tick.
-The finished session goes to `session_logs` (idempotent on session id) and to `session-logs`.
+The finished session goes to `session_logs` (idempotent on session id; one partition per month,
+created on first use) and to `session-logs`.
 Failed logins are kept as security information.
 """
 
@@ -63,7 +64,7 @@ WITH closing AS (
            c.ip, c.domain, c.user_agent, c.browser, c.os, COALESCE(f.n, 0), COALESCE(f.total, 0),
            COALESCE(f.files, '[]'::jsonb)
     FROM closing c LEFT JOIN files f ON f.session_id = c.session_id
-    ON CONFLICT (session_id) DO NOTHING
+    ON CONFLICT (session_id, ended_at) DO NOTHING
     RETURNING *
 )
 SELECT session_id, account_id, started_at, ended_at, end_reason, login_method, second_factor, ip, domain,
@@ -107,6 +108,9 @@ class SessionsProcessor:
     async def _close(self, conn: psycopg.AsyncConnection[Any], ends: dict[str, tuple[dt.datetime, str]],
                      ctx: Context) -> int:
         ids = list(ends)
+        months = sorted({at.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+                         for at, _ in ends.values()})
+        await conn.execute("SELECT session_logs_partition(m) FROM unnest(%s::timestamptz[]) m", (months,))
         cur = await conn.execute(
             _CLOSE, {"ids": ids, "ended": [ends[i][0] for i in ids], "reasons": [ends[i][1] for i in ids]}
         )

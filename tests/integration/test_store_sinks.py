@@ -11,25 +11,49 @@ from connectors.base import ErasureOrder
 from connectors.files import FilesSink
 from connectors.postgres import PostgresSink
 from connectors.redis import RedisSink
+from lifecycle.config import PROJECT_ROOT
+from lifecycle.policy import load_policy
+
+
+POLICY = load_policy(PROJECT_ROOT / "deploy" / "retention.yaml")
 
 
 def _order(account, legal_hold=False, subjects=None):
-    return ErasureOrder(str(uuid.uuid4()), account, tuple(subjects or [account]), legal_hold, ())
+    return ErasureOrder(str(uuid.uuid4()), account, tuple(subjects or [account]), legal_hold,
+                        tuple(POLICY.erased_at_closure(legal_hold)), tuple(POLICY.pseudonymised_at_closure(legal_hold)))
 
 
-def test_files_legal_hold_keeps_billing_pseudonymised(tmp_path):
+def _account_folder(root, account):
+    (root / account / "billing").mkdir(parents=True)
+    (root / account / "billing" / "invoice-1.pdf").write_text("invoice")
+    (root / account / "notes.txt").write_text("notes")
+
+
+def test_files_closure_pseudonymises_billing(tmp_path):
     root = tmp_path / "files"
-    (root / "acc-h" / "billing").mkdir(parents=True)
-    (root / "acc-h" / "billing" / "invoice-1.pdf").write_text("invoice")
-    (root / "acc-h" / "notes.txt").write_text("notes")
+    _account_folder(root, "acc-p")
+    sink = FilesSink(root, b"key")
+    order = _order("acc-p")
+    outcome = sink.erase([order])[order.request_id]
+    assert outcome.status == "erased" and outcome.items == 1
+    assert not (root / "acc-p").exists()
+    kept = list((root / "_retained").rglob("invoice-1.pdf"))
+    assert len(kept) == 1 and "acc-p" not in str(kept[0])
+    assert sink.erase([order])[order.request_id] == outcome  # redelivered: the same outcome
+
+
+def test_files_legal_hold_keeps_billing_in_place_until_released(tmp_path):
+    root = tmp_path / "files"
+    _account_folder(root, "acc-h")
     sink = FilesSink(root, b"key")
     order = _order("acc-h", legal_hold=True)
     outcome = sink.erase([order])[order.request_id]
     assert outcome.status == "retained_legal_hold" and outcome.items == 1
+    assert [p.name for p in (root / "acc-h").rglob("*") if p.is_file()] == ["invoice-1.pdf"]
+    released = _order("acc-h")
+    assert sink.erase([released])[released.request_id].status == "nothing_found"  # billing is not "erased"
     assert not (root / "acc-h").exists()
-    held = list((root / "_legal_hold").rglob("invoice-1.pdf"))
-    assert len(held) == 1 and "acc-h" not in str(held[0])
-    assert sink.erase([order])[order.request_id] == outcome  # redelivered: the same outcome
+    assert len(list((root / "_retained").rglob("invoice-1.pdf"))) == 1
 
 
 def test_files_nothing_found_and_hostile_names(tmp_path):

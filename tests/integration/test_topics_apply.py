@@ -19,6 +19,7 @@ def test_apply_twice_then_drift(servers, tmp_path):
 
     raw = yaml.safe_load(s.topic_spec.read_text())
     raw["topics"]["session-events"]["partitions"] = 8
+    raw["policy"] = str(s.retention_policy)
     changed = tmp_path / "topics.yaml"
     changed.write_text(yaml.safe_dump(raw))
     third = apply_topics(s, load_spec(changed))

@@ -7,17 +7,39 @@ from lifecycle.topics import ApplyReport, load_spec
 CONTRACT_TOPICS = {
     "account-events", "session-events", "consent-events", "analytics-events", "accounts", "consents",
     "session-logs", "tombstones", "erasure-acks", "erasure-status", "traffic-aggregates", "dead-letters",
+    "retention-orders",
 }
+COMPACTED = {"accounts", "consents", "erasure-status", "retention-orders"}
 
 
 def test_spec_declares_every_contract_topic():
     specs = {s.name: s for s in load_spec(PROJECT_ROOT / "deploy" / "topics.yaml")}
     assert set(specs) == CONTRACT_TOPICS
-    for name in ("accounts", "consents", "erasure-status"):
+    for name in COMPACTED:
         assert specs[name].configs["cleanup.policy"] == "compact"
-    for name in CONTRACT_TOPICS - {"accounts", "consents", "erasure-status"}:
+    for name in CONTRACT_TOPICS - COMPACTED:
         assert specs[name].configs["cleanup.policy"] == "delete"
         assert int(specs[name].configs["retention.ms"]) > 0
+
+
+def test_topic_retention_comes_from_the_retention_policy():
+    specs = {s.name: s for s in load_spec(PROJECT_ROOT / "deploy" / "topics.yaml")}
+    assert specs["analytics-events"].configs["retention.ms"] == str(7 * 86_400_000)
+    assert specs["analytics-events"].configs["segment.ms"] == str(7 * 8_640_000)  # a tenth of the window
+    assert specs["dead-letters"].configs["retention.ms"] == str(30 * 86_400_000)
+    assert specs["accounts"].configs["max.compaction.lag.ms"] == str(86_400_000)
+    assert specs["accounts"].configs["delete.retention.ms"] == str(86_400_000)
+
+
+def test_retention_configs_written_in_the_spec_too_are_refused(tmp_path):
+    (tmp_path / "retention.yaml").write_text((PROJECT_ROOT / "deploy" / "retention.yaml").read_text())
+    path = tmp_path / "topics.yaml"
+    path.write_text("policy: retention.yaml\ntopics:\n  a: {retention: dead_letters, configs: {retention.ms: '1'}}\n")
+    with pytest.raises(TopicSpecError, match="come.s. from the retention policy"):
+        load_spec(path)
+    path.write_text("policy: retention.yaml\ntopics:\n  a: {retention: no_such_category}\n")
+    with pytest.raises(TopicSpecError, match="not a category"):
+        load_spec(path)
 
 
 def test_input_topics_share_a_partition_count():
