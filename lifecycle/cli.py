@@ -142,14 +142,19 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     import threading
 
     from connectors.base import run_connector
+    from connectors.base.metrics import ConnectorMetrics
     from connectors.stores import make_sink
 
     sink = make_sink(args.store, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    _say(f"connector {sink.name}: consuming {settings.topic('tombstones')}")
-    run_connector(settings, sink, stop)
+    metrics = ConnectorMetrics.create(sink.name, tuple(getattr(sink, "retention_categories", ())))
+    if settings.metrics_port is not None:
+        metrics.serve(settings.http_host, settings.metrics_port)
+        _say(f"connector {sink.name}: metrics on http://{settings.http_host}:{settings.metrics_port}/metrics")
+    _say(f"connector {sink.name}: consuming {settings.topic('tombstones')} and {settings.topic('retention-orders')}")
+    run_connector(settings, sink, stop, metrics)
     return 0
 
 

@@ -57,6 +57,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 6066
     http_token: str | None = dataclasses.field(default=None, repr=False)
+    metrics_port: int | None = None  # a connector's /metrics (workers serve theirs on http_port)
     state_dir: Path = dataclasses.field(default_factory=_default_state_dir)
     log_level: str = "info"
     # Kafka security, passed through to every Kafka client.
@@ -124,10 +125,11 @@ class Settings:
             kw["retention_policy"] = Path(raw)
         if (raw := get("STATE_DIR")) is not None:
             kw["state_dir"] = Path(raw)
-        if (raw := get("HTTP_PORT")) is not None:
-            kw["http_port"] = _int("HTTP_PORT", raw)
-            if not 0 <= kw["http_port"] <= 65535:
-                raise ConfigError(f"{ENV_PREFIX}HTTP_PORT: not a port number: {raw!r}")
+        for name in ("HTTP_PORT", "METRICS_PORT"):
+            if (raw := get(name)) is not None:
+                kw[name.lower()] = _int(name, raw)
+                if not 0 <= kw[name.lower()] <= 65535:
+                    raise ConfigError(f"{ENV_PREFIX}{name}: not a port number: {raw!r}")
         if (raw := get("KAFKA_IDEMPOTENCE")) is not None:
             kw["kafka_idempotence"] = _bool("KAFKA_IDEMPOTENCE", raw)
         if (raw := get("BROKER_SESSION_TIMEOUT_S")) is not None:

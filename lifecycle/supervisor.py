@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -16,11 +17,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from lifecycle.config import Settings
 from lifecycle.embedded import Stack
-from lifecycle.embedded.process import spawn
+from lifecycle.embedded.process import free_port, spawn
 from lifecycle.errors import StackError
 from lifecycle.topics import apply_topics, load_spec
 
@@ -89,17 +91,33 @@ def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator
         stack.adopt(proc)
         say(f"worker started (pid {proc.pid}, log: {log_path}); http on {live.http_host}:{live.http_port}")
         wait_ready(live, proc, deadline_s=120, say=say)
-        for store in live.erasure_stores:
+        ports = {store: free_port() for store in live.erasure_stores}
+        for store, port in ports.items():
             store_log = live.state_dir / "logs" / f"connector-{store}.log"
             with open(store_log, "ab") as log:
                 stack.adopt(spawn([sys.executable, "-m", "lifecycle", "connector", store], log=log,
-                                  env={**os.environ, **live.to_env()}))
-        say(f"connectors started: {', '.join(live.erasure_stores)}")
+                                  env={**os.environ, **dataclasses.replace(live, metrics_port=port).to_env()}))
+        say(f"connectors started: {', '.join(f'{s} (metrics :{p})' for s, p in ports.items())}")
+        targets = write_scrape_targets(live, ports)
+        say(f"Prometheus targets (file_sd): {targets}")
         yield live, stack
     finally:
         say("stopping")
         stack.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def write_scrape_targets(live: Settings, connector_ports: dict[str, int]) -> Path:
+    """Every /metrics endpoint of this run, in Prometheus' file_sd format, for a local Prometheus
+    (`file_sd_configs`; see docs/observability.md)."""
+    host = live.http_host
+    groups = [{"targets": [f"{host}:{live.http_port}"], "labels": {"job": "lifecycle-worker"}},
+              {"targets": [f"{host}:{p}" for p in connector_ports.values()], "labels": {"job": "lifecycle-connector"}}]
+    path = live.state_dir / "scrape-targets.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(groups, indent=2))
+    os.replace(tmp, path)
+    return path
 
 
 def worker_alive(stack: Stack) -> bool:

@@ -29,6 +29,7 @@ from schemas.errors import DecodeError
 from streams.db import Database, apply_schema, describe
 from streams.erasure import apply_acks, erasure_tick
 from streams.intake import Origin, Rejected, dead_letter, triage
+from streams.lag import LagProbe, pipeline_groups
 from streams.metrics import Metrics
 from streams.outbox import relay_once
 from streams.processing import apply_batch
@@ -42,6 +43,7 @@ log = logging.getLogger("lifecycle.worker")
 INTAKE_BATCH = 500
 INTAKE_WITHIN_S = 0.2
 TICK_INTERVAL_S = 1.0
+LAG_INTERVAL_S = 10.0
 RELAY_IDLE_S = 0.1
 
 
@@ -128,6 +130,7 @@ def build_app(
     _register_intake(pipeline, catalog)
     _register_acks(pipeline)
     _register_background(pipeline)
+    _register_lag(pipeline, pipeline_groups(settings, list(catalog.input_topics)))
     from streams.web import register_views
 
     register_views(pipeline)
@@ -316,6 +319,18 @@ def _register_background(pipeline: Pipeline) -> None:
                 sent = 0
             if sent == 0:
                 await asyncio.sleep(RELAY_IDLE_S)
+
+
+def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:
+    probe = LagProbe(pipeline.settings, groups, pipeline.metrics)
+
+    @pipeline.app.timer(interval=LAG_INTERVAL_S)
+    async def consumer_lag() -> None:
+        await asyncio.to_thread(probe.measure)
+
+    @pipeline.app.on_before_shutdown.connect
+    async def _close_probe(sender: Any, **kwargs: Any) -> None:
+        probe.close()
 
 
 async def send_dead_letter(pipeline: Pipeline, msg: Any, rejected: Rejected) -> Any:

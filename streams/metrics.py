@@ -70,6 +70,8 @@ class Metrics:
     retention_overdue: Gauge
     retention_last_sweep: Gauge
     retention_failures: Counter
+    consumer_lag: Gauge
+    consumer_committed: Gauge
 
     @classmethod
     def create(
@@ -182,6 +184,12 @@ class Metrics:
             retention_failures=Counter(f"{prefix}retention_sweep_failures",
                                        "Retention sweeps a store reported as failed.", ["store"],
                                        registry=registry),
+            consumer_lag=Gauge(f"{prefix}consumer_lag",
+                               "Records not yet consumed, by topic and consumer group role (sum over partitions).",
+                               ["topic", "group"], registry=registry),
+            consumer_committed=Gauge(f"{prefix}consumer_committed_offset",
+                                     "The group's committed offsets, summed over partitions: flat while a "
+                                     "consumer is stalled.", ["topic", "group"], registry=registry),
         )
         for store in stores:
             m.retention_failures.labels(store)

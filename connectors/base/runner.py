@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from connectors.base.metrics import ConnectorMetrics
 from connectors.base.sink import ErasureOrder, Outcome, RetentionOrder, Sink, TransientStoreError
 from lifecycle.config import Settings
 from schemas.codec import Codec
@@ -43,10 +44,12 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None = None) -> None:
+def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None = None,
+                  metrics: ConnectorMetrics | None = None) -> None:
     from kafka import KafkaConsumer, KafkaProducer
 
     stop = stop or threading.Event()
+    metrics = metrics or ConnectorMetrics.create(sink.name, tuple(getattr(sink, "retention_categories", ())))
     codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
     consumer = KafkaConsumer(
         settings.topic("tombstones"),
@@ -65,7 +68,9 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     )
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
                              client_id=f"lifecycle-store-{sink.name}", **settings.kafka_client_kwargs())
-    sweeper = _Sweeper(sink, producer, codec, settings)
+    sweeper = _Sweeper(sink, producer, codec, settings, metrics)
+    last_poll = metrics.last_poll.labels(sink.name)
+    unavailable = metrics.unavailable.labels(sink.name)
     last_failed_ack = 0.0
     last_tick = 0.0
     tick = getattr(sink, "tick", None)
@@ -79,6 +84,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                 except TransientStoreError:
                     log.warning("store %s unavailable for its periodic work; will retry", sink.name)
             polled = consumer.poll(timeout_ms=200)
+            last_poll.set_to_current_time()
             messages = [m for batch in polled.values() for m in batch]
             if not messages:
                 continue
@@ -103,6 +109,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                     outcomes = sink.erase(list(orders.values()))
                     break
                 except TransientStoreError as exc:
+                    unavailable.inc()
                     log.warning("store %s unavailable (%s); retrying", sink.name, type(exc.__cause__ or exc).__name__)
                     if time.monotonic() - last_failed_ack > FAILED_ACK_EVERY_S:
                         _ack(producer, codec, settings, sink.name, orders.values(),
@@ -115,6 +122,8 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
             if FAULT_DIR and outcomes:
                 _maybe_die(FAULT_DIR, outcomes)
             _ack(producer, codec, settings, sink.name, orders.values(), outcomes)
+            for outcome in outcomes.values():
+                metrics.orders.labels(sink.name, outcome.status).inc()
             if not sweeper.run(list(sweeps.values()), stop):
                 break
             consumer.commit()
@@ -128,8 +137,9 @@ class _Sweeper:
     """Retention orders for one store: the categories it holds are swept, each acknowledged
     with a RetentionAck; a store that cannot be reached keeps the order and retries."""
 
-    def __init__(self, sink: Sink, producer: Any, codec: Codec, settings: Settings):
+    def __init__(self, sink: Sink, producer: Any, codec: Codec, settings: Settings, metrics: ConnectorMetrics):
         self.sink, self.producer, self.codec, self.settings = sink, producer, codec, settings
+        self.metrics = metrics
         self.categories = set(getattr(sink, "retention_categories", ()))
 
     def run(self, orders: list[RetentionOrder], stop: threading.Event) -> bool:
@@ -146,6 +156,7 @@ class _Sweeper:
                     expiry = self.sink.expire(order)  # type: ignore[attr-defined]
                     break
                 except TransientStoreError as exc:
+                    self.metrics.unavailable.labels(self.sink.name).inc()
                     error = type(exc.__cause__ or exc).__name__
                     log.warning("store %s unavailable for a retention sweep (%s); retrying", self.sink.name, error)
                     if not reported:  # once per order: the orchestrator counts the failure
@@ -155,6 +166,7 @@ class _Sweeper:
                     delay = min(delay * 2, 10.0)
             log.info("store %s swept %s: %d item(s) erased", self.sink.name, order.category, expiry.items)
             futures.append(self._ack(order, expiry.items, expiry.oldest_ms, None))
+            self.metrics.retention_items.labels(self.sink.name, order.category).inc(expiry.items)
         self.producer.flush(timeout=30)
         for fut in futures:
             fut.get(timeout=30)

@@ -118,6 +118,7 @@ def test_topics_apply_twice_and_drift(servers, tmp_path):
 
     spec = yaml.safe_load(servers.topic_spec.read_text())
     spec["topics"]["consent-events"]["partitions"] = 6
+    spec["policy"] = str(servers.retention_policy)
     path = tmp_path / "topics.yaml"
     path.write_text(yaml.safe_dump(spec))
     third = subprocess.run(_lifecycle("topics", "apply", "--strict"), env={**env, "LIFECYCLE_TOPIC_SPEC": str(path)},

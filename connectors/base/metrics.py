@@ -1,0 +1,49 @@
+"""A connector's own /metrics: what its store did with the orders it received. Each connector
+process serves its own registry on its own port (LIFECYCLE_METRICS_PORT), so several connectors
+on one machine never share state. Labels: the store's name, ack status, data category."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+__all__ = ["ConnectorMetrics"]
+
+_STATUSES = ("erased", "nothing_found", "retained_legal_hold", "failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorMetrics:
+    registry: CollectorRegistry
+    orders: Counter
+    retention_items: Counter
+    unavailable: Counter
+    last_poll: Gauge
+
+    @classmethod
+    def create(cls, store: str, categories: tuple[str, ...] = ()) -> ConnectorMetrics:
+        registry = CollectorRegistry()
+        m = cls(
+            registry=registry,
+            orders=Counter("lifecycle_connector_orders", "Deletion orders acknowledged, by store and status.",
+                           ["store", "status"], registry=registry),
+            retention_items=Counter("lifecycle_connector_retention_items_deleted",
+                                    "Items this store erased in retention sweeps, by category.",
+                                    ["store", "category"], registry=registry),
+            unavailable=Counter("lifecycle_connector_store_unavailable",
+                                "Attempts that found the store unreachable (each is retried).", ["store"],
+                                registry=registry),
+            last_poll=Gauge("lifecycle_connector_last_poll_timestamp_seconds",
+                            "When the connector last polled its topics: flat when it is stuck.", ["store"],
+                            registry=registry),
+        )
+        for status in _STATUSES:
+            m.orders.labels(store, status)
+        for category in categories:
+            m.retention_items.labels(store, category)
+        m.unavailable.labels(store)
+        return m
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
