@@ -8,7 +8,7 @@ from connectors.base.sink import Sink
 from lifecycle.config import Settings
 from lifecycle.errors import ConfigError
 
-__all__ = ["STORES", "make_sink"]
+__all__ = ["STORES", "make_sink", "retention_categories"]
 
 
 def _postgres(settings: Settings) -> Sink:
@@ -47,6 +47,19 @@ STORES: dict[str, Callable[[Settings], Sink]] = {
     "files": _files,
     "mailing-list": _mailing_list,
 }
+
+
+def retention_categories(name: str) -> tuple[str, ...]:
+    """The data categories a shipped store sweeps by time (none for a store not shipped here)."""
+    if name == "postgres":
+        from connectors.postgres import PostgresSink
+
+        return PostgresSink.retention_categories
+    if name == "files":
+        from connectors.files import FilesSink
+
+        return FilesSink.retention_categories
+    return ()
 
 
 def make_sink(name: str, settings: Settings) -> Sink:

@@ -8,11 +8,13 @@ dead-letters topic), never from what the demo believes it sent.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -72,6 +74,8 @@ def simulate(accounts: int, visitors: int, seed: int = 7, tag: str = "") -> Iter
                          failure_reason="bad_password")
         if i % 25 == 3:
             yield _event("account.processing_restricted", at + 800_000, "privacy", account_id=acc)
+        if i % 80 == 11:  # a dispute: what the hold covers outlives the closure until it is released
+            yield _event("account.legal_hold_set", at + 850_000, "legal", account_id=acc)
         if i % 40 == 11:
             yield _event("account.closure_requested", at + 900_000, "billing", account_id=acc, via="billing_contact")
             yield _event("account.closed", at + 901_000, "billing", account_id=acc)
@@ -95,6 +99,7 @@ def thirteen_months_later(tag: str = "") -> Iterator[dict[str, Any]]:
     at = add_months(DEMO_EPOCH_MS, 13) + 86_400_000
     yield _event("consent.cookies_granted", at, "web", visitor_id=f"vis-{tag}late",
                  purposes=["necessary", "analytics"], policy_version="2027-02")
+    yield _event("account.legal_hold_released", at + 1000, "legal", account_id=f"acc-{tag}00011")
 
 
 def broken_records(emitter: Emitter, tag: str = "") -> list[tuple[str, bytes]]:
@@ -121,6 +126,26 @@ def scrape(settings: Settings) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}"] = sample.value
     return out
+
+
+def save_metrics(live: Settings) -> Path:
+    """Every /metrics endpoint of the run (the worker's and each connector's, from the scrape
+    targets file), as served, into ``<state>/demo-metrics.txt``."""
+    urls = [f"http://{live.http_host}:{live.http_port}/metrics"]
+    targets = live.state_dir / "scrape-targets.json"
+    if targets.exists():
+        urls += [f"http://{t}/metrics" for g in json.loads(targets.read_text())[1:] for t in g["targets"]]
+    parts = []
+    for url in urls:
+        try:
+            status, body = http_get(url)
+        except OSError:
+            continue
+        if status == 200:
+            parts.append(f"# scraped from {url}\n{body.decode()}")
+    path = live.state_dir / "demo-metrics.txt"
+    path.write_text("".join(parts))
+    return path
 
 
 def total(metrics: dict[str, float], name: str) -> float:
@@ -164,6 +189,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
                         and total(m, "lifecycle_retention_items_deleted_total") > 0)
         time.sleep(1.5)  # one more tick and relay round, so the report reads settled tables
         ok = _report(live, scrape(live), sent, len(bad), say)
+        say(f"metrics of every process saved to {save_metrics(live)}")
         say(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 

@@ -18,6 +18,7 @@ import psycopg
 import faust
 from prometheus_client import CollectorRegistry
 
+from connectors.stores import retention_categories
 from lifecycle.config import Settings
 from lifecycle.errors import LifecycleError
 from lifecycle.policy import load_policy
@@ -114,7 +115,7 @@ def build_app(
     )
     codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
     metrics = Metrics.create(registry, catalog, categories=[c.name for c in policy.swept()],
-                             stores=settings.erasure_stores)
+                             stores=settings.erasure_stores, swept_by=retention_categories)
     clock = clock or make_clock(settings.clock)
     hash_key = prepare_database(settings, clock)
     pipeline = Pipeline(

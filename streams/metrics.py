@@ -8,7 +8,7 @@ label combinations are created up front so they start at 0 and rate() works from
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -77,6 +77,7 @@ class Metrics:
     def create(
         cls, registry: CollectorRegistry, catalog: Catalog, prefix: str = "lifecycle_", *,
         categories: Iterable[str] = (), stores: Iterable[str] = (),
+        swept_by: Callable[[str], Iterable[str]] = lambda store: (),
     ) -> Metrics:
         m = cls(
             registry=registry,
@@ -193,7 +194,7 @@ class Metrics:
         )
         for store in stores:
             m.retention_failures.labels(store)
-            for category in categories:
+            for category in set(categories) & set(swept_by(store)):
                 m.retention_items_deleted.labels(category, store)
         for category in categories:
             m.retention_orders.labels(category)

@@ -53,9 +53,28 @@ def test_demo_runs_on_the_embedded_stack_twice_and_leaves_nothing_running(tmp_pa
             assert ("cleared the previous demo's state" in done.stdout) == (run == 2)
             for log in ("broker.log", "postgres.log", "worker.log"):
                 assert (state / "demo" / "logs" / log).exists()
+            _metrics_hold_the_catalogue_and_no_personal_data((state / "demo" / "demo-metrics.txt").read_text())
             assert wait_until_gone(str(state)) == []
     finally:
         assert wait_until_gone(str(state)) == []
+
+
+def _metrics_hold_the_catalogue_and_no_personal_data(text):
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from lifecycle.config import PROJECT_ROOT
+
+    catalogue = set(re.findall(r"^\| `(lifecycle_[a-z_]+)`", (PROJECT_ROOT / "docs" / "observability.md").read_text(),
+                               flags=re.M))
+    assert len(catalogue) > 25
+    assert [name for name in sorted(catalogue) if name not in text] == [], "catalogue metrics missing"
+    values = {v for family in text_string_to_metric_families(text) for sample in family.samples
+              for v in sample.labels.values()}
+    # What the demo's subjects carry: account, visitor and session ids, addresses, names, phones, IPs.
+    personal = re.compile(r"acc-|vis-|sess-|@|Given|Family|\+336|203\.0\.113\.|192\.0\.2\.")
+    assert [v for v in values if personal.search(v)] == []
 
 
 def test_up_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path):

@@ -13,7 +13,8 @@ import urllib.parse
 import yaml
 
 from lifecycle.config import PROJECT_ROOT
-from lifecycle.embedded.process import free_port, stop_process
+from lifecycle.embedded.process import stop_process
+from lifecycle.embedded.prometheus import EmbeddedPrometheus
 from lifecycle.supervisor import http_get
 from tests.e2e.test_cli import _env, _lifecycle, _wait_ready
 from tests.helpers import T0, event, post, wait_for
@@ -40,11 +41,10 @@ def _value(port: int, promql: str) -> float:
 
 
 def test_prometheus_scrapes_the_pipeline_and_sees_the_counters_move(tmp_path):
-    prometheus = prometheus_tool("prometheus")
+    prometheus_tool("prometheus")  # skip with the reason where Prometheus cannot be had
     state = tmp_path / "state"
     env = _env(state, LIFECYCLE_HTTP_TOKEN=TOKEN)
     api = f"http://127.0.0.1:{env['LIFECYCLE_HTTP_PORT']}"
-    prom_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -59,11 +59,9 @@ def test_prometheus_scrapes_the_pipeline_and_sees_the_counters_move(tmp_path):
     try:
         _wait_ready(env, up)
         wait_for(lambda: (state / "scrape-targets.json").exists(), what="the scrape targets")
-        with open(tmp_path / "prometheus.log", "wb") as log:
-            prom = subprocess.Popen([str(prometheus), f"--config.file={config}",
-                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                     f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=log,
-                                    stderr=subprocess.STDOUT)
+        prom = EmbeddedPrometheus(config, tmp_path / "tsdb", tmp_path / "prometheus.log")
+        prom.start()
+        prom_port = prom.port
         connectors = len(json.loads((state / "scrape-targets.json").read_text())[1]["targets"])
         wait_for(lambda: _value(prom_port, 'sum(up{job="lifecycle-worker"})') == 1, deadline_s=60,
                  what="Prometheus to scrape the worker")
@@ -100,7 +98,7 @@ def test_prometheus_scrapes_the_pipeline_and_sees_the_counters_move(tmp_path):
         assert [v for v in values if any(p in v for p in PII.values()) or "acc-prom" in v] == []
     finally:
         if prom is not None:
-            stop_process(prom, signal.SIGTERM, timeout_s=10)
+            prom.stop()
         up.send_signal(signal.SIGINT)
         try:
             up.wait(60)

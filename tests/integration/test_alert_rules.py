@@ -44,3 +44,16 @@ def test_a_broken_rule_is_refused(tmp_path):
     done = subprocess.run([str(prometheus_tool("promtool")), "check", "rules", str(broken)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path):
+    import json
+
+    dashboard = json.loads((PROJECT_ROOT / "deploy" / "grafana" / "lifecycle.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = tmp_path / "dashboard.yml"  # promtool parses recording rules: a cheap PromQL syntax check
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:panel{i}", "expr": e} for i, e in enumerate(exprs)]}]}))
+    done = subprocess.run([str(prometheus_tool("promtool")), "check", "rules", str(rules)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
