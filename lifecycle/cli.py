@@ -63,7 +63,7 @@ def cmd_topics_apply(settings: Settings, args: argparse.Namespace) -> int:
     _need_broker(settings, "topics apply")
     from lifecycle.topics import apply_topics, load_spec
 
-    report = apply_topics(settings, load_spec(settings.topic_spec, args.profile))
+    report = apply_topics(settings, load_spec(settings.topic_spec, args.profile or settings.topic_profile))
     for line in report.lines():
         _say(line)
     return 2 if (report.drift and args.strict) else 0
@@ -277,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
     topics = sub.add_parser("topics", help="topic administration").add_subparsers(dest="action", required=True)
     apply = topics.add_parser("apply", help="create every topic of deploy/topics.yaml; report drift")
-    apply.add_argument("--profile", default=None, help="a profile of the spec, e.g. production")
+    apply.add_argument("--profile", default=None, help="a profile of the spec, e.g. production (default: LIFECYCLE_TOPIC_PROFILE)")
     apply.add_argument("--strict", action="store_true", help="exit 2 when drift is found")
     apply.set_defaults(fn=cmd_topics_apply)
     emit = sub.add_parser("emit", help="validate and send JSON events (JSON lines) from FILE or -")

@@ -54,6 +54,7 @@ class Settings:
     topic_prefix: str = "lifecycle."
     topic_spec: Path = PROJECT_ROOT / "deploy" / "topics.yaml"
     retention_policy: Path = PROJECT_ROOT / "deploy" / "retention.yaml"
+    topic_profile: str | None = None  # a profile of the topic spec, e.g. "production"
     http_host: str = "127.0.0.1"
     http_port: int = 6066
     http_token: str | None = dataclasses.field(default=None, repr=False)
@@ -111,6 +112,7 @@ class Settings:
             ("KAFKA_SSL_CERTFILE", "kafka_ssl_certfile"),
             ("KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile"),
             ("CLOCK", "clock"),
+            ("TOPIC_PROFILE", "topic_profile"),
             ("HASH_KEY", "hash_key"),
         ):
             value = get(name)
