@@ -79,6 +79,7 @@ class Settings:
     session_idle_timeout_s: int = 1800
     traffic_k: int = 5
     traffic_grace_s: int = 300
+    max_future_s: int = 86400  # events dated further ahead of the wall clock are refused
     hash_key: str | None = dataclasses.field(default=None, repr=False)
     # Erasure (docs/erasure.md).
     erasure_deadline_days: int = 30
@@ -141,6 +142,7 @@ class Settings:
         if (raw := get("FILES_ROOT")) is not None:
             kw["files_root"] = Path(raw)
         for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0),
+                              ("MAX_FUTURE_S", 0),
                               ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1)):
             if (raw := get(name)) is not None:
                 kw[name.lower()] = _int(name, raw, minimum=minimum)

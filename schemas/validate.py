@@ -18,6 +18,9 @@ __all__ = ["from_json", "check_event", "subject_key", "MAX_STRING", "PURPOSES"]
 
 PURPOSES = ("necessary", "preferences", "analytics", "advertising")
 
+# Times outside [2000-01-01, now + skew] are refused: a far-past event is a bug upstream, and a
+# far-future one would hold retention and expiry hostage to a wrong clock.
+EARLIEST_MS = 946_684_800_000
 MAX_STRING = 4096  # no field of the contract needs more; longer values are abuse or bugs
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -115,8 +118,10 @@ def _convert(ftype: Any, value: Any, logical: str | None = None) -> tuple[Any, s
     return None, f"unsupported type {ftype}"
 
 
-def from_json(obj: Any, catalog: Catalog | None = None) -> tuple[RecordType, dict[str, Any]]:
-    """Validate one flat JSON event; raise ValidationFailed with one FieldError per bad field."""
+def from_json(obj: Any, catalog: Catalog | None = None, not_after_ms: int | None = None
+              ) -> tuple[RecordType, dict[str, Any]]:
+    """Validate one flat JSON event; raise ValidationFailed with one FieldError per bad field.
+    ``not_after_ms``: the latest plausible ``occurred_at`` (now plus the allowed clock skew)."""
     catalog = catalog or load_catalog()
     if not isinstance(obj, dict):
         raise ValidationFailed([FieldError("$", "an event must be a JSON object")])
@@ -147,14 +152,19 @@ def from_json(obj: Any, catalog: Catalog | None = None) -> tuple[RecordType, dic
         if name not in known:
             errors.append(FieldError(str(name)[:64], f"unknown field for {event_type}"))
     if not errors:
-        errors.extend(_rules(record, value))
+        errors.extend(_rules(record, value, not_after_ms))
     if errors:
         raise ValidationFailed(errors)
     return record, value
 
 
-def _rules(record: RecordType, value: dict[str, Any]) -> list[FieldError]:
+def _rules(record: RecordType, value: dict[str, Any], not_after_ms: int | None = None) -> list[FieldError]:
     errors = []
+    occurred = value.get("occurred_at")
+    if isinstance(occurred, int) and occurred < EARLIEST_MS:
+        errors.append(FieldError("occurred_at", "before 2000-01-01: not a time this pipeline can have seen"))
+    if isinstance(occurred, int) and not_after_ms is not None and occurred > not_after_ms:
+        errors.append(FieldError("occurred_at", "in the future beyond the allowed clock skew"))
     if value.get("event_type") != record.event_type:
         errors.append(FieldError("event_type", f"does not match record {record.short_name}"))
     try:
@@ -169,9 +179,9 @@ def _rules(record: RecordType, value: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-def check_event(record: RecordType, value: dict[str, Any]) -> None:
+def check_event(record: RecordType, value: dict[str, Any], not_after_ms: int | None = None) -> None:
     """Rules for a decoded input event; raise InvalidEvent naming the fields."""
-    errors = _rules(record, value)
+    errors = _rules(record, value, not_after_ms)
     if errors:
         raise InvalidEvent(errors)
 

@@ -25,7 +25,7 @@ from lifecycle.policy import load_policy
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.registry import make_registry
-from streams.clock import Clock, make_clock
+from streams.clock import Clock, latest_plausible, make_clock
 from schemas.errors import DecodeError
 from streams.db import Database, apply_schema, describe
 from streams.erasure import apply_acks, erasure_tick
@@ -207,9 +207,10 @@ def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor)
             counts: dict[str, int] = {}
             rejects: dict[str, int] = {}
             valid: list[tuple[Any, dict[str, Any]]] = []
+            not_after = latest_plausible(pipeline.settings, pipeline.clock)
             for event in events:
                 msg = event.message
-                outcome = triage(codec, contract_topic, msg.value)
+                outcome = triage(codec, contract_topic, msg.value, not_after)
                 if isinstance(outcome, Rejected):
                     await reject(msg, outcome, pending, rejects)
                 else:

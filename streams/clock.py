@@ -11,7 +11,9 @@ import threading
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "WallClock", "EventTimeClock", "SimulatedClock", "make_clock"]
+from lifecycle.config import Settings
+
+__all__ = ["Clock", "WallClock", "EventTimeClock", "SimulatedClock", "make_clock", "latest_plausible"]
 
 
 class Clock(Protocol):
@@ -58,3 +60,9 @@ class SimulatedClock(EventTimeClock):
 
 def make_clock(kind: str) -> Clock:
     return EventTimeClock() if kind == "event" else WallClock()
+
+
+def latest_plausible(settings: Settings, clock: Clock) -> int | None:
+    """The latest ``occurred_at`` accepted now: the wall clock plus the allowed skew. On the
+    event-time clock (tests, the demo) events are what moves time, so there is no bound."""
+    return clock.now_ms() + settings.max_future_s * 1000 if settings.clock == "wall" else None

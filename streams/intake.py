@@ -41,11 +41,11 @@ class Rejected:
     stage: str = "intake"
 
 
-def triage(codec: Codec, topic: str, value: bytes | None) -> Decoded | Rejected:
+def triage(codec: Codec, topic: str, value: bytes | None, not_after_ms: int | None = None) -> Decoded | Rejected:
     """Decode and check one input record from contract topic ``topic`` (unprefixed)."""
     try:
         decoded = codec.decode(value, topic=topic)
-        check_event(decoded.record, decoded.value)
+        check_event(decoded.record, decoded.value, not_after_ms)
         return decoded
     except DecodeError as exc:
         return Rejected(reason=exc.reason, error_class=type(exc).__name__, message=str(exc))

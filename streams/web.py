@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.errors import ValidationFailed
 from schemas.validate import from_json, subject_key
+from streams.clock import latest_plausible
 from streams.db import Database, describe
 from streams.erasure import erasure_status
 from streams.processors.consent import consent_state
@@ -97,9 +98,10 @@ def register_views(pipeline: Pipeline) -> None:
             if not batch or len(batch) > MAX_BATCH:
                 return self._refuse(400, "invalid_event", [_problem(None, "$", f"send 1 to {MAX_BATCH} events")])
             errors, accepted = [], []
+            not_after = latest_plausible(settings, pipeline.clock)
             for index, event in enumerate(batch):
                 try:
-                    accepted.append(from_json(event, codec.catalog))
+                    accepted.append(from_json(event, codec.catalog, not_after))
                 except ValidationFailed as exc:
                     errors.extend(_problem(index, e.field, e.problem) for e in exc.errors)
             if errors:

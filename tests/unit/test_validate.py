@@ -61,7 +61,7 @@ def test_contract_rules(bad, field):
 
 
 def test_enums_and_arrays():
-    base = {"event_id": str(uuid.uuid4()), "event_type": "consent.cookies_granted", "occurred_at": 0,
+    base = {"event_id": str(uuid.uuid4()), "event_type": "consent.cookies_granted", "occurred_at": 1767225600000,
             "visitor_id": "v-1", "source": "web", "policy_version": "2026-01"}
     _, value = from_json({**base, "purposes": ["analytics", "necessary"]})
     assert value["purposes"] == ["analytics", "necessary"]
@@ -74,7 +74,7 @@ def test_subject_key_is_account_else_visitor():
     record, value = from_json(_started())
     assert subject_key(record, value) == "acc-1"
     record, value = from_json({"event_id": str(uuid.uuid4()), "event_type": "analytics.page_viewed",
-                               "occurred_at": 0, "visitor_id": "v-9", "source": "web", "path": "/"})
+                               "occurred_at": 1767225600000, "visitor_id": "v-9", "source": "web", "path": "/"})
     assert subject_key(record, value) == "v-9"
 
 
@@ -89,3 +89,14 @@ def test_check_event_applies_the_same_rules_to_decoded_values():
 def test_non_object_is_refused():
     with pytest.raises(ValidationFailed):
         from_json(["not", "an", "object"])
+
+
+def test_times_outside_what_the_pipeline_can_have_seen_are_refused():
+    with pytest.raises(ValidationFailed) as info:
+        from_json(_started(occurred_at=946_684_799_999))
+    assert _fields(info) == {"occurred_at"}
+    now = 1767225600000
+    from_json(_started(occurred_at=now + 1000), not_after_ms=now + 1000)
+    with pytest.raises(ValidationFailed) as info:
+        from_json(_started(occurred_at=now + 1001), not_after_ms=now + 1000)
+    assert [e.problem for e in info.value.errors] == ["in the future beyond the allowed clock skew"]

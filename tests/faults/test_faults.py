@@ -1,0 +1,134 @@
+"""Fault injection under load (issue 7): a worker SIGKILLed 20 times, PostgreSQL stopped for
+30 s, a store connector stopped for a minute, the whole pipeline restarted. After each: every
+accepted event applied exactly once in every store that should hold it, every erasure complete
+with its proof, nothing erased come back (tests/faults/load.py does the counting)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+
+import psycopg
+import pytest
+
+from lifecycle.embedded.postgres import EmbeddedPostgres
+from tests.faults.load import Load, assert_exactly_once, missing_events, processed
+from tests.fix_servers import ChildProcess, WorkerProcess
+from tests.helpers import wait_for
+from lifecycle.topics import apply_topics, load_spec
+
+
+def _settle(settings, load, deadline_s=180):
+    for thread_error in load.errors:
+        raise thread_error
+    try:
+        wait_for(lambda: processed(settings) >= len(load.accepted), deadline_s=deadline_s,
+                 what="every accepted event applied")
+    except AssertionError:
+        raise AssertionError(f"accepted but never applied: {missing_events(settings, load)[:20]}") from None
+
+    def erasures_done():
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            return conn.execute("SELECT count(*) FROM erasure_requests WHERE state = 'complete'").fetchone()[0] \
+                == len(load.closed)
+
+    wait_for(erasures_done, deadline_s=deadline_s, what="every erasure complete")
+    assert_exactly_once(settings, load)
+    time.sleep(3)  # ticks, relays and redeliveries: nothing erased may come back
+    assert_exactly_once(settings, load)
+
+
+def _connectors(settings, tmp_path):
+    return {name: ChildProcess(settings, tmp_path / f"connector-{name}.log", ["connector", name])
+            for name in settings.erasure_stores}
+
+
+def test_worker_sigkilled_20_times_under_load(settings, worker, connectors):
+    rng = random.Random(20)
+    kills = []
+    done = threading.Event()
+
+    def chaos():
+        while len(kills) < 20:
+            time.sleep(rng.uniform(0.3, 2.5))
+            worker.kill()
+            kills.append(time.monotonic())
+            time.sleep(rng.uniform(0.0, 4.0))  # sometimes before the dead member's session expires
+            worker.start(deadline_s=90)
+        done.set()
+
+    load = Load(settings)
+    chaos_thread = load.in_background(chaos)
+    load.lives(until=lambda: len(kills) >= 14, per_chunk=10, pause_s=0.5)
+    load.closures()
+    chaos_thread.join(300)
+    assert done.is_set() and len(kills) == 20, load.errors
+    _settle(settings, load)
+
+
+def test_postgres_stopped_for_30_seconds_under_load(settings, tmp_path):
+    pg = EmbeddedPostgres(tmp_path / "pg", tmp_path / "pg.log", fast=True)
+    pg.start()
+    own = dataclasses.replace(settings, postgres_dsn=pg.dsn())
+    worker = WorkerProcess(own, tmp_path / "worker.log")
+    stores = _connectors(own, tmp_path)
+    try:
+        worker.start()
+        for proc in stores.values():
+            proc.spawn()
+        load = Load(own)
+        stopped = threading.Event()
+        started = time.monotonic()
+        producer = load.in_background(lambda: load.lives(until=lambda: time.monotonic() - started > 45,
+                                                         per_chunk=10, pause_s=0.5))
+        time.sleep(8)
+        pg.stop()
+        stopped.set()
+        time.sleep(30)
+        pg.start()
+        producer.join(120)
+        load.closures()
+        assert worker.alive(), "the worker died while PostgreSQL was down"
+        _settle(own, load)
+    finally:
+        for proc in stores.values():
+            proc.stop()
+        worker.stop()
+        pg.stop()
+
+
+def test_a_connector_stopped_for_a_minute(settings, worker, connectors):
+    load = Load(settings)
+    load.lives(until=lambda: len(load.accounts) >= 100, per_chunk=20, pause_s=0.2)
+    connectors["files"].stop()
+    load.closures(pause_s=0.2)
+    wait_for(lambda: processed(settings) >= len(load.accepted), deadline_s=60, what="closures applied")
+    time.sleep(60)
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        waiting = conn.execute("SELECT count(*) FROM erasure_progress WHERE store = 'files' AND status <> 'erased'"
+                               ).fetchone()[0]
+        assert waiting == len(load.closed), "erasures must wait for the stopped store"
+        assert conn.execute("SELECT count(*) FROM erasure_requests WHERE state = 'open'").fetchone()[0] == \
+            len(load.closed)
+    connectors["files"].spawn()
+    _settle(settings, load)
+
+
+def test_the_whole_pipeline_restarted_under_load(settings, worker, connectors):
+    load = Load(settings)
+    started = time.monotonic()
+    producer = load.in_background(lambda: load.lives(until=lambda: time.monotonic() - started > 25,
+                                                     per_chunk=10, pause_s=0.5))
+    time.sleep(8)
+    for proc in connectors.values():
+        proc.stop()
+    worker.stop()
+    time.sleep(2)
+    worker.start()
+    for proc in connectors.values():
+        proc.spawn()
+    producer.join(120)
+    load.closures()
+    _settle(settings, load)
