@@ -33,6 +33,13 @@ def _group_id(settings: Settings, role: str) -> str:
     return settings.app_id if role == "worker" else f"{settings.topic_prefix}{role}"
 
 
+def _committed(admin: Any, group: str) -> dict[Any, Any]:
+    """The group's committed offsets by partition (kafka-python 3 renamed the call)."""
+    if hasattr(admin, "list_group_offsets"):
+        return dict(admin.list_group_offsets(group).get(group) or {})
+    return dict(admin.list_consumer_group_offsets(group))
+
+
 class LagProbe:
     """Blocking (kafka-python); the worker runs ``measure`` in a thread on a timer."""
 
@@ -69,7 +76,7 @@ class LagProbe:
             ends = consumer.end_offsets(partitions)
             starts = consumer.beginning_offsets(partitions)
             for role, topics in self.groups.items():
-                committed = admin.list_consumer_group_offsets(_group_id(self.settings, role))
+                committed = _committed(admin, _group_id(self.settings, role))
                 for topic in topics:
                     lag = done = 0
                     for tp in (tp for tp in partitions if tp.topic == wanted[topic]):

@@ -1,5 +1,10 @@
-"""Running a store: its own consumer group on `tombstones` and `retention-orders`,
+"""Running a store: its own consumer group's offsets on `tombstones` and `retention-orders`,
 acknowledgements on `erasure-acks`.
+
+One connector process per store reads every partition (manual assignment, offsets committed
+under the store's group id, no group membership): a restarted connector resumes at once from
+the committed offsets. With dynamic membership, the embedded broker was seen keeping a departed
+member as the group's leader, so that a restarted connector never completed its join.
 
 Order of effects, for every batch: the store erases and commits; the acknowledgements are
 produced and confirmed by the broker (acks=all); only then are the offsets committed. A crash
@@ -52,20 +57,16 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     metrics = metrics or ConnectorMetrics.create(sink.name, tuple(getattr(sink, "retention_categories", ())))
     codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
     consumer = KafkaConsumer(
-        settings.topic("tombstones"),
-        settings.topic("retention-orders"),
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id(settings, sink.name),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=BATCH,
-        session_timeout_ms=settings.broker_session_timeout_s * 1000,
-        heartbeat_interval_ms=1000,
-        max_poll_interval_ms=300_000,
         fetch_max_wait_ms=100,
         client_id=f"lifecycle-store-{sink.name}",
         **settings.kafka_client_kwargs(),
     )
+    consumer.assign(_all_partitions(consumer, [settings.topic("tombstones"), settings.topic("retention-orders")]))
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
                              client_id=f"lifecycle-store-{sink.name}", **settings.kafka_client_kwargs())
     sweeper = _Sweeper(sink, producer, codec, settings, metrics)
@@ -131,6 +132,21 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
         consumer.close()
         producer.close(timeout=10)
         sink.close()
+
+
+def _all_partitions(consumer: Any, topics: list[str]) -> list[Any]:
+    """Every partition of ``topics``: one connector per store reads them all, with its group's
+    committed offsets and no group membership (see the module's docstring)."""
+    from kafka import TopicPartition
+
+    deadline = time.monotonic() + 60
+    while True:
+        found = {t: consumer.partitions_for_topic(t) for t in topics}
+        if all(found.values()):
+            return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
+        if time.monotonic() > deadline:
+            raise TransientStoreError(f"topics not found: {sorted(t for t, p in found.items() if not p)}")
+        time.sleep(0.5)
 
 
 class _Sweeper:

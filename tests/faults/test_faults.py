@@ -34,7 +34,14 @@ def _settle(settings, load, deadline_s=180):
             return conn.execute("SELECT count(*) FROM erasure_requests WHERE state = 'complete'").fetchone()[0] \
                 == len(load.closed)
 
-    wait_for(erasures_done, deadline_s=deadline_s, what="every erasure complete")
+    try:
+        wait_for(erasures_done, deadline_s=deadline_s, what="every erasure complete")
+    except AssertionError:
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            progress = conn.execute("SELECT store, status, count(*), max(attempts) FROM erasure_progress "
+                                    "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+        raise AssertionError(f"erasures incomplete; progress (store, status, requests, attempts): {progress}") \
+            from None
     assert_exactly_once(settings, load)
     time.sleep(3)  # ticks, relays and redeliveries: nothing erased may come back
     assert_exactly_once(settings, load)
@@ -52,10 +59,10 @@ def test_worker_sigkilled_20_times_under_load(settings, worker, connectors):
 
     def chaos():
         while len(kills) < 20:
-            time.sleep(rng.uniform(0.3, 2.5))
+            time.sleep(rng.uniform(0.3, 1.5))
             worker.kill()
             kills.append(time.monotonic())
-            time.sleep(rng.uniform(0.0, 4.0))  # sometimes before the dead member's session expires
+            time.sleep(rng.uniform(0.0, 3.5))  # sometimes before the dead member's session expires
             worker.start(deadline_s=90)
         done.set()
 
