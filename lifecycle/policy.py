@@ -22,7 +22,7 @@ __all__ = ["Window", "Category", "Policy", "load_policy", "CATEGORIES", "STARTS"
 # Every category the pipeline knows; a policy must give each one a window.
 CATEGORIES = ("session_logs", "security_information", "consent_history", "account_profile",
               "documents_and_files", "newsletter_audience", "billing_records", "raw_events",
-              "raw_analytics_events", "traffic_aggregates", "erasure_orders", "dead_letters")
+              "raw_analytics_events", "traffic_aggregates", "erasure_orders", "output_streams", "dead_letters")
 STARTS = ("event_time", "consent_time", "account_closure")
 ACTIONS = ("erase", "pseudonymise")
 _KEYS = {"window", "starts", "action", "at_closure", "legal_hold"}

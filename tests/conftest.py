@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ for _name in [n for n in os.environ if n.startswith("LIFECYCLE_") and n not in (
 from tests.fix_servers import connectors, servers, settings, worker  # noqa: E402,F401
 from tests.unit.samples import PII  # noqa: E402
 
+# The demo's subjects (lifecycle/demo.py): addresses, names and phone numbers it makes up.
+DEMO_PII = {"email": re.compile(rb"user\d{5}@example\.com"), "name": re.compile(rb"(Given|Family)\d+\b"),
+            "phone": re.compile(rb"\+3360000\d{4}")}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def personal_data_sweep(tmp_path_factory: pytest.TempPathFactory):
@@ -22,4 +27,6 @@ def personal_data_sweep(tmp_path_factory: pytest.TempPathFactory):
     for path in base.rglob("*.log"):
         data = path.read_bytes()
         hits.extend(f"{path.relative_to(base)}: {key}" for key, value in PII.items() if value.encode() in data)
+        hits.extend(f"{path.relative_to(base)}: demo {name}" for name, pattern in DEMO_PII.items()
+                    if pattern.search(data))
     assert hits == [], f"seeded personal data in logs: {hits}"

@@ -135,8 +135,10 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
 
 @pytest.fixture
 def connectors(settings: Settings, worker: WorkerProcess, tmp_path: Path) -> Iterator[dict[str, ChildProcess]]:
-    """One connector process per registered store (after the worker, so the stores are registered)."""
-    procs = {name: ChildProcess(settings, tmp_path / f"connector-{name}.log", ["connector", name])
+    """One connector process per registered store (after the worker, so the stores are registered),
+    each serving its /metrics on a port of its own (``proc.extra_env["LIFECYCLE_METRICS_PORT"]``)."""
+    procs = {name: ChildProcess(settings, tmp_path / f"connector-{name}.log", ["connector", name],
+                                {"LIFECYCLE_METRICS_PORT": str(free_port())})
              for name in settings.erasure_stores}
     try:
         for proc in procs.values():

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""The performance ceiling, in one run on one embedded broker (issue 7):
+
+    .venv/bin/python benchmarks/ceiling.py [--events 60000]
+
+(a) raw aiokafka consume + produce of our session events: the ceiling;
+(b) a plain Faust agent that decodes each event, updates a table and forwards it: the naive
+    baseline (one event at a time, as Faust is usually written);
+(c) our end to end: `lifecycle worker` (one process) applying session events into PostgreSQL
+    session logs, measured from its first applied event to its last, per worker core (its own
+    CPU seconds from /proc);
+(d) the ratios c/b and c/a;
+(e) the Avro codec: the reference `avro` package against fastavro (ours), encode and decode.
+The same events (a mix of session starts, file transfers and ends, ~200 bytes framed) feed (a),
+(b) and (c). Erasure and retention figures: benchmarks/erasure_fanout.py, retention_sweep.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from connectors.emitter import Emitter  # noqa: E402
+from lifecycle.config import Settings  # noqa: E402
+from lifecycle.embedded import Stack  # noqa: E402
+from lifecycle.topics import apply_topics, load_spec  # noqa: E402
+from schemas import Codec  # noqa: E402
+from streams.db import apply_schema  # noqa: E402
+
+T0 = 1_767_225_600_000
+FILES_PER_SESSION = 8
+
+
+def session_events(n: int, tag: str) -> list[dict]:
+    out = []
+    sessions = n // (FILES_PER_SESSION + 2)
+    for s in range(sessions):
+        acc, sid, at = f"acc-{tag}{s % 5000}", f"s-{tag}{s}", T0 + s
+        out.append({"event_id": str(uuid.uuid4()), "event_type": "session.started", "occurred_at": at,
+                    "account_id": acc, "source": "bench", "session_id": sid, "ip": "198.51.100.1",
+                    "domain": "app.example.test", "user_agent": "bench/1.0", "browser": "firefox", "os": "linux",
+                    "login_method": "password"})
+        for f in range(FILES_PER_SESSION):
+            out.append({"event_id": str(uuid.uuid4()), "event_type": "session.file_transferred",
+                        "occurred_at": at + 1 + f, "account_id": acc, "source": "bench", "session_id": sid,
+                        "mime_type": "application/pdf", "size_bytes": 1000 + f})
+        out.append({"event_id": str(uuid.uuid4()), "event_type": "session.ended", "occurred_at": at + 60_000,
+                    "account_id": acc, "source": "bench", "session_id": sid, "reason": "logout"})
+    return out
+
+
+def load_topic(settings: Settings, topic: str, events: list[dict]) -> None:
+    with Emitter(settings) as emitter:
+        for e in events:
+            emitter.send_raw(topic, e["account_id"].encode(), emitter.codec.encode_event(e))
+        emitter.flush(timeout_s=300)
+
+
+async def raw_ceiling(settings: Settings, src: str, dst: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50,
+                                max_partition_fetch_bytes=4 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=256 << 10)
+    await consumer.start()
+    await producer.start()
+    try:
+        done, start = 0, None
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                if start is None:
+                    start = time.perf_counter()
+                for r in records:
+                    await producer.send(dst, key=r.key, value=r.value)
+                done += len(records)
+        await producer.flush()
+        return n / (time.perf_counter() - (start or time.perf_counter()))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+NAIVE = '''
+import sys, time, faust
+sys.path.insert(0, {root!r})
+from schemas import Codec
+bootstrap, src, dst, n, app_id = {bootstrap!r}, {src!r}, {dst!r}, {n}, {app_id!r}
+codec = Codec()
+app = faust.App(app_id, broker="kafka://" + bootstrap, store="memory://", topic_partitions=4, web_enabled=False,
+                consumer_auto_offset_reset="earliest", broker_session_timeout=6, broker_heartbeat_interval=1,
+                topic_disable_leader=True, producer_acks=-1)
+source = app.topic(src, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+sink = app.topic(dst, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+counts = app.Table("naive-counts", default=int, partitions=4)
+state = {{"done": 0, "start": None}}
+
+@app.agent(source)
+async def naive(stream):
+    async for event in stream.events():
+        if state["start"] is None:
+            state["start"] = time.perf_counter()
+        value = codec.decode(event.value).value
+        counts[value["session_id"]] += 1
+        await sink.send(key=event.key, value=event.value)
+        state["done"] += 1
+        if state["done"] == n:
+            print("RATE", n / (time.perf_counter() - state["start"]), flush=True)
+
+app.main()
+'''
+
+
+def naive_baseline(settings: Settings, src: str, dst: str, n: int, work: Path) -> float:
+    script = work / "naive_app.py"
+    script.write_text(NAIVE.format(root=str(Path(__file__).resolve().parent.parent), bootstrap=settings.kafka_bootstrap,
+                                   src=src, dst=dst, n=n, app_id=f"bench-naive-{uuid.uuid4().hex[:6]}"))
+    proc = subprocess.Popen([sys.executable, str(script), "worker", "-l", "warning", "--without-web"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 900
+        for line in proc.stdout:
+            if line.startswith("RATE"):
+                return float(line.split()[1])
+            if time.monotonic() > deadline:
+                break
+        raise SystemExit("the naive Faust app did not finish")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def our_rate(settings: Settings, n: int, work: Path) -> tuple[float, float, float]:
+    """(events/s wall, events per worker CPU second, worker CPU share)."""
+    env = {**os.environ, **settings.to_env(), "LIFECYCLE_LOG_LEVEL": "warning"}
+    with open(work / "worker.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+            def processed() -> int:
+                return conn.execute("SELECT count(*) FROM processed_events").fetchone()[0]
+
+            deadline = time.monotonic() + 900
+            while processed() == 0:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the worker did not start applying events; see worker.log")
+                time.sleep(0.05)
+            start, cpu0 = time.perf_counter(), _cpu_seconds(proc.pid)
+            while (done := processed()) < n:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the worker applied {done} of {n}")
+                time.sleep(0.05)
+            elapsed, cpu = time.perf_counter() - start, _cpu_seconds(proc.pid) - cpu0
+            logs = conn.execute("SELECT count(*), sum(file_count) FROM session_logs").fetchone()
+            assert logs[0] == n // (FILES_PER_SESSION + 2) and logs[1] == logs[0] * FILES_PER_SESSION, logs
+            return n / elapsed, n / cpu, cpu / elapsed
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def codec_rates(events: list[dict]) -> dict[str, float]:
+    import avro.io
+    import avro.schema
+
+    codec = Codec()
+    sample = [e for e in events if e["event_type"] == "session.file_transferred"][:20000]
+    record = codec.catalog.by_event_type("session.file_transferred")
+    schema = avro.schema.parse(json.dumps(record.schema))
+    writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    bodies = []
+    for e in sample:
+        buf = io.BytesIO()
+        writer.write(e, avro.io.BinaryEncoder(buf))
+        bodies.append(buf.getvalue())
+    out["avro encode"] = len(sample) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for b in bodies:
+        reader.read(avro.io.BinaryDecoder(io.BytesIO(b)))
+    out["avro decode"] = len(sample) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    framed = [codec.encode(record, e) for e in sample]
+    out["fastavro encode (ours)"] = len(sample) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for f in framed:
+        codec.decode(f)
+    out["fastavro decode (ours)"] = len(sample) / (time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--events", type=int, default=60_000)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lifecycle-ceiling-"))
+    base = Settings.from_env({"LIFECYCLE_STATE_DIR": str(work / "state")})
+    with Stack(base) as info:
+        settings = dataclasses.replace(info.settings, clock="event", erasure_stores=("postgres",),
+                                       topic_prefix="ceiling.", http_port=0)
+        apply_topics(settings, load_spec(settings.topic_spec))
+        apply_schema(settings.postgres_dsn or "")
+        events = session_events(args.events, "c")
+        n = len(events)
+        print(f"{n} session events, {FILES_PER_SESSION} file transfers per session", file=sys.stderr)
+        t = time.perf_counter()
+        load_topic(settings, settings.topic("session-events"), events)
+        print(f"loaded in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        raw = asyncio.run(raw_ceiling(settings, settings.topic("session-events"), "ceiling.raw-out", n))
+        print(f"(a) raw: {raw:.0f}/s", file=sys.stderr)
+        naive = naive_baseline(settings, settings.topic("session-events"), "ceiling.naive-out", n, work)
+        print(f"(b) naive Faust: {naive:.0f}/s", file=sys.stderr)
+        wall, per_core, share = our_rate(settings, n, work)
+        print(f"(c) ours: {wall:.0f}/s", file=sys.stderr)
+        codecs = codec_rates(events)
+    print(f"events: {n} session events (starts, {FILES_PER_SESSION} file transfers, ends); one embedded broker")
+    print(f"{'figure':52} {'events/s':>10}")
+    print(f"{'(a) raw aiokafka consume + produce (ceiling)':52} {raw:10.0f}")
+    print(f"{'(b) naive Faust agent: decode, table, forward':52} {naive:10.0f}")
+    print(f"{'(c) ours end to end into PostgreSQL, wall':52} {wall:10.0f}")
+    print(f"{'(c) ours per worker core (per worker CPU second)':52} {per_core:10.0f}   (worker CPU {share:.0%})")
+    print(f"{'(d) c/b (wall)':52} {wall / naive:10.2f}")
+    print(f"{'(d) c/a (wall)':52} {wall / raw:10.3f}")
+    for name, rate in codecs.items():
+        print(f"{'(e) ' + name:52} {rate:10.0f}")
+    print(f"{'(e) fastavro / avro, decode':52} {codecs['fastavro decode (ours)'] / codecs['avro decode']:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
