@@ -176,10 +176,14 @@ def _expire_months(conn: psycopg.Connection[Any], cutoff: dt.datetime, held: lis
         lower, upper = _month_bounds(name)
         if lower >= cutoff:
             continue
-        if pending:
-            conn.execute(f"ALTER TABLE session_logs DETACH PARTITION {name} FINALIZE")
         keeps = held and conn.execute(f"SELECT 1 FROM {name} WHERE account_id = ANY(%s) LIMIT 1",
                                       (held,)).fetchone()
+        if pending:
+            conn.execute(f"ALTER TABLE session_logs DETACH PARTITION {name} FINALIZE")
+            if keeps:  # a hold came after the interrupted detach: the month goes back
+                conn.execute(f"ALTER TABLE session_logs ATTACH PARTITION {name} "
+                             f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')")
+                pending = False
         if upper > cutoff or keeps:
             total += _delete_in_batches(conn, SWEPT["session_logs"], name, cutoff, held)
             continue

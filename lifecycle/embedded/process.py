@@ -71,10 +71,14 @@ def service_user(name: str = "lifecycle") -> pwd.struct_passwd | None:
         return pwd.getpwnam(name)
 
 
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
+
+
 def _child_setup(user: pwd.struct_passwd | None, death_signal: int) -> Any:
     libc = ctypes.CDLL(None, use_errno=True)
 
     def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)  # the mask spawn() set survives exec
         if user is not None:
             os.setgroups([])
             os.setgid(user.pw_gid)
@@ -93,17 +97,33 @@ def spawn(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (Ctrl-C reaches only us; we stop children in order)."""
-    return subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=_child_setup(user, death_signal),
-        env=env,
-        cwd=cwd,
-    )
+    """Start a child in its own session (Ctrl-C reaches only us; we stop children in order).
+
+    Ctrl-C and SIGTERM are held back while the child is forked: a KeyboardInterrupt raised inside
+    Python's at-fork handlers is printed and swallowed ("Exception ignored"), which made `lifecycle
+    up` ignore a Ctrl-C that arrived while it started a connector. Held back, the signal is
+    delivered right after the fork, where it interrupts as it should."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_child_setup(user, death_signal),
+            env=env,
+            cwd=cwd,
+        )
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held-back Ctrl-C is raised here
+    except BaseException:
+        stop_process(proc, signal.SIGKILL, timeout_s=5)  # the caller never saw it: leave nothing behind
+        raise
+    return proc
 
 
 def pid_alive(pid: int) -> bool:

@@ -11,13 +11,11 @@ import threading
 import time
 
 import psycopg
-import pytest
 
 from lifecycle.embedded.postgres import EmbeddedPostgres
 from tests.faults.load import Load, assert_exactly_once, missing_events, processed
 from tests.fix_servers import ChildProcess, WorkerProcess
 from tests.helpers import wait_for
-from lifecycle.topics import apply_topics, load_spec
 
 
 def _settle(settings, load, deadline_s=180):
@@ -86,13 +84,11 @@ def test_postgres_stopped_for_30_seconds_under_load(settings, tmp_path):
         for proc in stores.values():
             proc.spawn()
         load = Load(own)
-        stopped = threading.Event()
         started = time.monotonic()
         producer = load.in_background(lambda: load.lives(until=lambda: time.monotonic() - started > 45,
                                                          per_chunk=10, pause_s=0.5))
         time.sleep(8)
         pg.stop()
-        stopped.set()
         time.sleep(30)
         pg.start()
         producer.join(120)

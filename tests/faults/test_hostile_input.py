@@ -9,7 +9,6 @@ import dataclasses
 import random
 import struct
 import time
-import uuid
 
 import psycopg
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st

@@ -91,3 +91,29 @@ def test_a_live_run_is_not_disturbed(tmp_path):
         stop_process(parent, signal.SIGTERM, timeout_s=10)
         assert wait_until_gone(str(state)) == []
     assert processes_marked(str(state)) == []
+
+
+_INTERRUPT_AT_FORK: list[bool] = []
+os.register_at_fork(after_in_parent=lambda: _INTERRUPT_AT_FORK and os.kill(os.getpid(), signal.SIGINT))
+
+
+def test_a_ctrl_c_during_spawn_is_delivered_and_children_do_not_inherit_the_mask(tmp_path):
+    from lifecycle.embedded.process import spawn
+    from tests.procs import processes_marked
+
+    with open(tmp_path / "child.log", "wb") as log:
+        child = spawn(["sleep", "30"], log=log)
+        time.sleep(0.2)
+        os.kill(child.pid, signal.SIGTERM)
+        assert child.wait(5) == -signal.SIGTERM  # SIGTERM is not blocked in the child
+
+        # Ctrl-C arriving inside Python's at-fork handlers is swallowed unless spawn holds it back.
+        marker = f"spawn-interrupted-{os.getpid()}"
+        _INTERRUPT_AT_FORK.append(True)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                spawn(["sleep", "30", marker], log=log)
+        finally:
+            _INTERRUPT_AT_FORK.clear()
+        time.sleep(0.2)
+        assert processes_marked(marker) == []  # the child the caller never saw is gone
