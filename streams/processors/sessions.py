@@ -29,13 +29,18 @@ SELECT %(session_id)s, %(account_id)s, %(at)s, %(at)s, %(ip)s, %(domain)s, %(use
 WHERE NOT EXISTS (SELECT 1 FROM session_logs WHERE session_id = %(session_id)s)
 ON CONFLICT (session_id) DO NOTHING
 """
-_FILE = """
+# File transfers are most of the traffic: one statement for all of a batch's files, one for the
+# sessions they touch (a statement per event was the hot path's cost; docs/performance.md).
+_FILES = """
 INSERT INTO session_files (event_id, session_id, account_id, transferred_at, size_bytes, mime_type)
-VALUES (%(event_id)s, %(session_id)s, %(account_id)s, %(at)s, %(size_bytes)s, %(mime_type)s)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::bigint[], %s::text[])
 ON CONFLICT (event_id) DO NOTHING
 """
 _TOUCH = """
-UPDATE open_sessions SET last_event_at = GREATEST(last_event_at, %(at)s) WHERE session_id = %(session_id)s
+UPDATE open_sessions o SET last_event_at = GREATEST(o.last_event_at, t.at)
+FROM (SELECT session_id, max(at) AS at FROM unnest(%s::text[], %s::timestamptz[]) AS u(session_id, at)
+      GROUP BY session_id) t
+WHERE o.session_id = t.session_id
 """
 _FAILED = """
 INSERT INTO failed_logins (event_id, account_id, occurred_at, ip, domain, user_agent, failure_reason)
@@ -90,18 +95,24 @@ class SessionsProcessor:
 
     async def apply(self, conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context) -> None:
         ends: dict[str, tuple[dt.datetime, str]] = {}
+        files: list[list[Any]] = [[], [], [], [], [], []]
         async with conn.pipeline(), conn.cursor() as cur:
             for event in events:
-                kind, p = event["event_type"], _params(event)
+                kind = event["event_type"]
                 if kind == "session.started":
-                    await cur.execute(_START, p)
+                    await cur.execute(_START, _params(event))
                 elif kind == "session.file_transferred":
-                    await cur.execute(_FILE, p)
-                    await cur.execute(_TOUCH, p)
+                    for column, value in zip(files, (event["event_id"], event["session_id"], event["account_id"],
+                                                     ms_to_dt(event["occurred_at"]), event["size_bytes"],
+                                                     event["mime_type"])):
+                        column.append(value)
                 elif kind == "session.ended":
-                    ends[event["session_id"]] = (p["at"], event["reason"])
+                    ends[event["session_id"]] = (ms_to_dt(event["occurred_at"]), event["reason"])
                 elif kind == "session.login_failed":
-                    await cur.execute(_FAILED, p)
+                    await cur.execute(_FAILED, _params(event))
+            if files[0]:
+                await cur.execute(_FILES, files)
+                await cur.execute(_TOUCH, (files[1], files[3]))
         if ends:
             await self._close(conn, ends, ctx)
 

@@ -53,7 +53,7 @@ def _connectors(settings, tmp_path):
 def test_worker_sigkilled_20_times_under_load(settings, worker, connectors):
     rng = random.Random(20)
     kills = []
-    done = threading.Event()
+    done, release = threading.Event(), threading.Event()
 
     def chaos():
         while len(kills) < 20:
@@ -63,14 +63,20 @@ def test_worker_sigkilled_20_times_under_load(settings, worker, connectors):
             time.sleep(rng.uniform(0.0, 3.5))  # sometimes before the dead member's session expires
             worker.start(deadline_s=90)
         done.set()
+        # The worker was spawned by this thread, and its death signal (PR_SET_PDEATHSIG) fires when
+        # the spawning thread ends: this thread lives until the test is over.
+        release.wait(600)
 
     load = Load(settings)
     chaos_thread = load.in_background(chaos)
-    load.lives(until=lambda: len(kills) >= 14, per_chunk=10, pause_s=0.5)
-    load.closures()
-    chaos_thread.join(300)
-    assert done.is_set() and len(kills) == 20, load.errors
-    _settle(settings, load)
+    try:
+        load.lives(until=lambda: len(kills) >= 14 or bool(load.errors), per_chunk=10, pause_s=0.5)
+        load.closures()
+        assert done.wait(300) and len(kills) == 20, load.errors
+        _settle(settings, load)
+    finally:
+        release.set()
+        chaos_thread.join(30)
 
 
 def test_postgres_stopped_for_30_seconds_under_load(settings, tmp_path):
