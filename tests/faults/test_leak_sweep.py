@@ -36,11 +36,20 @@ def _labels(url: str) -> set[str]:
 
 
 def _ends(settings) -> dict:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    """The next offset of every partition of every topic, read off the log itself (this broker's
+    ListOffsets(latest) can be wrong; DESIGN.md)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, consumer_timeout_ms=2000,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
     try:
         parts = [TopicPartition(settings.topic(s.name), p) for s in load_spec(settings.topic_spec)
                  for p in range(s.partitions)]
-        return consumer.end_offsets(parts)
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        ends = {tp: 0 for tp in parts}
+        for msg in consumer:
+            tp = TopicPartition(msg.topic, msg.partition)
+            ends[tp] = max(ends[tp], msg.offset + 1)
+        return ends
     finally:
         consumer.close()
 
