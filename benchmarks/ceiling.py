@@ -131,17 +131,19 @@ def naive_baseline(settings: Settings, src: str, dst: str, n: int, work: Path) -
     script = work / "naive_app.py"
     script.write_text(NAIVE.format(root=str(Path(__file__).resolve().parent.parent), bootstrap=settings.kafka_bootstrap,
                                    src=src, dst=dst, n=n, app_id=f"bench-naive-{uuid.uuid4().hex[:6]}"))
-    proc = subprocess.Popen([sys.executable, str(script), "worker", "-l", "warning", "--without-web"],
+    proc = subprocess.Popen([sys.executable, str(script), "worker", "-l", "warn", "--without-web"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 900
+        tail: list[str] = []
         for line in proc.stdout:
+            tail = (tail + [line])[-20:]
             if line.startswith("RATE"):
                 return float(line.split()[1])
             if time.monotonic() > deadline:
                 break
-        raise SystemExit("the naive Faust app did not finish")
+        raise SystemExit("the naive Faust app did not finish:\n" + "".join(tail))
     finally:
         proc.terminate()
         try:
