@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from connectors.emitter import Emitter  # noqa: E402
 from lifecycle.config import Settings  # noqa: E402
 from lifecycle.embedded import Stack  # noqa: E402
+from lifecycle.embedded.process import free_port  # noqa: E402
 from lifecycle.topics import apply_topics, load_spec  # noqa: E402
 from schemas import Codec  # noqa: E402
 from streams.db import apply_schema  # noqa: E402
@@ -121,7 +122,7 @@ async def naive(stream):
         await sink.send(key=event.key, value=event.value)
         state["done"] += 1
         if state["done"] == n:
-            print("RATE", n / (time.perf_counter() - state["start"]), flush=True)
+            print(f"RATE={{n / (time.perf_counter() - state['start'])}}", flush=True)
 
 app.main()
 '''
@@ -139,8 +140,8 @@ def naive_baseline(settings: Settings, src: str, dst: str, n: int, work: Path) -
         tail: list[str] = []
         for line in proc.stdout:
             tail = (tail + [line])[-20:]
-            if line.startswith("RATE"):
-                return float(line.split()[1])
+            if "RATE=" in line:  # Faust sends print() through its logger
+                return float(line.split("RATE=", 1)[1].split()[0])
             if time.monotonic() > deadline:
                 break
         raise SystemExit("the naive Faust app did not finish:\n" + "".join(tail))
@@ -197,9 +198,12 @@ def codec_rates(events: list[dict]) -> dict[str, float]:
     schema = avro.schema.parse(json.dumps(record.schema))
     writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
     out: dict[str, float] = {}
+    from streams.timeutil import ms_to_dt
+
+    avro_sample = [{**e, "occurred_at": ms_to_dt(e["occurred_at"])} for e in sample]  # it wants datetimes
     start = time.perf_counter()
     bodies = []
-    for e in sample:
+    for e in avro_sample:
         buf = io.BytesIO()
         writer.write(e, avro.io.BinaryEncoder(buf))
         bodies.append(buf.getvalue())
@@ -226,7 +230,7 @@ def main() -> None:
     base = Settings.from_env({"LIFECYCLE_STATE_DIR": str(work / "state")})
     with Stack(base) as info:
         settings = dataclasses.replace(info.settings, clock="event", erasure_stores=("postgres",),
-                                       topic_prefix="ceiling.", http_port=0)
+                                       topic_prefix="ceiling.", http_port=free_port())
         apply_topics(settings, load_spec(settings.topic_spec))
         apply_schema(settings.postgres_dsn or "")
         events = session_events(args.events, "c")
