@@ -91,9 +91,6 @@ class Policy:
         return [c.name for c in self.categories.values()
                 if c.at_closure == "pseudonymise" and not (legal_hold and c.legal_hold)]
 
-    def held(self) -> list[str]:
-        return [c.name for c in self.categories.values() if c.legal_hold]
-
 
 class _Reader:
     def __init__(self, path: Path):
