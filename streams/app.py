@@ -25,24 +25,24 @@ from lifecycle.policy import load_policy
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.registry import make_registry
-from streams.clock import Clock, latest_plausible, make_clock
+from streams.clock import Clock, make_clock
 from schemas.errors import DecodeError
 from streams.db import Database, apply_schema, describe
 from streams.erasure import apply_acks, erasure_tick
-from streams.intake import Origin, Rejected, dead_letter, triage
+from streams.intake import Origin, Rejected, dead_letter
+from streams.intake_loop import IntakeLoop
 from streams.lag import LagProbe, pipeline_groups
 from streams.metrics import Metrics
 from streams.outbox import relay_once
-from streams.processing import apply_batch
 from streams.retention import apply_retention_acks, retention_tick
-from streams.processors import Context, Processor, all_processors
+from streams.processors import Context, all_processors
 
 __all__ = ["Pipeline", "build_app"]
 
 log = logging.getLogger("lifecycle.worker")
 
-INTAKE_BATCH = 500
-INTAKE_WITHIN_S = 0.2
+ACKS_BATCH = 500
+ACKS_WITHIN_S = 0.2
 TICK_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 10.0
 RELAY_IDLE_S = 0.1
@@ -59,7 +59,14 @@ class Pipeline:
     clock: Clock
     context: Context
     dead_letters: Any = None  # the dead-letters topic, shared by every stage that rejects
+    intake: Any = None  # streams.intake_loop.IntakeLoop
     ready: bool = False
+    acks_joined: bool = False
+
+    def update_ready(self) -> None:
+        """Ready once both consumers have their partitions: the intake's and Faust's (acks)."""
+        self.ready = self.acks_joined and self.intake is not None and self.intake.assigned
+        self.metrics.worker_ready.set(1 if self.ready else 0)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -93,8 +100,10 @@ def build_app(
     policy = load_policy(settings.retention_policy)  # refused at start when invalid
     registry = registry or CollectorRegistry()
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+    # Faust runs the acks agent, the timers and the HTTP API; the input topics are read by the
+    # intake loop under the group `app_id` (streams/intake_loop.py).
     app = faust.App(
-        settings.app_id,
+        f"{settings.app_id}-acks",
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -138,8 +147,8 @@ def build_app(
 
     @app.on_rebalance_complete.connect
     async def _ready(sender: Any, **kwargs: Any) -> None:
-        pipeline.ready = True
-        pipeline.metrics.worker_ready.set(1)
+        pipeline.acks_joined = True
+        pipeline.update_ready()
 
     return pipeline
 
@@ -180,75 +189,17 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 
 
 def _register_intake(pipeline: Pipeline, catalog: Catalog) -> None:
-    app, settings = pipeline.app, pipeline.settings
-    processors = {p.topic: p for p in all_processors()}
-    for contract_topic in catalog.input_topics:
-        topic = _raw_topic(app, settings.topic(contract_topic))
-        app.agent(topic, name=f"intake-{contract_topic}")(
-            _intake_agent(pipeline, contract_topic, processors[contract_topic])
-        )
+    by_contract = {p.topic: p for p in all_processors()}
+    processors = {pipeline.settings.topic(t): by_contract[t] for t in catalog.input_topics}
 
+    async def send(origin: Origin, value: bytes | None, rejected: Rejected) -> Any:
+        return await send_dead_letter(pipeline, origin, value, rejected)
 
-def _intake_agent(pipeline: Pipeline, contract_topic: str, processor: Processor) -> Any:
-    codec, metrics = pipeline.codec, pipeline.metrics
-    rejected_children: dict[str, Any] = {}
-    ingested_children: dict[str, Any] = {}
-    dlq_counter = metrics.dead_letters_written.labels(contract_topic)
-    duplicates = metrics.events_duplicate.labels(contract_topic)
-    db = Database(pipeline.settings.postgres_dsn or "")
+    intake = pipeline.intake = IntakeLoop(pipeline, processors, send)
 
-    async def reject(msg: Any, outcome: Rejected, pending: list[Any], rejects: dict[str, int]) -> None:
-        pending.append(await send_dead_letter(pipeline, msg, outcome))
-        rejects[outcome.reason] = rejects.get(outcome.reason, 0) + 1
-
-    async def intake(stream: Any) -> None:
-        async for events in stream.take_events(INTAKE_BATCH, within=INTAKE_WITHIN_S):
-            pending: list[Any] = []
-            counts: dict[str, int] = {}
-            rejects: dict[str, int] = {}
-            valid: list[tuple[Any, dict[str, Any]]] = []
-            not_after = latest_plausible(pipeline.settings, pipeline.clock)
-            for event in events:
-                msg = event.message
-                outcome = triage(codec, contract_topic, msg.value, not_after)
-                if isinstance(outcome, Rejected):
-                    await reject(msg, outcome, pending, rejects)
-                else:
-                    valid.append((msg, outcome.value))
-            result = await apply_batch(db, processor, [v for _, v in valid], pipeline.context)
-            failed = {index for index, _ in result.failed}
-            for index, error in result.failed:
-                msg = valid[index][0]
-                await reject(msg, Rejected("processing_failed", type(error).__name__,
-                                           f"{describe(error)} while applying", stage="process"), pending, rejects)
-            for index, (_, value) in enumerate(valid):
-                if index not in failed:
-                    et = value["event_type"]
-                    counts[et] = counts.get(et, 0) + 1
-            for et, n in result.suppressed.items():
-                counts[et] -= n
-                metrics.events_suppressed.labels(contract_topic, et).inc(n)
-            # The batch is acknowledged only after its writes committed and every dead letter
-            # is on the broker.
-            for fut in pending:
-                await fut
-            dlq_counter.inc(len(pending))
-            duplicates.inc(result.duplicates)
-            for et, n in counts.items():
-                if n <= 0:
-                    continue
-                child = ingested_children.get(et)
-                if child is None:
-                    child = ingested_children[et] = metrics.events_ingested.labels(contract_topic, et)
-                child.inc(n)
-            for reason, n in rejects.items():
-                child = rejected_children.get(reason)
-                if child is None:
-                    child = rejected_children[reason] = metrics.events_rejected.labels(contract_topic, reason)
-                child.inc(n)
-
-    intake.__name__ = intake.__qualname__ = f"intake_{contract_topic.replace('-', '_')}"
-    return intake
+    @pipeline.app.task
+    async def intake_loop() -> None:
+        await intake.run()
 
 
 def _register_acks(pipeline: Pipeline) -> None:
@@ -257,7 +208,7 @@ def _register_acks(pipeline: Pipeline) -> None:
     db = Database(settings.postgres_dsn or "")
 
     async def acks(stream: Any) -> None:
-        async for events in stream.take_events(INTAKE_BATCH, within=INTAKE_WITHIN_S):
+        async for events in stream.take_events(ACKS_BATCH, within=ACKS_WITHIN_S):
             good, sweeps, pending = [], [], []
             for event in events:
                 msg = event.message
@@ -266,7 +217,8 @@ def _register_acks(pipeline: Pipeline) -> None:
                     (sweeps if decoded.record.short_name == "RetentionAck" else good).append(decoded.value)
                 except DecodeError as exc:
                     rejected = Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks")
-                    pending.append(await send_dead_letter(pipeline, msg, rejected))
+                    origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
+                    pending.append(await send_dead_letter(pipeline, origin, msg.value, rejected))
                     pipeline.metrics.events_rejected.labels("erasure-acks", exc.reason).inc()
             if good:
                 await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, good))
@@ -335,12 +287,11 @@ def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:
         probe.close()
 
 
-async def send_dead_letter(pipeline: Pipeline, msg: Any, rejected: Rejected) -> Any:
-    """Queue the dead letter of a consumed message; returns the delivery future to await before
-    the message's batch is acknowledged."""
-    origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
-    key, value, headers = dead_letter(pipeline.codec, rejected, origin, msg.value, pipeline.clock.now_ms())
-    log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, rejected.reason)
+async def send_dead_letter(pipeline: Pipeline, origin: Origin, original: bytes | None, rejected: Rejected) -> Any:
+    """Queue the dead letter of a consumed record; returns the delivery future to await before
+    the record's batch is acknowledged."""
+    key, value, headers = dead_letter(pipeline.codec, rejected, origin, original, pipeline.clock.now_ms())
+    log.warning("dead-lettered %s[%d]@%d: %s", origin.topic, origin.partition, origin.offset, rejected.reason)
     return await pipeline.dead_letters.send(key=key, value=value, headers=headers)
 
 

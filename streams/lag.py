@@ -29,8 +29,11 @@ def pipeline_groups(settings: Settings, input_topics: list[str]) -> dict[str, li
     return groups
 
 
-def _group_id(settings: Settings, role: str) -> str:
-    return settings.app_id if role == "worker" else f"{settings.topic_prefix}{role}"
+def _group_id(settings: Settings, role: str, topic: str) -> str:
+    if role != "worker":
+        return f"{settings.topic_prefix}{role}"
+    # The intake loop reads the input topics as `app_id`; Faust reads the acks as `app_id-acks`.
+    return f"{settings.app_id}-acks" if topic == "erasure-acks" else settings.app_id
 
 
 def _committed(admin: Any, group: str) -> dict[Any, Any]:
@@ -75,9 +78,13 @@ class LagProbe:
                     partitions.append(TopicPartition(full, p))
             ends = consumer.end_offsets(partitions)
             starts = consumer.beginning_offsets(partitions)
+            commits: dict[str, dict[Any, Any]] = {}
             for role, topics in self.groups.items():
-                committed = _committed(admin, _group_id(self.settings, role))
                 for topic in topics:
+                    group = _group_id(self.settings, role, topic)
+                    if group not in commits:
+                        commits[group] = _committed(admin, group)
+                    committed = commits[group]
                     lag = done = 0
                     for tp in (tp for tp in partitions if tp.topic == wanted[topic]):
                         meta = committed.get(tp)

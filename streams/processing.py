@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -45,6 +46,7 @@ class BatchResult:
         self.duplicates = 0
         self.suppressed: dict[str, int] = {}  # event type -> count
         self.failed: list[tuple[int, BaseException]] = []  # (index in batch, error)
+        self.also_committed = False  # the caller's `also` ran in the batch's transaction
 
 
 async def _suppress(conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context,
@@ -94,14 +96,24 @@ async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, event
     return len(fresh), len(events) - len(fresh)
 
 
-async def apply_batch(db: Database, processor: Processor, events: list[dict[str, Any]], ctx: Context) -> BatchResult:
+async def apply_batch(db: Database, processor: Processor, events: list[dict[str, Any]], ctx: Context,
+                      also: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None) -> BatchResult:
+    """Apply ``events`` in one transaction, with ``also`` (the intake's offsets) in it. When the
+    batch has to be retried event by event, ``also`` is left to the caller
+    (``result.also_committed`` is false): its dead letters come first."""
     result = BatchResult()
     if not events:
         return result
+
+    async def whole(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+        counts = await _apply(conn, processor, events, ctx, result)
+        if also is not None:
+            await also(conn)
+        return counts
+
     try:
-        result.applied, result.duplicates = await db.run(
-            f"apply {processor.topic}", lambda conn: _apply(conn, processor, events, ctx, result)
-        )
+        result.applied, result.duplicates = await db.run(f"apply {processor.topic}", whole)
+        result.also_committed = also is not None
     except Exception as exc:  # not transient (db.run retries those): isolate the bad event
         log.warning("batch on %s failed with %s; retrying event by event", processor.topic, describe(exc))
         suppressed: dict[str, int] = {}

@@ -7,6 +7,17 @@ CREATE TABLE IF NOT EXISTS processed_events (
     processed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- How far the intake has applied each input partition, written in the transaction that applied
+-- the batch (streams/intake_loop.py): a restarted worker resumes exactly here.
+CREATE TABLE IF NOT EXISTS intake_offsets (
+    consumer_group text NOT NULL,
+    topic          text NOT NULL,
+    partition      int NOT NULL,
+    next_offset    bigint NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic, partition)
+);
+
 CREATE TABLE IF NOT EXISTS clock_state (
     id            int PRIMARY KEY CHECK (id = 1),
     event_time_ms bigint NOT NULL

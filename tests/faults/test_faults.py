@@ -52,8 +52,6 @@ def _connectors(settings, tmp_path):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(strict=False, reason="known issue (docs/operations.md): after a SIGKILL a Faust worker "
-                   "sometimes leaves accepted events unapplied; seen in 2 of 4 runs of this test")
 def test_worker_sigkilled_20_times_under_load(settings, worker, connectors):
     rng = random.Random(20)
     kills = []
