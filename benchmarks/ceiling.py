@@ -225,6 +225,7 @@ def codec_rates(events: list[dict]) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=60_000)
+    p.add_argument("--only-ours", action="store_true", help="(c) alone, for profiling; no ratios")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lifecycle-ceiling-"))
     base = Settings.from_env({"LIFECYCLE_STATE_DIR": str(work / "state")})
@@ -239,6 +240,10 @@ def main() -> None:
         t = time.perf_counter()
         load_topic(settings, settings.topic("session-events"), events)
         print(f"loaded in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        if args.only_ours:
+            wall, per_core, share = our_rate(settings, n, work)
+            print(f"(c) ours: {wall:.0f}/s wall, {per_core:.0f} per worker CPU second (worker CPU {share:.0%})")
+            return
         raw = asyncio.run(raw_ceiling(settings, settings.topic("session-events"), "ceiling.raw-out", n))
         print(f"(a) raw: {raw:.0f}/s", file=sys.stderr)
         naive = naive_baseline(settings, settings.topic("session-events"), "ceiling.naive-out", n, work)

@@ -171,7 +171,8 @@ class Settings:
 
     @property
     def app_id(self) -> str:
-        """The Faust app id, also the consumer group: one per topic prefix."""
+        """The workers' consumer group on the input topics (the intake loop), one per topic prefix;
+        Faust's app is `<app_id>-acks`."""
         return f"{self.topic_prefix}worker" if self.topic_prefix else "lifecycle-worker"
 
     @property
