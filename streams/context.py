@@ -38,5 +38,8 @@ class Context:
 async def enqueue(conn: psycopg.AsyncConnection[Any], rows: list[tuple[str, bytes | None, bytes | None]]) -> None:
     """Queue output records; the relay publishes them after this transaction commits."""
     if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany("INSERT INTO outbox (topic, key, value) VALUES (%s, %s, %s)", rows)
+        topics, keys, values = zip(*rows)
+        # Arrays in binary (%b): psycopg's text array dumper was a fifth of the hot path's CPU.
+        await conn.execute("INSERT INTO outbox (topic, key, value) SELECT topic, key, value FROM unnest(%b::text[], "
+                           "%b::bytea[], %b::bytea[]) WITH ORDINALITY AS r(topic, key, value, n) ORDER BY n",
+                           (list(topics), list(keys), list(values)))

@@ -48,7 +48,7 @@ WHERE consumer_group = %s AND topic = ANY(%s)
 # GREATEST: a worker that lost a partition mid-batch (a zombie) can never move it backwards.
 _STORE = """
 INSERT INTO intake_offsets (consumer_group, topic, partition, next_offset)
-SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::bigint[])
+SELECT %s, * FROM unnest(%b::text[], %b::int[], %b::bigint[])
 ON CONFLICT (consumer_group, topic, partition)
 DO UPDATE SET next_offset = GREATEST(intake_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
 """

@@ -36,7 +36,7 @@ async def relay_once(db: Database, producer: Any, on_published: Any = None) -> i
         ]
         for fut in futures:
             await fut
-        await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
+        await conn.execute("DELETE FROM outbox WHERE id = ANY(%b)", ([r[0] for r in rows],))
         if on_published is not None:
             on_published([r[1] for r in rows])
         return len(rows)

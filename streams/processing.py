@@ -27,7 +27,7 @@ log = logging.getLogger("lifecycle.processing")
 
 _DEDUPE = """
 INSERT INTO processed_events (event_id, topic)
-SELECT unnest(%s::uuid[]), %s ON CONFLICT DO NOTHING RETURNING event_id
+SELECT unnest(%b::uuid[]), %s ON CONFLICT DO NOTHING RETURNING event_id
 """
 _CLOCK = """
 INSERT INTO clock_state (id, event_time_ms) VALUES (1, %s)
@@ -56,7 +56,7 @@ async def _suppress(conn: psycopg.AsyncConnection[Any], events: list[dict[str, A
                                                   if s}))
     if not hashes:
         return events
-    cur = await conn.execute("SELECT subject_hash FROM suppressed_subjects WHERE subject_hash = ANY(%s)",
+    cur = await conn.execute("SELECT subject_hash FROM suppressed_subjects WHERE subject_hash = ANY(%b)",
                              (list(hashes.values()),))
     erased = {row[0] for row in await cur.fetchall()}
     if not erased:

@@ -33,12 +33,12 @@ ON CONFLICT (session_id) DO NOTHING
 # sessions they touch (a statement per event was the hot path's cost; docs/performance.md).
 _FILES = """
 INSERT INTO session_files (event_id, session_id, account_id, transferred_at, size_bytes, mime_type)
-SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::bigint[], %s::text[])
+SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::timestamptz[], %b::bigint[], %b::text[])
 ON CONFLICT (event_id) DO NOTHING
 """
 _TOUCH = """
 UPDATE open_sessions o SET last_event_at = GREATEST(o.last_event_at, t.at)
-FROM (SELECT session_id, max(at) AS at FROM unnest(%s::text[], %s::timestamptz[]) AS u(session_id, at)
+FROM (SELECT session_id, max(at) AS at FROM unnest(%b::text[], %b::timestamptz[]) AS u(session_id, at)
       GROUP BY session_id) t
 WHERE o.session_id = t.session_id
 """
@@ -50,9 +50,9 @@ ON CONFLICT (event_id) DO NOTHING
 # Move sessions from open_sessions to session_logs with their files, in one statement.
 _CLOSE = """
 WITH closing AS (
-    DELETE FROM open_sessions o USING (SELECT unnest(%(ids)s::text[]) AS session_id,
-                                              unnest(%(ended)s::timestamptz[]) AS ended_at,
-                                              unnest(%(reasons)s::text[]) AS reason) c
+    DELETE FROM open_sessions o USING (SELECT unnest(%(ids)b::text[]) AS session_id,
+                                              unnest(%(ended)b::timestamptz[]) AS ended_at,
+                                              unnest(%(reasons)b::text[]) AS reason) c
     WHERE o.session_id = c.session_id
     RETURNING o.*, c.ended_at, c.reason
 ), files AS (
@@ -121,13 +121,13 @@ class SessionsProcessor:
         ids = list(ends)
         months = sorted({at.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
                          for at, _ in ends.values()})
-        await conn.execute("SELECT session_logs_partition(m) FROM unnest(%s::timestamptz[]) m", (months,))
+        await conn.execute("SELECT session_logs_partition(m) FROM unnest(%b::timestamptz[]) m", (months,))
         cur = await conn.execute(
             _CLOSE, {"ids": ids, "ended": [ends[i][0] for i in ids], "reasons": [ends[i][1] for i in ids]}
         )
         logs = await cur.fetchall()
         if logs:
-            await conn.execute("DELETE FROM session_files WHERE session_id = ANY(%s)", ([r[0] for r in logs],))
+            await conn.execute("DELETE FROM session_files WHERE session_id = ANY(%b)", ([r[0] for r in logs],))
         rows = []
         for (sid, account, started, ended, reason, method, factor, ip, domain, ua, browser, os_, n, total,
              files) in logs:
