@@ -143,6 +143,7 @@ class IntakeLoop:
             offset = stored.get((tp.topic, tp.partition))
             if offset is not None:
                 self.consumer.seek(tp, offset)
+                self._to_kafka[tp] = offset  # so that Kafka's copy (lag) catches up even when idle
         self.assigned = True
         self.pipeline.update_ready()
         log.info("intake assigned %d partitions", len(assigned))
