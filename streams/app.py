@@ -69,6 +69,19 @@ class Pipeline:
         self.metrics.worker_ready.set(1 if self.ready else 0)
 
 
+class _App(faust.App):
+    """Faust starts app tasks only once its own consumer has joined its group; the intake loop
+    starts with the app instead, so that both groups are joined at once (a join waits about half
+    the session timeout)."""
+
+    intake: Any = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.intake is not None:
+            self.add_future(self.intake.run())
+
+
 def _credentials(settings: Settings) -> Any:
     proto = settings.kafka_security_protocol
     if proto == "PLAINTEXT":
@@ -102,7 +115,7 @@ def build_app(
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     # Faust runs the acks agent, the timers and the HTTP API; the input topics are read by the
     # intake loop under the group `app_id` (streams/intake_loop.py).
-    app = faust.App(
+    app = _App(
         f"{settings.app_id}-acks",
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
@@ -195,11 +208,7 @@ def _register_intake(pipeline: Pipeline, catalog: Catalog) -> None:
     async def send(origin: Origin, value: bytes | None, rejected: Rejected) -> Any:
         return await send_dead_letter(pipeline, origin, value, rejected)
 
-    intake = pipeline.intake = IntakeLoop(pipeline, processors, send)
-
-    @pipeline.app.task
-    async def intake_loop() -> None:
-        await intake.run()
+    pipeline.intake = pipeline.app.intake = IntakeLoop(pipeline, processors, send)
 
 
 def _register_acks(pipeline: Pipeline) -> None:

@@ -120,6 +120,8 @@ class IntakeLoop:
         self.consumer.subscribe(list(self.processors), listener=_Listener(self))
         await self.consumer.start()
         try:
+            while not self.pipeline.app.producer.started:  # dead letters go through Faust's producer
+                await asyncio.sleep(0.05)
             while True:
                 batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=INTAKE_BATCH)
                 if batch:
