@@ -198,6 +198,18 @@ class Settings:
             kw["ssl_keyfile"] = self.kafka_ssl_keyfile
         return kw
 
+    def kafka_ssl_context(self) -> Any:
+        """The TLS context for the asyncio clients (Faust, aiokafka take a context, not files);
+        None unless the security protocol uses SSL."""
+        if not self.kafka_security_protocol.endswith("SSL"):
+            return None
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        return context
+
     def to_env(self) -> dict[str, str]:
         """The ``LIFECYCLE_*`` variables that reproduce these settings in a child process."""
         out: dict[str, str] = {}

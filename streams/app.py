@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-import ssl
 from typing import Any
 
 import psycopg
@@ -86,11 +85,7 @@ def _credentials(settings: Settings) -> Any:
     proto = settings.kafka_security_protocol
     if proto == "PLAINTEXT":
         return None
-    context = None
-    if proto.endswith("SSL"):
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-        if settings.kafka_ssl_certfile:
-            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    context = settings.kafka_ssl_context()
     if proto.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections import defaultdict
 from typing import Any
@@ -58,10 +57,7 @@ def aiokafka_security(settings: Settings) -> dict[str, Any]:
     """The security settings in aiokafka's keyword form (it takes an SSL context, not files)."""
     kw: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
     if settings.kafka_security_protocol.endswith("SSL"):
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-        if settings.kafka_ssl_certfile:
-            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
-        kw["ssl_context"] = context
+        kw["ssl_context"] = settings.kafka_ssl_context()
     if settings.kafka_sasl_mechanism:
         kw.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
                   sasl_plain_password=settings.kafka_sasl_password)

@@ -69,3 +69,22 @@ def test_sasl_settings_reach_kafka_clients():
     kw = s.kafka_client_kwargs()
     assert kw["security_protocol"] == "SASL_SSL"
     assert kw["sasl_plain_username"] == "u" and kw["ssl_cafile"] == "/ca.pem"
+
+
+def test_sasl_and_tls_settings_reach_the_intake_consumer(tmp_path):
+    import ssl
+
+    import trustme
+
+    from streams.intake_loop import aiokafka_security
+
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    s = Settings.from_env({"LIFECYCLE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "LIFECYCLE_KAFKA_SASL_MECHANISM": "PLAIN",
+                           "LIFECYCLE_KAFKA_SASL_USERNAME": "u", "LIFECYCLE_KAFKA_SASL_PASSWORD": "p",
+                           "LIFECYCLE_KAFKA_SSL_CAFILE": str(ca)})
+    kw = aiokafka_security(s)
+    assert kw["security_protocol"] == "SASL_SSL" and kw["sasl_mechanism"] == "PLAIN"
+    assert kw["sasl_plain_username"] == "u" and kw["sasl_plain_password"] == "p"
+    assert isinstance(kw["ssl_context"], ssl.SSLContext) and kw["ssl_context"].cert_store_stats()["x509_ca"] == 1
+    assert aiokafka_security(Settings.from_env({})) == {"security_protocol": "PLAINTEXT"}
