@@ -51,20 +51,20 @@ RELAY_IDLE_S = 0.1
 class Pipeline:
     """The app and what its agents share."""
 
-    app: faust.App
+    app: _App
     settings: Settings
     codec: Codec
     metrics: Metrics
     clock: Clock
     context: Context
     dead_letters: Any = None  # the dead-letters topic, shared by every stage that rejects
-    intake: Any = None  # streams.intake_loop.IntakeLoop
     ready: bool = False
     acks_joined: bool = False
 
     def update_ready(self) -> None:
         """Ready once both consumers have their partitions: the intake's and Faust's (acks)."""
-        self.ready = self.acks_joined and self.intake is not None and self.intake.assigned
+        intake = self.app.intake
+        self.ready = self.acks_joined and intake is not None and intake.assigned
         self.metrics.worker_ready.set(1 if self.ready else 0)
 
 
@@ -203,7 +203,7 @@ def _register_intake(pipeline: Pipeline, catalog: Catalog) -> None:
     async def send(origin: Origin, value: bytes | None, rejected: Rejected) -> Any:
         return await send_dead_letter(pipeline, origin, value, rejected)
 
-    pipeline.intake = pipeline.app.intake = IntakeLoop(pipeline, processors, send)
+    pipeline.app.intake = IntakeLoop(pipeline, processors, send)
 
 
 def _register_acks(pipeline: Pipeline) -> None:

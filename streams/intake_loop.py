@@ -54,13 +54,11 @@ DO UPDATE SET next_offset = GREATEST(intake_offsets.next_offset, EXCLUDED.next_o
 
 
 def aiokafka_security(settings: Settings) -> dict[str, Any]:
-    """The security settings in aiokafka's keyword form (it takes an SSL context, not files)."""
-    kw: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    """The security settings in aiokafka's keyword form: kafka-python's, with an SSL context in
+    place of the certificate files."""
+    kw = {k: v for k, v in settings.kafka_client_kwargs().items() if not k.startswith("ssl_")}
     if settings.kafka_security_protocol.endswith("SSL"):
         kw["ssl_context"] = settings.kafka_ssl_context()
-    if settings.kafka_sasl_mechanism:
-        kw.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
-                  sasl_plain_password=settings.kafka_sasl_password)
     return kw
 
 
