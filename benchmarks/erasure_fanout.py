@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.emitter import Emitter  # noqa: E402
+from lifecycle.keys import load_keyring
 from lifecycle.config import Settings  # noqa: E402
 from lifecycle.supervisor import running_pipeline  # noqa: E402
 
@@ -92,15 +93,12 @@ def main() -> None:
                     break
                 time.sleep(0.2)
             elapsed = time.time() - start
-            key = bytes(conn.execute("SELECT value FROM pipeline_secrets WHERE name = 'hash_key'").fetchone()[0])
+            keys = load_keyring(live, create=False)
             rows = conn.execute(
                 "SELECT r.account_hash, max(p.acknowledged_at) FROM erasure_requests r "
                 "JOIN erasure_progress p USING (request_id) GROUP BY 1").fetchall()
             stores = [r[0] for r in conn.execute("SELECT store FROM erasure_stores WHERE active ORDER BY 1")]
-    import hashlib
-    import hmac
-
-    by_hash = {hmac.new(key, a.encode(), hashlib.sha256).hexdigest(): a for a in accounts}
+    by_hash = {keys.pseudonym(a): a for a in accounts}
     latencies = sorted(last.timestamp() - closed_at[by_hash[h]] for h, last in rows if h in by_hash and last)
     p50 = statistics.median(latencies)
     p99 = latencies[int(len(latencies) * 0.99) - 1]

@@ -26,7 +26,9 @@ def _redis(settings: Settings) -> Sink:
 def _files(settings: Settings) -> Sink:
     from connectors.files import FilesSink
 
-    return FilesSink(settings.files_dir, (settings.hash_key or "").encode())
+    from lifecycle.keys import load_keyring
+
+    return FilesSink(settings.files_dir, load_keyring(settings))
 
 
 def _mailing_list(settings: Settings) -> Sink:

@@ -145,6 +145,9 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.base.metrics import ConnectorMetrics
     from connectors.stores import make_sink
 
+    from lifecycle.keys import open_keyring
+
+    open_keyring(settings)  # refused here when empty or not the database's, before any order is read
     sink = make_sink(args.store, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -164,24 +167,39 @@ def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
         raise LifecycleError("`lifecycle erasure status` needs LIFECYCLE_POSTGRES_DSN")
     import asyncio
 
-    import psycopg
-
+    from lifecycle.keys import open_keyring
     from streams.db import connect
     from streams.erasure import erasure_status
 
     async def query() -> list[dict[str, Any]]:
-        with psycopg.connect(settings.postgres_dsn or "") as sync:
-            row = sync.execute("SELECT value FROM pipeline_secrets WHERE name = 'hash_key'").fetchone()
-        key = settings.hash_key.encode() if settings.hash_key else bytes(row[0]) if row else b""
+        keys = open_keyring(settings, create=False)
         conn = await connect(settings.postgres_dsn or "")
         try:
-            return await erasure_status(conn, key, args.account)
+            return await erasure_status(conn, keys, args.account)
         finally:
             await conn.close()
 
     statuses = asyncio.run(query())
     print(json.dumps({"erasures": statuses}, indent=2))
     return 0 if statuses else 1
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Show the hash keys' fingerprints, or rotate: a new current key, the older ones kept."""
+    from lifecycle.keys import key_file, open_keyring, rotate_key_file
+
+    if args.action == "rotate":
+        if not settings.postgres_dsn:
+            raise LifecycleError("`lifecycle keys rotate` needs LIFECYCLE_POSTGRES_DSN")
+        import psycopg
+
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+            keys = rotate_key_file(settings, conn)
+        _say(f"new current key {keys.fingerprints()[0]} in {key_file(settings)}; restart every worker and connector")
+    else:  # init creates the key file when there is none; fingerprint never does
+        keys = open_keyring(settings, create=args.action == "init")
+    print(json.dumps({"current": keys.fingerprints()[0], "older": list(keys.fingerprints()[1:])}))
+    return 0
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -303,6 +321,12 @@ def _parser() -> argparse.ArgumentParser:
     status = erasure.add_parser("status", help="an account's erasures, store by store")
     status.add_argument("account")
     status.set_defaults(fn=cmd_erasure_status)
+    keys = sub.add_parser("keys", help="the hash key behind every pseudonym").add_subparsers(dest="action",
+                                                                                          required=True)
+    keys.add_parser("init", help="create the key file if there is none; print fingerprints").set_defaults(
+        fn=cmd_keys)
+    keys.add_parser("fingerprint", help="the fingerprints of the key ring, current first").set_defaults(fn=cmd_keys)
+    keys.add_parser("rotate", help="a new current key; older ones stay for matching").set_defaults(fn=cmd_keys)
     retention = sub.add_parser("retention", help="retention windows").add_subparsers(dest="action", required=True)
     plan = retention.add_parser("plan", help="what a sweep would erase, store by store, without erasing")
     plan.add_argument("--at", help="the time to plan for: epoch ms or ISO 8601 (default: the pipeline's now)")

@@ -80,12 +80,14 @@ class Settings:
     traffic_k: int = 5
     traffic_grace_s: int = 300
     max_future_s: int = 86400  # events dated further ahead of the wall clock are refused
-    hash_key: str | None = dataclasses.field(default=None, repr=False)
+    hash_key: str | None = dataclasses.field(default=None, repr=False)  # "" (set but empty) is refused
+    hash_key_file: Path | None = None  # default <state_dir>/secrets/hash.key (lifecycle/keys.py)
     # Erasure (docs/erasure.md).
     erasure_deadline_days: int = 30
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
     erasure_retry_s: int = 30
     files_root: Path | None = None
+    outbox_batch: int = 2000  # records per outbox relay round
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +128,10 @@ class Settings:
             kw["topic_spec"] = Path(raw)
         if (raw := get("RETENTION_POLICY")) is not None:
             kw["retention_policy"] = Path(raw)
+        if env.get(ENV_PREFIX + "HASH_KEY") == "":  # a secret set empty is a mistake, not a default
+            kw["hash_key"] = ""
+        if (raw := get("HASH_KEY_FILE")) is not None:
+            kw["hash_key_file"] = Path(raw)
         if (raw := get("STATE_DIR")) is not None:
             kw["state_dir"] = Path(raw)
         for name in ("HTTP_PORT", "METRICS_PORT"):
@@ -143,7 +149,8 @@ class Settings:
             kw["files_root"] = Path(raw)
         for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0),
                               ("MAX_FUTURE_S", 0),
-                              ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1)):
+                              ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1),
+                              ("OUTBOX_BATCH", 1)):
             if (raw := get(name)) is not None:
                 kw[name.lower()] = _int(name, raw, minimum=minimum)
         if (raw := get("EMBEDDED_PG_FAST")) is not None:

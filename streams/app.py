@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
+import os
 from typing import Any
 
 import psycopg
@@ -20,19 +20,20 @@ from prometheus_client import CollectorRegistry
 from connectors.stores import retention_categories
 from lifecycle.config import Settings
 from lifecycle.errors import LifecycleError
+from lifecycle.keys import Keyring, key_file, open_keyring
 from lifecycle.policy import load_policy
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.registry import make_registry
 from streams.clock import Clock, make_clock
 from schemas.errors import DecodeError
-from streams.db import Database, apply_schema, describe
-from streams.erasure import apply_acks, erasure_tick
+from streams.db import Database, apply_schema, describe, with_retry
+from streams.erasure import ack_problem, apply_acks, erasure_tick
 from streams.intake import Origin, Rejected, dead_letter
 from streams.intake_loop import IntakeLoop
 from streams.lag import LagProbe, pipeline_groups
 from streams.metrics import Metrics
-from streams.outbox import relay_once
+from streams.outbox import Relay
 from streams.retention import apply_retention_acks, retention_tick
 from streams.processors import Context, all_processors
 
@@ -134,14 +135,14 @@ def build_app(
     metrics = Metrics.create(registry, catalog, categories=[c.name for c in policy.swept()],
                              stores=settings.erasure_stores, swept_by=retention_categories)
     clock = clock or make_clock(settings.clock)
-    hash_key = prepare_database(settings, clock)
+    keys = prepare_database(settings, clock)
     pipeline = Pipeline(
         app=app,
         settings=settings,
         codec=codec,
         metrics=metrics,
         clock=clock,
-        context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, hash_key=hash_key,
+        context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys,
                         policy=policy),
     )
     pipeline.dead_letters = _raw_topic(app, settings.topic("dead-letters"))
@@ -161,9 +162,9 @@ def build_app(
     return pipeline
 
 
-def prepare_database(settings: Settings, clock: Clock) -> bytes:
-    """Apply the schema, resume the event-time clock, and return the hashing key (configured, or
-    generated once per deployment and kept in the database)."""
+def prepare_database(settings: Settings, clock: Clock) -> Keyring:
+    """Apply the schema, resume the event-time clock, and return the hash keyring, refused when it
+    is not the one this database was set up with (lifecycle/keys.py)."""
     if not settings.postgres_dsn:
         raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
     apply_schema(settings.postgres_dsn)
@@ -175,14 +176,23 @@ def prepare_database(settings: Settings, clock: Clock) -> bytes:
         row = conn.execute("SELECT event_time_ms FROM clock_state WHERE id = 1").fetchone()
         if row:
             clock.observe(int(row[0]))
-        if settings.hash_key:
-            return settings.hash_key.encode()
-        conn.execute(
-            "INSERT INTO pipeline_secrets (name, value) VALUES ('hash_key', %s) ON CONFLICT DO NOTHING",
-            (secrets.token_bytes(32),),
-        )
-        key = conn.execute("SELECT value FROM pipeline_secrets WHERE name = 'hash_key'").fetchone()
-        return bytes(key[0])
+        _move_key_out_of_database(conn, settings)
+    return open_keyring(settings)
+
+
+def _move_key_out_of_database(conn: psycopg.Connection[Any], settings: Settings) -> None:
+    """Earlier versions kept a generated key in the database it protects; it moves to the key file."""
+    row = conn.execute("SELECT value FROM pipeline_secrets WHERE name = 'hash_key'").fetchone()
+    if row is None:
+        return
+    path = key_file(settings)
+    if settings.hash_key is None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(bytes(row[0]).hex() + "\n")
+        log.info("hash key moved from the database to %s", path)
+    conn.execute("DELETE FROM pipeline_secrets WHERE name = 'hash_key'")
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -211,21 +221,40 @@ def _register_acks(pipeline: Pipeline) -> None:
     app, codec, settings = pipeline.app, pipeline.codec, pipeline.settings
     db = Database(settings.postgres_dsn or "")
 
+    registry_down = pipeline.metrics.registry_errors.labels("erasure-acks")
+
     async def acks(stream: Any) -> None:
         async for events in stream.take_events(ACKS_BATCH, within=ACKS_WITHIN_S):
+            messages = [event.message for event in events]
+            decoded = await with_retry("decode acks", lambda: _decode_acks(codec, messages),
+                                       on_retry=lambda exc: registry_down.inc())
             good, sweeps, pending = [], [], []
-            for event in events:
-                msg = event.message
-                try:
-                    decoded = codec.decode(msg.value, topic="erasure-acks")
-                    (sweeps if decoded.record.short_name == "RetentionAck" else good).append(decoded.value)
-                except DecodeError as exc:
-                    rejected = Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks")
-                    origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
-                    pending.append(await send_dead_letter(pipeline, origin, msg.value, rejected))
-                    pipeline.metrics.events_rejected.labels("erasure-acks", exc.reason).inc()
+
+            async def reject(msg: Any, rejected: Rejected) -> None:
+                origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
+                pending.append(await send_dead_letter(pipeline, origin, msg.value, rejected))
+                pipeline.metrics.events_rejected.labels("erasure-acks", rejected.reason).inc()
+
+            for msg, outcome in zip(messages, decoded):
+                if isinstance(outcome, Rejected):
+                    await reject(msg, outcome)
+                elif outcome.record.short_name == "RetentionAck":
+                    sweeps.append(outcome.value)
+                elif (problem := ack_problem(outcome.value)) is not None:
+                    await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
+                else:
+                    good.append((msg, outcome.value))
             if good:
-                await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, good))
+                try:
+                    await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, [a for _, a in good]))
+                except Exception as exc:  # not transient: find the ack that fails, apply the others
+                    log.warning("ack batch failed with %s; applying ack by ack", describe(exc))
+                    for msg, ack in good:
+                        try:
+                            await db.run("erasure ack", lambda conn, a=ack: apply_acks(conn, pipeline.context, [a]))
+                        except Exception as single:
+                            await reject(msg, Rejected("processing_failed", type(single).__name__,
+                                                       f"{describe(single)} while applying", stage="erasure-acks"))
             if sweeps:
                 await db.run("retention acks", lambda conn: apply_retention_acks(conn, pipeline.context, sweeps))
             for fut in pending:
@@ -239,10 +268,19 @@ def _register_background(pipeline: Pipeline) -> None:
     """The clock-driven ticks of every processor and the outbox relay."""
     app = pipeline.app
     tick_db = Database(pipeline.settings.postgres_dsn or "")
-    relay_db = Database(pipeline.settings.postgres_dsn or "")
+    settings, ctx = pipeline.settings, pipeline.context
     processors = all_processors()
-    published = pipeline.metrics.outbox_published
-    prefix = pipeline.settings.topic_prefix
+
+    def oversize_letter(topic: str, key: bytes | None, size: int) -> tuple[str, bytes | None, bytes, list[Any]]:
+        rejected = Rejected("record_too_large", "RecordTooLarge",
+                            f"an output record of {size} bytes is over the producer's limit; not published",
+                            stage="outbox")
+        letter_key, value, headers = dead_letter(pipeline.codec, rejected, Origin(topic, -1, -1, None, key), None,
+                                                 pipeline.clock.now_ms())
+        return settings.topic("dead-letters"), letter_key, value, headers
+
+    relay_loop = Relay(settings, Database(settings.postgres_dsn or ""), ctx.keys, pipeline.clock, pipeline.metrics,
+                       oversize_letter)
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:
@@ -263,15 +301,11 @@ def _register_background(pipeline: Pipeline) -> None:
         except Exception as exc:
             log.warning("retention tick failed: %s", describe(exc))
 
-    def count(topics: list[str]) -> None:
-        for topic in topics:
-            published.labels(topic[len(prefix):] if topic.startswith(prefix) else topic).inc()
-
     @app.task
     async def relay() -> None:
         while True:
             try:
-                sent = await relay_once(relay_db, app.producer, count)
+                sent = await relay_loop.once(app.producer)
             except Exception as exc:
                 log.warning("outbox relay failed: %s", describe(exc))
                 sent = 0
@@ -297,6 +331,17 @@ async def send_dead_letter(pipeline: Pipeline, origin: Origin, original: bytes |
     key, value, headers = dead_letter(pipeline.codec, rejected, origin, original, pipeline.clock.now_ms())
     log.warning("dead-lettered %s[%d]@%d: %s", origin.topic, origin.partition, origin.offset, rejected.reason)
     return await pipeline.dead_letters.send(key=key, value=value, headers=headers)
+
+
+async def _decode_acks(codec: Codec, messages: list[Any]) -> list[Any]:
+    """Each message decoded, or its Rejected; a RegistryError (transient) propagates."""
+    out: list[Any] = []
+    for msg in messages:
+        try:
+            out.append(codec.decode(msg.value, topic="erasure-acks"))
+        except DecodeError as exc:
+            out.append(Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks"))
+    return out
 
 
 def _ts_ms(msg: Any) -> int | None:

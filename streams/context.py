@@ -4,17 +4,25 @@ hashing key, retention policy) and the outbox, where output records wait for the
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Any
 
 import psycopg
 
 from lifecycle.config import Settings
+from lifecycle.keys import Keyring
 from lifecycle.policy import Policy
 from schemas.codec import Codec
 from streams.clock import Clock
 from streams.metrics import Metrics
 
-__all__ = ["Context", "enqueue"]
+__all__ = ["Context", "enqueue", "ORDERED_TOPICS"]
+
+# Compacted topics, where the last record per key is the state: each key's records must reach the
+# log in the order their transactions committed (docs/erasure.md, "Outbox order").
+ORDERED_TOPICS = ("accounts", "consents", "erasure-status")
+_KEY_LOCK_CLASS = 74_003
+_KEY_LOCK_BUCKETS = 1024  # bounds the locks one transaction holds (PostgreSQL's lock table is shared)
 
 
 @dataclasses.dataclass
@@ -23,8 +31,12 @@ class Context:
     codec: Codec
     clock: Clock
     metrics: Metrics
-    hash_key: bytes
+    keys: Keyring
     policy: Policy
+    ordered: frozenset[str] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ordered = frozenset(self.settings.topic(t) for t in ORDERED_TOPICS)
 
     def record(self, topic: str, key: str | None, record_name: str, value: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
         """An outbox row: (full topic, key bytes, framed value)."""
@@ -35,8 +47,22 @@ class Context:
         )
 
 
+    async def enqueue(self, conn: psycopg.AsyncConnection[Any],
+                      rows: list[tuple[str, bytes | None, bytes | None]]) -> None:
+        """Queue output records. On a compacted topic, a transaction first takes a lock per key
+        (hashed into buckets) and holds it to commit: a second writer of that key waits, so its
+        outbox ids come after the first one's, and id order is commit order for every key."""
+        locks = sorted({zlib.crc32(t.encode() + b"\0" + k) % _KEY_LOCK_BUCKETS
+                        for t, k, _ in rows if k is not None and t in self.ordered})
+        if locks:  # sorted: two writers take their buckets in one order
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%b::int[]) AS b",
+                               (_KEY_LOCK_CLASS, locks))
+        await enqueue(conn, rows)
+
+
 async def enqueue(conn: psycopg.AsyncConnection[Any], rows: list[tuple[str, bytes | None, bytes | None]]) -> None:
-    """Queue output records; the relay publishes them after this transaction commits."""
+    """Queue output records; the relay publishes them after this transaction commits. Records for
+    a compacted topic go through ``Context.enqueue``."""
     if rows:
         topics, keys, values = zip(*rows)
         # Arrays in binary (%b): psycopg's text array dumper was a fifth of the hot path's CPU.

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from schemas.errors import RegistryError
+
 __all__ = ["SCHEMA_SQL", "apply_schema", "connect", "with_retry", "is_transient"]
 
 log = logging.getLogger("lifecycle.db")
@@ -45,6 +47,7 @@ def is_transient(exc: BaseException) -> bool:
             psycopg.errors.DeadlockDetected,
             psycopg.InterfaceError,
             OSError,
+            RegistryError,  # a Schema Registry that is down or slow comes back
         ),
     )
 
@@ -87,7 +90,8 @@ class Database:
             raise
 
 
-async def with_retry(what: str, fn: Callable[[], Awaitable[T]], max_delay_s: float = 5.0) -> T:
+async def with_retry(what: str, fn: Callable[[], Awaitable[T]], max_delay_s: float = 5.0,
+                     on_retry: Callable[[BaseException], None] | None = None) -> T:
     delay = 0.1
     attempt = 0
     while True:
@@ -96,6 +100,8 @@ async def with_retry(what: str, fn: Callable[[], Awaitable[T]], max_delay_s: flo
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            if on_retry is not None:
+                on_retry(exc)
             attempt += 1
             if attempt in (1, 10) or attempt % 50 == 0:
                 log.warning("%s: %s, retrying (attempt %d)", what, describe(exc), attempt)

@@ -19,45 +19,36 @@ wall clock (an operational cadence); overdue is measured on the policy clock aga
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from typing import Any
 
 import psycopg
 
-from streams.context import Context, enqueue
+from lifecycle.keys import Keyring
+from streams.context import Context
+from streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
 from streams.timeutil import DAY_MS, dt_to_ms, ms_to_dt
 
-__all__ = ["account_hash", "open_erasures", "apply_acks", "erasure_tick", "erasure_status", "SUCCESS",
-           "subject_hashes"]
+__all__ = ["open_erasures", "apply_acks", "ack_problem", "erasure_tick", "erasure_status", "SUCCESS"]
 
 SUCCESS = ("erased", "nothing_found", "retained_legal_hold")
 _NAMESPACE = uuid.UUID("5b0f3c1e-8a4e-4a8e-9a35-6a2f3c0d9e11")
 _RETRY_MAX_S = 6 * 3600
 
 
-def account_hash(key: bytes, account_id: str) -> str:
-    """The keyed hash that stands for an account in the proof and the suppression list."""
-    return hmac.new(key, account_id.encode(), hashlib.sha256).hexdigest()
-
-
-def subject_hashes(key: bytes, subjects: list[str]) -> dict[str, str]:
-    return {s: account_hash(key, s) for s in subjects}
-
-
 async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
                         closures: list[tuple[str, dict[str, Any], str]]) -> int:
     """Open the erasure of each (account id, closing event, reason) that has none open; a batch
     of closures costs a fixed number of statements. Returns how many were opened."""
-    hashes = {account: account_hash(ctx.hash_key, account) for account, _, _ in closures}
+    keys = ctx.keys
+    candidates = {account: keys.candidates(account) for account, _, _ in closures}
     # An open erasure under legal hold does not stand in for the full one its release opens.
     cur = await conn.execute("SELECT account_hash FROM erasure_requests WHERE account_hash = ANY(%s) "
-                             "AND state = 'open' AND NOT legal_hold", (list(hashes.values()),))
+                             "AND state = 'open' AND NOT legal_hold", ([h for hs in candidates.values() for h in hs],))
     already = {row[0] for row in await cur.fetchall()}
     todo, seen = [], set()
     for account, event, reason in closures:
-        if hashes[account] not in already and account not in seen:
+        if not already.intersection(candidates[account]) and account not in seen:
             seen.add(account)
             todo.append((account, event, reason))
     if not todo:
@@ -68,6 +59,7 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
                              "ORDER BY 1, 2", (accounts,))
     for account, visitor in await cur.fetchall():
         links[account].append(visitor)
+    shared = await _shared_with_live_accounts(conn, ctx, accounts, sorted({v for vs in links.values() for v in vs}))
     cur = await conn.execute("SELECT store FROM erasure_stores WHERE active ORDER BY store")
     stores = [row[0] for row in await cur.fetchall()]
     cur = await conn.execute("SELECT account_id FROM legal_holds WHERE account_id = ANY(%s)", (accounts,))
@@ -76,13 +68,15 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
     for account, event, reason in todo:
         request_id = uuid.uuid5(_NAMESPACE, f"{account}|{event['event_id']}")
         request_ids.append(request_id)
-        subjects = [account, *links[account]]
+        visitors = [v for v in links[account] if v not in shared]
+        subjects = [account, *visitors]
         opened = event["occurred_at"]
         deadline = opened + ctx.settings.erasure_deadline_days * DAY_MS
-        requests.append((request_id, account, hashes[account], subjects, reason, account in held,
+        requests.append((request_id, account, keys.pseudonym(account), subjects, reason, account in held,
                          ms_to_dt(opened), ms_to_dt(deadline)))
         progress.extend((request_id, store) for store in stores)
-        suppressed.extend((h, request_id) for h in subject_hashes(ctx.hash_key, subjects).values())
+        suppressed.append((keys.pseudonym(account), request_id, False))
+        suppressed.extend((keys.pseudonym(v), request_id, True) for v in visitors)
         rows.append(_order(ctx, request_id, account, subjects, reason, opened, deadline, account in held))
         rows.append((ctx.settings.topic("accounts"), account.encode(), None))
         rows.extend((ctx.settings.topic("consents"), s.encode(), None) for s in subjects)
@@ -93,12 +87,27 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
         await c.executemany("INSERT INTO erasure_progress (request_id, store) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                             progress)
         await c.executemany(
-            "INSERT INTO suppressed_subjects (subject_hash, request_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            suppressed)
-    await enqueue(conn, rows)
+            "INSERT INTO suppressed_subjects (subject_hash, request_id, expires_at) "
+            "VALUES (%s, %s, CASE WHEN %s THEN 'infinity'::timestamptz END) ON CONFLICT (subject_hash) DO UPDATE "
+            "SET request_id = EXCLUDED.request_id, expires_at = CASE WHEN suppressed_subjects.expires_at IS NULL "
+            "THEN NULL ELSE EXCLUDED.expires_at END", suppressed)
+    await ctx.enqueue(conn, rows)
     await _publish_status(conn, ctx, request_ids)
     ctx.metrics.erasures_opened.inc(len(todo))
     return len(todo)
+
+
+async def _shared_with_live_accounts(conn: psycopg.AsyncConnection[Any], ctx: Context, closing: list[str],
+                                     visitors: list[str]) -> set[str]:
+    """Visitor ids also linked to an account that is neither closing now nor erased: the identity
+    rule keeps them out of this erasure (docs/erasure.md)."""
+    if not visitors:
+        return set()
+    cur = await conn.execute("SELECT visitor_id, account_id FROM account_visitors WHERE visitor_id = ANY(%s) "
+                             "AND NOT (account_id = ANY(%s))", (visitors, closing))
+    others = await cur.fetchall()
+    erased = await erased_among(conn, ctx.keys, (a for _, a in others), ctx.clock.now_ms())
+    return {v for v, a in others if a not in erased}
 
 
 def _order(ctx: Context, request_id: uuid.UUID, account_id: str, subjects: list[str], reason: str, opened: int,
@@ -119,7 +128,7 @@ async def _publish_status(conn: psycopg.AsyncConnection[Any], ctx: Context, requ
             "stores": [{"store": s["store"], "status": s["status"], "items_erased": s["items_erased"],
                         "acknowledged_at": s["acknowledged_at"]} for s in status["stores"]],
         }))
-    await enqueue(conn, rows)
+    await ctx.enqueue(conn, rows)
 
 
 async def _statuses(conn: psycopg.AsyncConnection[Any], where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -172,19 +181,41 @@ FROM done d
 ON CONFLICT DO NOTHING
 RETURNING request_id, extract(epoch FROM (completed_at - opened_at))
 """
+# A visitor's entry holds while its erasure is open and lapses a cookie's lifetime after completion
+# (streams/suppression.py).
+_VISITORS_LAPSE = f"""
+UPDATE suppressed_subjects s SET expires_at = r.completed_at + interval '{VISITOR_SUPPRESSION_MONTHS} months'
+FROM erasure_requests r
+WHERE r.request_id = s.request_id AND r.request_id = ANY(%(done)s) AND s.expires_at = 'infinity'
+"""
 _RANK = {"erased": 0, "retained_legal_hold": 0, "nothing_found": 0, "failed": 1}
+_MAX_MS = 253_402_300_799_999  # 9999-12-31, the last instant PostgreSQL and Python both hold
+_MAX_ITEMS = 2**53
+
+
+def ack_problem(ack: dict[str, Any]) -> str | None:
+    """Why a decoded acknowledgement cannot be applied (a field and its problem), or None. Any
+    store may write to erasure-acks, so nothing in one is trusted to be in range."""
+    try:
+        uuid.UUID(ack["request_id"])
+    except ValueError:
+        return "request_id: not a UUID"
+    if not 0 < len(ack["store"]) <= 64 or not ack["store"].isprintable():
+        return "store: empty, too long or not printable"
+    if not 0 <= ack["items_erased"] <= _MAX_ITEMS:
+        return "items_erased: out of range"
+    if not 0 <= ack["completed_at"] <= _MAX_MS:
+        return "completed_at: out of range"
+    return None
 
 
 async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: list[dict[str, Any]]) -> int:
-    """Record acknowledgements and complete the requests they finish, set-based: a batch of acks
-    costs two statements. The first success stands (a redelivered order is acknowledged again
+    """Record acknowledgements (each passed ``ack_problem``) and complete the requests they finish,
+    set-based: a batch of acks costs two statements. The first success stands (a redelivered order is acknowledged again
     with nothing more erased); a failure never overwrites a success. Returns how many completed."""
     best: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
     for ack in acks:
-        try:
-            key = (uuid.UUID(ack["request_id"]), ack["store"])
-        except ValueError:
-            continue
+        key = (uuid.UUID(ack["request_id"]), ack["store"])
         if key not in best or _RANK.get(ack["status"], 1) < _RANK.get(best[key]["status"], 1):
             best[key] = ack
     if not best:
@@ -192,7 +223,7 @@ async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: lis
     cols: list[list[Any]] = [[], [], [], [], [], []]
     for (rid, store), ack in best.items():
         for col, value in zip(cols, (rid, store, ack["status"], ack["items_erased"], ms_to_dt(ack["completed_at"]),
-                                     (ack.get("error") or None) and ack["error"][:200])):
+                                     (ack.get("error") or None) and ack["error"][:200].replace("\x00", ""))):
             col.append(value)
     cur = await conn.execute(_ACK, cols)
     touched = set()
@@ -206,6 +237,8 @@ async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: lis
         return 0
     cur = await conn.execute(_COMPLETE, {"touched": list(touched), "now": ms_to_dt(ctx.clock.now_ms())})
     done = await cur.fetchall()
+    if done:
+        await conn.execute(_VISITORS_LAPSE, {"done": [rid for rid, _ in done]})
     for _, seconds in done:
         ctx.metrics.erasure_duration.observe(float(seconds))
     await _publish_status(conn, ctx, list(touched))
@@ -225,7 +258,7 @@ async def erasure_tick(conn: psycopg.AsyncConnection[Any], ctx: Context, now_ms:
     due = {row[0]: row for row in await cur.fetchall()}
     orders = [_order(ctx, rid, acc, list(subjects or [acc]), reason, dt_to_ms(opened), dt_to_ms(deadline), hold)
               for rid, acc, subjects, reason, opened, deadline, hold in due.values() if acc]
-    await enqueue(conn, orders)
+    await ctx.enqueue(conn, orders)
     ctx.metrics.orders_reissued.inc(len(orders))
     cur = await conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE deadline < %s), min(opened_at) FROM erasure_requests "
@@ -236,6 +269,7 @@ async def erasure_tick(conn: psycopg.AsyncConnection[Any], ctx: Context, now_ms:
     ctx.metrics.oldest_pending_erasure.set(dt_to_ms(oldest) / 1000 if oldest else 0)
 
 
-async def erasure_status(conn: psycopg.AsyncConnection[Any], key: bytes, account_id: str) -> list[dict[str, Any]]:
-    """Every erasure of the account (by its keyed hash), store by store; no personal data."""
-    return await _statuses(conn, "r.account_hash = %s", (account_hash(key, account_id),))
+async def erasure_status(conn: psycopg.AsyncConnection[Any], keys: Keyring, account_id: str) -> list[dict[str, Any]]:
+    """Every erasure of the account (by its keyed hash under any key of the ring), store by store;
+    no personal data."""
+    return await _statuses(conn, "r.account_hash = ANY(%s)", (list(keys.candidates(account_id)),))

@@ -15,9 +15,13 @@ from schemas.codec import Codec, Decoded
 from schemas.errors import DecodeError
 from schemas.validate import check_event
 
-__all__ = ["Origin", "Rejected", "triage", "dead_letter", "DLQ_HEADER_PREFIX"]
+__all__ = ["Origin", "Rejected", "triage", "dead_letter", "DLQ_HEADER_PREFIX", "DEAD_LETTER_VALUE_CAP"]
 
 DLQ_HEADER_PREFIX = "lifecycle.dlq."
+# A dead letter copies the original bytes only up to this size: a larger copy could itself be over
+# the producer's limit and block the partition it came from. The original stays at its origin
+# (topic, partition, offset) until that topic's retention.
+DEAD_LETTER_VALUE_CAP = 512 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +59,13 @@ def dead_letter(
     codec: Codec, rejected: Rejected, origin: Origin, value: bytes | None, now_ms: int
 ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) of the dead letter for a rejected record: keyed by the original key,
-    the value a DeadLetter record holding the original bytes."""
+    the value a DeadLetter record holding the original bytes (up to DEAD_LETTER_VALUE_CAP)."""
+    message = rejected.message
+    if value is not None and len(value) > DEAD_LETTER_VALUE_CAP:
+        message += f" (original value of {len(value)} bytes not copied: over {DEAD_LETTER_VALUE_CAP}; see its origin)"
+        value = None
     record: dict[str, Any] = {
-        "reason": f"{rejected.reason}: {rejected.message}",
+        "reason": f"{rejected.reason}: {message}",
         "error_class": rejected.error_class,
         "stage": rejected.stage,
         "original_topic": origin.topic,

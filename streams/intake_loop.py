@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from lifecycle.config import Settings
 from streams.clock import latest_plausible
-from streams.db import Database, describe
+from streams.db import Database, describe, with_retry
 from streams.intake import Origin, Rejected, triage
 from streams.processing import apply_batch
 from streams.processors import Processor
@@ -96,6 +96,7 @@ class IntakeLoop:
         self._rejected: dict[tuple[str, str], Any] = {}
         self._dlq = {t: m.dead_letters_written.labels(t) for t in self.contract.values()}
         self._dup = {t: m.events_duplicate.labels(t) for t in self.contract.values()}
+        self._registry_down = m.registry_errors.labels("intake")
 
     async def run(self) -> None:
         s = self.settings
@@ -166,13 +167,18 @@ class IntakeLoop:
             pending.append(await self.send_dead_letter(origin, record.value, outcome))
             rejects[outcome.reason] = rejects.get(outcome.reason, 0) + 1
 
-        for _, records in parts:
-            for record in records:
-                outcome = triage(codec, contract, record.value, not_after)
-                if isinstance(outcome, Rejected):
-                    await reject(record, outcome)
-                else:
-                    valid.append((record, outcome.value))
+        async def decode_all() -> list[tuple[Any, Any]]:
+            # Every record decoded before any dead letter is sent: a registry outage (transient)
+            # retries the whole batch without sending a letter twice.
+            return [(record, triage(codec, contract, record.value, not_after))
+                    for _, records in parts for record in records]
+
+        decoded = await with_retry(f"decode {contract}", decode_all, on_retry=lambda exc: self._registry_down.inc())
+        for record, outcome in decoded:
+            if isinstance(outcome, Rejected):
+                await reject(record, outcome)
+            else:
+                valid.append((record, outcome.value))
         offsets = [(tp.partition, records[-1].offset + 1) for tp, records in parts]
 
         async def store_offsets(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -55,6 +55,8 @@ class Metrics:
     analytics_excluded: Counter
     traffic_buckets: Counter
     outbox_published: Counter
+    outbox_withheld: Counter
+    registry_errors: Counter
     events_suppressed: Counter
     erasures_opened: Counter
     erasures_completed: Counter
@@ -138,9 +140,22 @@ class Metrics:
                 ["topic"],
                 registry=registry,
             ),
+            outbox_withheld=Counter(
+                f"{prefix}outbox_withheld",
+                "Output records the relay did not publish, by contract topic and reason: `erased` (a "
+                "record about a person whose erasure committed first), `too_large` (dead-lettered).",
+                ["topic", "reason"],
+                registry=registry,
+            ),
+            registry_errors=Counter(
+                f"{prefix}schema_registry_errors",
+                "Schema Registry calls that failed (the batch is retried with backoff), by stage.",
+                ["stage"],
+                registry=registry,
+            ),
             events_suppressed=Counter(
                 f"{prefix}events_suppressed",
-                "Events for an erased account (any linked identifier), dropped before any processor.",
+                "Events the identity rule silences after an erasure (docs/erasure.md), dropped before any processor.",
                 ["topic", "event_type"],
                 registry=registry,
             ),
@@ -206,6 +221,10 @@ class Metrics:
             m.traffic_buckets.labels(outcome)
         for topic in ("accounts", "consents", "session-logs", "traffic-aggregates"):
             m.outbox_published.labels(topic)
+            m.outbox_withheld.labels(topic, "erased")
+            m.outbox_withheld.labels(topic, "too_large")
+        for stage in ("intake", "erasure-acks"):
+            m.registry_errors.labels(stage)
         for record in catalog.records:
             if record.event_type:
                 m.events_ingested.labels(record.topic, record.event_type)

@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 
 from streams.db import Database, describe
-from streams.erasure import subject_hashes
 from streams.processors.base import Context, Processor
+from streams.suppression import erased_among, lift_visitors, silenced
 
 __all__ = ["apply_batch", "BatchResult"]
 
@@ -35,9 +35,10 @@ ON CONFLICT (id) DO UPDATE SET event_time_ms = GREATEST(clock_state.event_time_m
 """
 
 
-# A legal hold is about what is left of an account after its erasure; releasing one is how the
-# rest gets erased. Neither re-creates data (streams/processors/accounts.py).
-_NEVER_SUPPRESSED = ("account.legal_hold_set", "account.legal_hold_released")
+# A legal hold concerns what an erasure under hold kept; releasing one is how the rest gets erased.
+# So a release of a hold still in force passes suppression; every other hold event of an erased
+# account is silenced like any other event, and no hold event links identifiers.
+_HOLD_EVENTS = ("account.legal_hold_set", "account.legal_hold_released")
 
 
 class BatchResult:
@@ -51,25 +52,35 @@ class BatchResult:
 
 async def _suppress(conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context,
                     result: BatchResult) -> list[dict[str, Any]]:
-    """Drop events of erased accounts: any linked identifier on the suppression list."""
-    hashes = subject_hashes(ctx.hash_key, sorted({s for e in events for s in (e.get("account_id"), e.get("visitor_id"))
-                                                  if s}))
-    if not hashes:
-        return events
-    cur = await conn.execute("SELECT subject_hash FROM suppressed_subjects WHERE subject_hash = ANY(%b)",
-                             (list(hashes.values()),))
-    erased = {row[0] for row in await cur.fetchall()}
+    """Drop the events the identity rule silences (streams/suppression.py)."""
+    erased = await erased_among(conn, ctx.keys, (s for e in events for s in (e.get("account_id"), e.get("visitor_id"))),
+                                ctx.clock.now_ms())
     if not erased:
         return events
+    releases = sorted({e["account_id"] for e in events
+                       if e["event_type"] == "account.legal_hold_released" and e.get("account_id") in erased})
+    held: set[str] = set()
+    if releases:
+        cur = await conn.execute("SELECT account_id FROM legal_holds WHERE account_id = ANY(%s)", (releases,))
+        held = {row[0] for row in await cur.fetchall()}
     kept = []
     for e in events:
-        if e["event_type"] in _NEVER_SUPPRESSED:
-            kept.append(e)
-        elif any(hashes.get(s) in erased for s in (e.get("account_id"), e.get("visitor_id")) if s):
+        if silenced(e, erased) and not (e["event_type"] == "account.legal_hold_released" and e["account_id"] in held):
             result.suppressed[e["event_type"]] = result.suppressed.get(e["event_type"], 0) + 1
         else:
             kept.append(e)
     return kept
+
+
+async def _link(conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context) -> None:
+    """Remember which visitor ids each account was seen with (what its erasure covers)."""
+    links = sorted({(e["account_id"], e["visitor_id"]) for e in events
+                    if e.get("account_id") and e.get("visitor_id") and e["event_type"] not in _HOLD_EVENTS})
+    if not links:
+        return
+    async with conn.cursor() as c:
+        await c.executemany("INSERT INTO account_visitors VALUES (%s, %s) ON CONFLICT DO NOTHING", links)
+    await lift_visitors(conn, ctx.keys, (v for _, v in links))
 
 
 async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, events: list[dict[str, Any]],
@@ -77,10 +88,7 @@ async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, event
     result.suppressed = {}
     events_in = events
     events = await _suppress(conn, events, ctx, result)
-    links = sorted({(e["account_id"], e["visitor_id"]) for e in events if e.get("account_id") and e.get("visitor_id")})
-    if links:
-        async with conn.cursor() as c:
-            await c.executemany("INSERT INTO account_visitors VALUES (%s, %s) ON CONFLICT DO NOTHING", links)
+    await _link(conn, events, ctx)
     ids = [str(uuid.UUID(e["event_id"])) for e in events]
     cur = await conn.execute(_DEDUPE, (ids, processor.topic))
     new = {str(row[0]) for row in await cur.fetchall()}

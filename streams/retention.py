@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from lifecycle.policy import Policy
-from streams.context import Context, enqueue
+from streams.context import Context
 from streams.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["retention_tick", "apply_retention_acks", "store_label"]
@@ -65,7 +65,7 @@ async def retention_tick(conn: psycopg.AsyncConnection[Any], ctx: Context, polic
                 "INSERT INTO retention_orders (category, order_id, cutoff, held) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (category) DO UPDATE SET order_id = EXCLUDED.order_id, cutoff = EXCLUDED.cutoff, "
                 "held = EXCLUDED.held, issued_at = now()", upserts)
-        await enqueue(conn, rows)
+        await ctx.enqueue(conn, rows)
     await _refresh_gauges(conn, ctx)
     return len(rows)
 

@@ -290,3 +290,9 @@ CREATE TABLE IF NOT EXISTS retention_runs (
     acknowledged_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (store, category)
 );
+
+-- hash_keys (fingerprints of the hash keys, never the keys) is created by lifecycle/keys.py: a
+-- connector may check its key before any worker has applied this file.
+-- A visitor id is suppressed only as long as the cookie that carries it can live (13 months);
+-- an account id, which is never reused, for ever (expires_at NULL).
+ALTER TABLE suppressed_subjects ADD COLUMN IF NOT EXISTS expires_at timestamptz;

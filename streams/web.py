@@ -128,7 +128,7 @@ def register_views(pipeline: Pipeline) -> None:
                 return self.json({"errors": [_problem(None, "account_id", "too long")]}, status=400)
             try:
                 statuses = await db.run("erasure query", lambda conn: erasure_status(
-                    conn, pipeline.context.hash_key, account_id))
+                    conn, pipeline.context.keys, account_id))
             except Exception as exc:
                 log.warning("erasure query failed: %s", describe(exc))
                 return self.json({"error": "database unavailable"}, status=503)

@@ -61,3 +61,18 @@ def post(url: str, body: Any, token: str | None, raw: bytes | None = None) -> tu
             return exc.code, json.loads(text)
         except ValueError:
             return exc.code, text
+
+
+def emit(settings: Any, *events: dict[str, Any]) -> None:
+    """Send events with the emitter SDK and wait until the broker has them all."""
+    from connectors.emitter import Emitter
+
+    with Emitter(settings) as emitter:
+        for e in events:
+            emitter.emit(e)
+
+
+def erasure_answer(worker: Any, account: str) -> dict[str, Any] | None:
+    """GET /v1/accounts/{account}/erasure as JSON, or None when there is none."""
+    status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"))
+    return json.loads(body) if status == 200 else None

@@ -15,7 +15,6 @@ the cutoff, in account folders (held accounts excepted) and under ``_retained``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.base.sink import ErasureOrder, Expiry, Outcome, RetentionOrder, TransientStoreError
+from lifecycle.keys import Keyring
 
 __all__ = ["FilesSink", "account_folder"]
 
@@ -39,9 +39,9 @@ class FilesSink:
     name = "files"
     retention_categories = (BILLING,)
 
-    def __init__(self, root: Path, hash_key: bytes = b""):
+    def __init__(self, root: Path, keys: Keyring):
         self.root = root
-        self.hash_key = hash_key
+        self.keys = keys  # the pipeline's: a retained folder's name is irreversible without it
         self.receipts = root / "_receipts"
         self.trash = root / "_erasing"
         self.retained = root / "_retained"
@@ -73,7 +73,7 @@ class FilesSink:
         if doomed.exists():
             billing = doomed / "billing"
             if billing.is_dir() and BILLING in order.pseudonymise:
-                pseudonym = hashlib.sha256(self.hash_key + order.account_id.encode()).hexdigest()
+                pseudonym = self.keys.pseudonym(order.account_id)
                 _merge(billing, self.retained / pseudonym / "billing")
             elif billing.is_dir() and order.keeps(BILLING):
                 folder.mkdir()

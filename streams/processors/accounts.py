@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from streams.erasure import account_hash, open_erasures
-from streams.processors.base import Context, enqueue
+from streams.erasure import open_erasures
+from streams.processors.base import Context
 from streams.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["AccountsProcessor"]
@@ -131,7 +131,7 @@ class AccountsProcessor:
                     "closed_at": dt_to_ms(closed) if closed else None,
                 })
             )
-        await enqueue(conn, rows)
+        await ctx.enqueue(conn, rows)
         # After the profiles: the outbox publishes in order, so the tombstone comes last.
         if erasures:
             await open_erasures(conn, ctx, [(event["account_id"], event, reason) for event, reason in erasures])
@@ -140,7 +140,7 @@ class AccountsProcessor:
 
     async def _erase_what_holds_kept(self, conn: psycopg.AsyncConnection[Any], releases: list[dict[str, Any]],
                                      ctx: Context) -> None:
-        by_hash = {account_hash(ctx.hash_key, e["account_id"]): e for e in releases}
+        by_hash = {h: e for e in releases for h in ctx.keys.candidates(e["account_id"])}
         cur = await conn.execute(_HELD_ERASURES, (list(by_hash),))
         due = [by_hash[row[0]] for row in await cur.fetchall()]
         if due:

@@ -6,9 +6,9 @@ from typing import Any, Protocol
 
 import psycopg
 
-from streams.context import Context, enqueue
+from streams.context import Context
 
-__all__ = ["Context", "Processor", "enqueue"]
+__all__ = ["Context", "Processor"]
 
 
 class Processor(Protocol):

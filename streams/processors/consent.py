@@ -17,7 +17,8 @@ from typing import Any
 
 import psycopg
 
-from streams.processors.base import Context, enqueue
+from streams.processors.base import Context
+from streams.suppression import erased_among
 from streams.timeutil import add_months, dt_to_ms, ms_to_dt
 
 __all__ = ["ConsentProcessor", "COOKIE_LIFETIME_MONTHS", "consent_state"]
@@ -113,11 +114,15 @@ class ConsentProcessor:
                 "subject_id": subject, "purposes": state["purposes"], "newsletter": state["newsletter"],
                 "updated_at": now,
             }))
-        await enqueue(conn, rows)
+        await ctx.enqueue(conn, rows)
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
         cur = await conn.execute(_EXPIRE, {"now": ms_to_dt(now_ms)})
         lapsed = await cur.fetchall()
+        # A subject whose erasure is open (a store may be down) is not written again: its null
+        # tombstone is already queued, and its rows are the store's to delete.
+        erased = await erased_among(conn, ctx.keys, (row[0] for row in lapsed), now_ms)
+        lapsed = [row for row in lapsed if row[0] not in erased]
         if not lapsed:
             return
         notices = []

@@ -16,10 +16,16 @@ from typing import Any
 
 import psycopg
 
-from streams.processors.base import Context, enqueue
+from streams.processors.base import Context
+from streams.suppression import erased_among
 from streams.timeutil import dt_to_ms, ms_to_dt
 
-__all__ = ["SessionsProcessor"]
+__all__ = ["SessionsProcessor", "FILES_ON_TOPIC"]
+
+# A session log on the topic lists at most this many files (about 35 bytes each in Avro), so that
+# a session of any size stays far below a Kafka record's 1 MB limit; `file_count` and
+# `total_bytes` are always exact, and PostgreSQL's session_logs keeps every file (docs/processors.md).
+FILES_ON_TOPIC = 5000
 
 _START = """
 INSERT INTO open_sessions (session_id, account_id, started_at, last_event_at, ip, domain, user_agent,
@@ -76,7 +82,7 @@ SELECT session_id, account_id, started_at, ended_at, end_reason, login_method, s
        user_agent, browser, os, file_count, total_bytes, files FROM logged
 """
 _IDLE = """
-SELECT session_id, last_event_at FROM open_sessions WHERE last_event_at <= %s ORDER BY last_event_at
+SELECT session_id, last_event_at, account_id FROM open_sessions WHERE last_event_at <= %s ORDER BY last_event_at
 LIMIT 5000 FOR UPDATE SKIP LOCKED
 """
 _COUNT_OPEN = "SELECT count(*) FROM open_sessions"
@@ -135,9 +141,9 @@ class SessionsProcessor:
                 "session_id": sid, "account_id": account, "started_at": dt_to_ms(started),
                 "ended_at": dt_to_ms(ended), "end_reason": reason, "login_method": method,
                 "second_factor": factor, "ip": ip, "domain": domain, "user_agent": ua, "browser": browser,
-                "os": os_, "file_count": n, "total_bytes": total, "files": files,
+                "os": os_, "file_count": n, "total_bytes": total, "files": files[:FILES_ON_TOPIC],
             }))
-        await enqueue(conn, rows)
+        await ctx.enqueue(conn, rows)
         if rows:
             ctx.metrics.session_logs_written.inc(len(rows))
         return len(rows)
@@ -146,10 +152,17 @@ class SessionsProcessor:
         idle_ms = ctx.settings.session_idle_timeout_s * 1000
         cur = await conn.execute(_IDLE, (ms_to_dt(now_ms - idle_ms),))
         idle = await cur.fetchall()
+        erased = await erased_among(conn, ctx.keys, (row[2] for row in idle), now_ms)
+        if erased:
+            # The account's erasure is open: its session is erased, never logged (nor published).
+            doomed = [sid for sid, _, account in idle if account in erased]
+            await conn.execute("DELETE FROM session_files WHERE session_id = ANY(%b)", (doomed,))
+            await conn.execute("DELETE FROM open_sessions WHERE session_id = ANY(%b)", (doomed,))
+            idle = [row for row in idle if row[2] not in erased]
         if idle:
             # A timed-out session ends at its last activity plus the timeout.
             await self._close(conn, {sid: (last + dt.timedelta(milliseconds=idle_ms), "timeout")
-                                     for sid, last in idle}, ctx)
+                                     for sid, last, _ in idle}, ctx)
         cur = await conn.execute(_COUNT_OPEN)
         row = await cur.fetchone()
         ctx.metrics.open_sessions.set(row[0] if row else 0)

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from streams.processors.base import Context, enqueue
+from streams.processors.base import Context
 from streams.timeutil import HOUR_MS, dt_to_ms, hour_start_ms, ms_to_dt
 
 __all__ = ["TrafficProcessor", "DIMENSIONS"]
@@ -113,7 +113,7 @@ class TrafficProcessor:
                 await c.executemany(_PUBLISH, published)
             if suppressed:
                 await c.executemany(_SUPPRESS, list(suppressed.items()))
-        await enqueue(conn, rows)
+        await ctx.enqueue(conn, rows)
         for reason, n in excluded.items():
             if n:
                 ctx.metrics.analytics_excluded.labels(reason).inc(n)

@@ -9,25 +9,16 @@ import psycopg
 import redis
 from kafka import KafkaConsumer
 
-from connectors.emitter import Emitter
-from lifecycle.supervisor import http_get
 from schemas import Codec
-from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
+from tests.helpers import DAY, HOUR, MINUTE, T0, emit, erasure_answer, event, metric, wait_for
 from tests.unit.samples import PII
 
 ACC = "acc-erase-1"
 VIS = "vis-erase-1"
 
 
-def _emit(settings, *events):
-    with Emitter(settings) as emitter:
-        for e in events:
-            emitter.emit(e)
-
-
-def _erasure(worker, account):
-    status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"))
-    return json.loads(body) if status == 200 else None
+_emit = emit
+_erasure = erasure_answer
 
 
 def _complete(worker, account):

@@ -7,12 +7,15 @@ import uuid
 import psycopg
 import redis
 
+from lifecycle.keys import Keyring
 from connectors.base import ErasureOrder
 from connectors.files import FilesSink
 from connectors.postgres import PostgresSink
 from connectors.redis import RedisSink
 from lifecycle.config import PROJECT_ROOT
 from lifecycle.policy import load_policy
+
+_KEYS = Keyring((b"a test key of sixteen bytes or more",))
 
 
 POLICY = load_policy(PROJECT_ROOT / "deploy" / "retention.yaml")
@@ -32,7 +35,7 @@ def _account_folder(root, account):
 def test_files_closure_pseudonymises_billing(tmp_path):
     root = tmp_path / "files"
     _account_folder(root, "acc-p")
-    sink = FilesSink(root, b"key")
+    sink = FilesSink(root, _KEYS)
     order = _order("acc-p")
     outcome = sink.erase([order])[order.request_id]
     assert outcome.status == "erased" and outcome.items == 1
@@ -45,7 +48,7 @@ def test_files_closure_pseudonymises_billing(tmp_path):
 def test_files_legal_hold_keeps_billing_in_place_until_released(tmp_path):
     root = tmp_path / "files"
     _account_folder(root, "acc-h")
-    sink = FilesSink(root, b"key")
+    sink = FilesSink(root, _KEYS)
     order = _order("acc-h", legal_hold=True)
     outcome = sink.erase([order])[order.request_id]
     assert outcome.status == "retained_legal_hold" and outcome.items == 1
@@ -57,7 +60,7 @@ def test_files_legal_hold_keeps_billing_in_place_until_released(tmp_path):
 
 
 def test_files_nothing_found_and_hostile_names(tmp_path):
-    sink = FilesSink(tmp_path, b"")
+    sink = FilesSink(tmp_path, _KEYS)
     for account in ("acc-none", "../etc", "_receipts"):
         order = _order(account)
         assert sink.erase([order])[order.request_id].status == "nothing_found"
