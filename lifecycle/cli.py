@@ -28,17 +28,16 @@ def _need_broker(settings: Settings, command: str) -> None:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from lifecycle.supervisor import running_pipeline, worker_alive
+    from lifecycle.supervisor import supervised_pipeline
 
-    with running_pipeline(settings, _say) as (live, stack):
-        _say(f"up: broker {live.kafka_bootstrap}; press Ctrl-C to stop")
-        try:
-            while worker_alive(stack):
+    try:
+        with supervised_pipeline(settings, _say) as supervisor:
+            _say(f"up: broker {supervisor.live.kafka_bootstrap}; press Ctrl-C to stop")
+            while True:
+                supervisor.watch()
                 time.sleep(0.5)
-            _say("the worker exited; stopping (see its log)")
-            return 1
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -305,32 +304,33 @@ def _parser() -> argparse.ArgumentParser:
     dlq_list = dlq.add_parser("list", help="print dead letters (origin and reason)")
     dlq_list.add_argument("--limit", type=int, default=100)
     dlq_list.add_argument("--wait-s", type=float, default=3.0)
-    dlq_list.set_defaults(fn=cmd_dlq_list)
+    dlq_list.set_defaults(fn=cmd_dlq_list, reads="broker")
     replay = dlq.add_parser("replay", help="send dead letters back to their original topic")
     replay.add_argument("--reason", default=None, help="only letters whose reason starts with this code")
     replay.add_argument("--topic", default=None, help="only letters from this contract topic")
     replay.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the group join")
-    replay.set_defaults(fn=cmd_dlq_replay)
+    replay.set_defaults(fn=cmd_dlq_replay, reads="broker")
     export = sub.add_parser("export", help="everything held about an account, as JSON")
     export.add_argument("account")
-    export.set_defaults(fn=cmd_export)
+    export.set_defaults(fn=cmd_export, reads="database")
     connector = sub.add_parser("connector", help="run one downstream store's erasure connector")
     connector.add_argument("store", help="postgres, redis, files or mailing-list")
     connector.set_defaults(fn=cmd_connector)
     erasure = sub.add_parser("erasure", help="erasure requests").add_subparsers(dest="action", required=True)
     status = erasure.add_parser("status", help="an account's erasures, store by store")
     status.add_argument("account")
-    status.set_defaults(fn=cmd_erasure_status)
+    status.set_defaults(fn=cmd_erasure_status, reads="database")
     keys = sub.add_parser("keys", help="the hash key behind every pseudonym").add_subparsers(dest="action",
                                                                                           required=True)
     keys.add_parser("init", help="create the key file if there is none; print fingerprints").set_defaults(
         fn=cmd_keys)
-    keys.add_parser("fingerprint", help="the fingerprints of the key ring, current first").set_defaults(fn=cmd_keys)
+    keys.add_parser("fingerprint", help="the fingerprints of the key ring, current first").set_defaults(
+        fn=cmd_keys, reads="database")
     keys.add_parser("rotate", help="a new current key; older ones stay for matching").set_defaults(fn=cmd_keys)
     retention = sub.add_parser("retention", help="retention windows").add_subparsers(dest="action", required=True)
     plan = retention.add_parser("plan", help="what a sweep would erase, store by store, without erasing")
     plan.add_argument("--at", help="the time to plan for: epoch ms or ISO 8601 (default: the pipeline's now)")
-    plan.set_defaults(fn=cmd_retention_plan)
+    plan.set_defaults(fn=cmd_retention_plan, reads="database")
     return p
 
 
@@ -339,7 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        return int(args.fn(settings, args) or 0)
+        reads = getattr(args, "reads", None)
+        if reads is None:
+            return int(args.fn(settings, args) or 0)
+        from lifecycle.locate import located
+
+        # Commands that read state find the stack `up` runs (or its stopped database) by themselves.
+        with located(settings, broker=reads == "broker", database=reads == "database",
+                     say=lambda line: print(line, file=sys.stderr, flush=True)) as found:
+            return int(args.fn(found, args) or 0)
     except LifecycleError as exc:
         print(f"lifecycle: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Running the pipeline in the foreground: the stack, the topics, the worker processes.
 
-`up` and `demo` share this. Workers run as child processes (``lifecycle worker``) so a worker
-that crashes or hangs is restarted or killed without taking the stack down.
+`up` and `demo` share this. Workers and connectors run as child processes (``lifecycle worker``,
+``lifecycle connector NAME``), so one that crashes is restarted without taking the stack down.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 
 from lifecycle.config import Settings
 from lifecycle.embedded import Stack
-from lifecycle.embedded.process import free_port, spawn
+from lifecycle.embedded.process import free_port, spawn, stop_all
 from lifecycle.errors import StackError
 from lifecycle.topics import apply_topics, load_spec
 
-__all__ = ["running_pipeline", "http_get", "wait_ready"]
+__all__ = ["running_pipeline", "supervised_pipeline", "Supervisor", "http_get", "wait_ready", "stack_file"]
 
 
 def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
@@ -62,49 +62,202 @@ def _sigterm_as_exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-@contextlib.contextmanager
-def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator[tuple[Settings, Stack]]:
-    """Start the stack, apply the topics, start a worker and wait until it is ready.
+RESTART_LIMIT = 5  # crashes of one child within RESTART_WINDOW_S before `up` gives up
+RESTART_WINDOW_S = 60.0
+DRAIN_DEADLINE_S = 30.0
 
-    Everything is stopped on exit, on Ctrl-C and on SIGTERM.
+
+@dataclasses.dataclass
+class _Child:
+    """A worker or connector that `up` keeps running."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[Any] | None = None
+    crashes: list[float] = dataclasses.field(default_factory=list)
+    restarts: int = 0
+    due_at: float | None = None  # when a crashed child is started again
+
+    def spawn(self, stack: Stack) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = spawn(self.argv, log=log, env=self.env)
+        stack.adopt(self.proc)
+        self.due_at = None
+
+
+class Supervisor:
+    """The processes of `up` and `demo` on a started stack: starts them, restarts a worker or
+    connector that exits (backoff 1, 2, 4 ... 30 s; gives up after RESTART_LIMIT crashes of one
+    child within RESTART_WINDOW_S), restarts an embedded broker that exits, and drains on stop."""
+
+    def __init__(self, stack: Stack, live: Settings, say: Callable[[str], None]):
+        self.stack, self.live, self.say = stack, live, say
+        env = {**os.environ, **live.to_env()}
+        logs = live.state_dir / "logs"
+        self.worker = _Child("worker", [sys.executable, "-m", "lifecycle", "worker"], env, logs / "worker.log")
+        self.ports = {store: free_port() for store in live.erasure_stores}
+        self.connectors = [
+            _Child(f"connector {store}", [sys.executable, "-m", "lifecycle", "connector", store],
+                   {**os.environ, **dataclasses.replace(live, metrics_port=port).to_env()},
+                   logs / f"connector-{store}.log")
+            for store, port in self.ports.items()]
+
+    @property
+    def children(self) -> list[_Child]:
+        return [self.worker, *self.connectors]
+
+    def start(self) -> None:
+        self.worker.spawn(self.stack)
+        assert self.worker.proc is not None
+        self.say(f"worker started (pid {self.worker.proc.pid}, log: {self.worker.log_path}); "
+                 f"http on {self.live.http_host}:{self.live.http_port}")
+        wait_ready(self.live, self.worker.proc, deadline_s=120, say=self.say)
+        for child in self.connectors:
+            child.spawn(self.stack)
+        self.say(f"connectors started: {', '.join(f'{s} (metrics :{p})' for s, p in self.ports.items())}")
+
+    def watch(self) -> None:
+        """One round of supervision; raises StackError when a child keeps crashing."""
+        if self.stack.broker_exited():
+            self._restart_broker()
+            return
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                code = child.proc.returncode
+                self.stack.forget(child.proc)
+                child.proc = None
+                child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW_S] + [now]
+                if len(child.crashes) >= RESTART_LIMIT:
+                    raise StackError(f"the {child.name} exited {len(child.crashes)} times within "
+                                     f"{RESTART_WINDOW_S:.0f} s (last exit code {code}); see {child.log_path}")
+                delay = min(2.0 ** (len(child.crashes) - 1), 30.0)
+                child.due_at = now + delay
+                self.say(f"the {child.name} exited with code {code}; restarting in {delay:.0f} s "
+                         f"(log: {child.log_path})")
+            if child.proc is None and child.due_at is not None and now >= child.due_at:
+                child.restarts += 1
+                child.spawn(self.stack)
+                self.say(f"the {child.name} restarted (restart {child.restarts})")
+
+    def _restart_broker(self) -> None:
+        """The embedded broker's log lived in its memory: start it again on its port, declare the
+        topics before any client can auto-create them, then start the children again. The intake
+        detects the new log, the journal re-sends what was accepted and not applied, and the state
+        topics are republished (docs/operations.md)."""
+        self.say("the embedded broker exited; stopping the workers and connectors to restart it")
+        stop_all([(c.proc, signal.SIGTERM) for c in self.children if c.proc is not None], timeout_s=15)
+        for child in self.children:
+            if child.proc is not None:
+                self.stack.forget(child.proc)
+                child.proc = None
+        self.stack.restart_broker()
+        report = apply_topics(self.live, load_spec(self.live.topic_spec))
+        self.say(f"embedded broker restarted on {self.live.kafka_bootstrap}; {len(report.created)} topics created")
+        self.start()
+
+    def drain(self, deadline_s: float = DRAIN_DEADLINE_S) -> None:
+        """Stop taking HTTP events, then wait (bounded) until every accepted event is applied and
+        every output record published, saying how many are left."""
+        flag = self.live.state_dir / "run" / "draining"
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+        if self.worker.proc is None or self.worker.proc.poll() is not None:
+            self.say("draining skipped: the worker is not running (accepted events wait in the journal)")
+            return
+        import psycopg
+
+        end = time.monotonic() + deadline_s
+        last_note = 0.0
+        try:
+            with psycopg.connect(self.live.postgres_dsn or "", autocommit=True, connect_timeout=5) as conn:
+                while True:
+                    row = conn.execute("SELECT (SELECT count(*) FROM ingest_journal), "
+                                       "(SELECT count(*) FROM outbox)").fetchone()
+                    journal, outbox = (int(row[0]), int(row[1])) if row else (0, 0)
+                    if journal == 0 and outbox == 0:
+                        self.say("drained: every accepted event applied, every output record published")
+                        return
+                    if time.monotonic() >= end:
+                        self.say(f"drain deadline reached: {journal} accepted event(s) wait in the ingest journal "
+                                 f"and {outbox} output record(s) in the outbox, both kept in PostgreSQL for the next start")
+                        return
+                    if time.monotonic() - last_note > 2:
+                        self.say(f"draining: {journal} accepted event(s) to apply, {outbox} output record(s) to publish")
+                        last_note = time.monotonic()
+                    time.sleep(0.2)
+        except psycopg.Error as exc:
+            self.say(f"draining skipped: PostgreSQL unreachable ({type(exc).__name__})")
+
+
+@contextlib.contextmanager
+def supervised_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator[Supervisor]:
+    """Start the stack, apply the topics, start the worker (wait until ready) and the connectors.
+
+    On exit (also Ctrl-C and SIGTERM): drain, then stop everything.
     """
     previous = signal.signal(signal.SIGTERM, _sigterm_as_exit)
     stack = Stack(settings, say=say)
+    supervisor: Supervisor | None = None
     try:
         info = stack.start()
         live = info.settings
         if not live.redis_url and "redis" in live.erasure_stores:
             live = dataclasses.replace(live, erasure_stores=tuple(x for x in live.erasure_stores if x != "redis"))
             say("no redis-server and no LIFECYCLE_REDIS_URL: the redis store is not registered")
+        (live.state_dir / "run" / "draining").unlink(missing_ok=True)
         report = apply_topics(live, load_spec(live.topic_spec))
         say(f"topics: {len(report.created)} created, {len(report.existing)} present, {len(report.drift)} drift")
         for line in report.drift:
             say(f"  drift: {line}")
-        log_path = live.state_dir / "logs" / "worker.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            proc = spawn(
-                [sys.executable, "-m", "lifecycle", "worker"],
-                log=log,
-                env={**os.environ, **live.to_env()},
-            )
-        stack.adopt(proc)
-        say(f"worker started (pid {proc.pid}, log: {log_path}); http on {live.http_host}:{live.http_port}")
-        wait_ready(live, proc, deadline_s=120, say=say)
-        ports = {store: free_port() for store in live.erasure_stores}
-        for store, port in ports.items():
-            store_log = live.state_dir / "logs" / f"connector-{store}.log"
-            with open(store_log, "ab") as log:
-                stack.adopt(spawn([sys.executable, "-m", "lifecycle", "connector", store], log=log,
-                                  env={**os.environ, **dataclasses.replace(live, metrics_port=port).to_env()}))
-        say(f"connectors started: {', '.join(f'{s} (metrics :{p})' for s, p in ports.items())}")
-        targets = write_scrape_targets(live, ports)
+        supervisor = Supervisor(stack, live, say)
+        supervisor.start()
+        write_stack_file(live)
+        targets = write_scrape_targets(live, supervisor.ports)
         say(f"Prometheus targets (file_sd): {targets}")
-        yield live, stack
+        try:
+            yield supervisor
+        except (KeyboardInterrupt, SystemExit):
+            say("stopping: draining first (Ctrl-C again to stop at once)")
+            supervisor.drain()
+            raise
+        else:
+            supervisor.drain()
     finally:
         say("stopping")
+        remove_stack_file(settings)
         stack.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator[tuple[Settings, Stack]]:
+    """``supervised_pipeline`` for callers that only need the servers (the demo, benchmarks)."""
+    with supervised_pipeline(settings, say) as supervisor:
+        yield supervisor.live, supervisor.stack
+
+
+def stack_file(settings: Settings) -> Path:
+    return settings.state_dir / "run" / "stack.json"
+
+
+def write_stack_file(live: Settings) -> None:
+    """Where the running stack's servers are, for the commands that read its state
+    (lifecycle/locate.py). The embedded PostgreSQL's DSN carries no password."""
+    path = stack_file(live)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"owner": os.getpid(), "kafka_bootstrap": live.kafka_bootstrap, "postgres_dsn": live.postgres_dsn,
+                   "redis_url": live.redis_url, "http": f"{live.http_host}:{live.http_port}"}, out, indent=2)
+    os.replace(tmp, path)
+
+
+def remove_stack_file(settings: Settings) -> None:
+    stack_file(settings).unlink(missing_ok=True)
 
 
 def write_scrape_targets(live: Settings, connector_ports: dict[str, int]) -> Path:
@@ -120,6 +273,4 @@ def write_scrape_targets(live: Settings, connector_ports: dict[str, int]) -> Pat
     return path
 
 
-def worker_alive(stack: Stack) -> bool:
-    return all(proc.poll() is None for proc, _ in stack.children)
 

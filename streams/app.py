@@ -10,6 +10,8 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -33,7 +35,9 @@ from streams.intake import Origin, Rejected, dead_letter
 from streams.intake_loop import IntakeLoop
 from streams.lag import LagProbe, pipeline_groups
 from streams.metrics import Metrics
+from streams.journal import JournalRelay
 from streams.outbox import Relay
+from streams.rebuild import republish_state
 from streams.retention import apply_retention_acks, retention_tick
 from streams.processors import Context, all_processors
 
@@ -46,6 +50,7 @@ ACKS_WITHIN_S = 0.2
 TICK_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 10.0
 RELAY_IDLE_S = 0.1
+JOURNAL_IDLE_S = 0.5
 
 
 @dataclasses.dataclass
@@ -61,6 +66,16 @@ class Pipeline:
     dead_letters: Any = None  # the dead-letters topic, shared by every stage that rejects
     ready: bool = False
     acks_joined: bool = False
+    log_resets: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # shown on /readyz
+    rebuild_wanted: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def note_log_reset(self, topic: str, partition: int, stored: int, log_end: int) -> None:
+        """The intake found a new or shorter log: count it, show it, have the state republished."""
+        self.metrics.log_resets.labels(topic).inc()
+        self.log_resets.append({"topic": topic, "partition": partition, "stored_offset": stored,
+                                "log_end": log_end, "at_ms": time.time_ns() // 1_000_000})
+        del self.log_resets[:-20]
+        self.rebuild_wanted.set()
 
     def update_ready(self) -> None:
         """Ready once both consumers have their partitions: the intake's and Faust's (acks)."""
@@ -173,6 +188,10 @@ def prepare_database(settings: Settings, clock: Clock) -> Keyring:
                      "SET active = true", (list(settings.erasure_stores),))
         conn.execute("UPDATE erasure_stores SET active = false WHERE NOT (store = ANY(%s))",
                      (list(settings.erasure_stores),))
+        # What the journal holds was accepted and not yet applied: the broker this worker meets may
+        # not have it (an embedded broker restarted with the stack), so it is sent again; event
+        # ids make a second copy harmless.
+        conn.execute("UPDATE ingest_journal SET sent_at = NULL WHERE sent_at IS NOT NULL")
         row = conn.execute("SELECT event_time_ms FROM clock_state WHERE id = 1").fetchone()
         if row:
             clock.observe(int(row[0]))
@@ -281,6 +300,22 @@ def _register_background(pipeline: Pipeline) -> None:
 
     relay_loop = Relay(settings, Database(settings.postgres_dsn or ""), ctx.keys, pipeline.clock, pipeline.metrics,
                        oversize_letter)
+    journal = JournalRelay(Database(settings.postgres_dsn or ""))
+    rebuild_db = Database(settings.postgres_dsn or "")
+
+    @app.task
+    async def journal_relay() -> None:
+        await _relay_forever("ingest journal relay", lambda: journal.once(app.producer), JOURNAL_IDLE_S)
+
+    @app.task
+    async def rebuild() -> None:
+        while True:
+            await pipeline.rebuild_wanted.wait()
+            pipeline.rebuild_wanted.clear()
+            try:
+                await republish_state(rebuild_db, ctx)
+            except Exception as exc:  # tried again at the next reset; the state stays in PostgreSQL
+                log.warning("state topics not republished: %s", describe(exc))
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:
@@ -303,14 +338,20 @@ def _register_background(pipeline: Pipeline) -> None:
 
     @app.task
     async def relay() -> None:
-        while True:
-            try:
-                sent = await relay_loop.once(app.producer)
-            except Exception as exc:
-                log.warning("outbox relay failed: %s", describe(exc))
-                sent = 0
-            if sent == 0:
-                await asyncio.sleep(RELAY_IDLE_S)
+        await _relay_forever("outbox relay", lambda: relay_loop.once(app.producer), RELAY_IDLE_S)
+
+
+async def _relay_forever(what: str, once: Callable[[], Awaitable[int]], idle_s: float) -> None:
+    """Run relay rounds back to back while they find work; pause ``idle_s`` when one finds none
+    or fails (the next round tries again: a relay task never dies)."""
+    while True:
+        try:
+            sent = await once()
+        except Exception as exc:
+            log.warning("%s failed: %s", what, describe(exc))
+            sent = 0
+        if sent == 0:
+            await asyncio.sleep(idle_s)
 
 
 def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:

@@ -52,12 +52,17 @@ class Context:
         """Queue output records. On a compacted topic, a transaction first takes a lock per key
         (hashed into buckets) and holds it to commit: a second writer of that key waits, so its
         outbox ids come after the first one's, and id order is commit order for every key."""
+        await self.lock_keys(conn, [(t, k) for t, k, _ in rows])
+        await enqueue(conn, rows)
+
+    async def lock_keys(self, conn: psycopg.AsyncConnection[Any], keys: list[tuple[str, bytes | None]]) -> None:
+        """Take the per-key locks of (full topic, key) pairs of compacted topics, to commit. A writer
+        that reads state before queueing it (a rebuild) takes them before it reads."""
         locks = sorted({zlib.crc32(t.encode() + b"\0" + k) % _KEY_LOCK_BUCKETS
-                        for t, k, _ in rows if k is not None and t in self.ordered})
+                        for t, k in keys if k is not None and t in self.ordered})
         if locks:  # sorted: two writers take their buckets in one order
             await conn.execute("SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%b::int[]) AS b",
                                (_KEY_LOCK_CLASS, locks))
-        await enqueue(conn, rows)
 
 
 async def enqueue(conn: psycopg.AsyncConnection[Any], rows: list[tuple[str, bytes | None, bytes | None]]) -> None:

@@ -29,7 +29,7 @@ from streams.context import Context
 from streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
 from streams.timeutil import DAY_MS, dt_to_ms, ms_to_dt
 
-__all__ = ["open_erasures", "apply_acks", "ack_problem", "erasure_tick", "erasure_status", "SUCCESS"]
+__all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status", "SUCCESS"]
 
 SUCCESS = ("erased", "nothing_found", "retained_legal_hold")
 _NAMESPACE = uuid.UUID("5b0f3c1e-8a4e-4a8e-9a35-6a2f3c0d9e11")
@@ -92,7 +92,7 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
             "SET request_id = EXCLUDED.request_id, expires_at = CASE WHEN suppressed_subjects.expires_at IS NULL "
             "THEN NULL ELSE EXCLUDED.expires_at END", suppressed)
     await ctx.enqueue(conn, rows)
-    await _publish_status(conn, ctx, request_ids)
+    await publish_status(conn, ctx, request_ids)
     ctx.metrics.erasures_opened.inc(len(todo))
     return len(todo)
 
@@ -119,7 +119,8 @@ def _order(ctx: Context, request_id: uuid.UUID, account_id: str, subjects: list[
     })
 
 
-async def _publish_status(conn: psycopg.AsyncConnection[Any], ctx: Context, request_ids: list[Any]) -> None:
+async def publish_status(conn: psycopg.AsyncConnection[Any], ctx: Context, request_ids: list[Any]) -> None:
+    """Queue the current ErasureStatus of each request."""
     rows = []
     for status in await _statuses(conn, "r.request_id = ANY(%s)", (list(request_ids),)):
         rows.append(ctx.record("erasure-status", status["request_id"], "ErasureStatus", {
@@ -241,7 +242,7 @@ async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: lis
         await conn.execute(_VISITORS_LAPSE, {"done": [rid for rid, _ in done]})
     for _, seconds in done:
         ctx.metrics.erasure_duration.observe(float(seconds))
-    await _publish_status(conn, ctx, list(touched))
+    await publish_status(conn, ctx, list(touched))
     ctx.metrics.erasures_completed.inc(len(done))
     return len(done)
 

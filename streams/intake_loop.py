@@ -12,6 +12,15 @@ producer resent). Offsets are also committed to Kafka, after PostgreSQL and at m
 only so that consumer lag can be read with the usual tools.
 
 A batch's dead letters are on the broker before the transaction that moves its offsets commits.
+
+A log that is new or shorter than the stored position (the embedded broker restarted: its log is
+in memory; a topic recreated; a cluster restored from an older backup) is detected on the first
+fetch after an assignment: the stored offset is past the partition's high-watermark (the fetch's,
+which is right on every broker; Tansu's ListOffsets(latest) is not), or the first record fetched
+is before it (a real Kafka resets an out-of-range position by itself). The partition then starts
+again at the log's start, with event ids keeping the effect exactly-once; the reset is logged,
+counted (`lifecycle_intake_log_resets_total`) and listed on `/readyz`; everything still in the
+ingest journal is sent again, and the state topics are republished (streams/rebuild.py).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from lifecycle.config import Settings
 from streams.clock import latest_plausible
 from streams.db import Database, describe, with_retry
 from streams.intake import Origin, Rejected, triage
+from streams.journal import journal_forget, journal_resend_all
 from streams.processing import apply_batch
 from streams.processors import Processor
 
@@ -97,6 +107,7 @@ class IntakeLoop:
         self._dlq = {t: m.dead_letters_written.labels(t) for t in self.contract.values()}
         self._dup = {t: m.events_duplicate.labels(t) for t in self.contract.values()}
         self._registry_down = m.registry_errors.labels("intake")
+        self._unverified: dict[TopicPartition, int] = {}  # stored offsets not yet checked against the log
 
     async def run(self) -> None:
         s = self.settings
@@ -119,8 +130,10 @@ class IntakeLoop:
                 await asyncio.sleep(0.05)
             while True:
                 batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=INTAKE_BATCH)
-                if batch:
-                    async with self.busy:
+                async with self.busy:
+                    if self._unverified:
+                        await self._verify(batch)
+                    if batch:
                         await self.process(batch)
                 await self._commit_to_kafka()
         finally:
@@ -141,9 +154,55 @@ class IntakeLoop:
             if offset is not None:
                 self.consumer.seek(tp, offset)
                 self._to_kafka[tp] = offset  # so that Kafka's copy (lag) catches up even when idle
+                self._unverified[tp] = offset
         self.assigned = True
         self.pipeline.update_ready()
         log.info("intake assigned %d partitions", len(assigned))
+
+    async def _verify(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Compare each newly assigned partition's stored offset with its log, once fetched."""
+        assert self.consumer is not None
+        owned = self.consumer.assignment()
+        lost: list[tuple[TopicPartition, int, int]] = []
+        for tp, stored in list(self._unverified.items()):
+            if tp not in owned:
+                del self._unverified[tp]
+                continue
+            records = batch.get(tp)
+            highwater = self.consumer.highwater(tp)
+            if records:
+                if records[0].offset < stored:  # the client already reset an out-of-range position
+                    lost.append((tp, stored, records[0].offset))
+                del self._unverified[tp]
+            elif highwater is not None:
+                if highwater < stored:
+                    lost.append((tp, stored, highwater))
+                del self._unverified[tp]
+        if lost:
+            await self._reset(lost)
+
+    async def _reset(self, lost: list[tuple[TopicPartition, int, int]]) -> None:
+        assert self.consumer is not None
+        starts = await self.consumer.beginning_offsets([tp for tp, _, _ in lost])
+        for tp, stored, log_end in lost:
+            log.warning("the log of %s[%d] is new or shorter than where the intake stood (stored offset %d, "
+                        "log end %d): starting again at %d", tp.topic, tp.partition, stored, log_end, starts[tp])
+            self.pipeline.note_log_reset(self.contract[tp.topic], tp.partition, stored, log_end)
+
+        async def tx(conn: psycopg.AsyncConnection[Any]) -> int:
+            await conn.execute(
+                "UPDATE intake_offsets o SET next_offset = r.start, updated_at = now() "
+                "FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS r(topic, partition, start) "
+                "WHERE o.consumer_group = %s AND o.topic = r.topic AND o.partition = r.partition",
+                ([tp.topic for tp, _, _ in lost], [tp.partition for tp, _, _ in lost],
+                 [starts[tp] for tp, _, _ in lost], self.group))
+            return await journal_resend_all(conn)
+
+        resent = await self.db.run("intake log reset", tx)
+        for tp, _, _ in lost:
+            self.consumer.seek(tp, starts[tp])
+            self._to_kafka[tp] = starts[tp]
+        log.warning("%d accepted events still in the ingest journal will be sent again", resent)
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         by_topic: dict[str, list[tuple[TopicPartition, list[Any]]]] = defaultdict(list)
@@ -180,10 +239,12 @@ class IntakeLoop:
             else:
                 valid.append((record, outcome.value))
         offsets = [(tp.partition, records[-1].offset + 1) for tp, records in parts]
+        applied_ids = [str(v["event_id"]) for _, v in valid]
 
         async def store_offsets(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(_STORE, (self.group, [topic] * len(offsets), [p for p, _ in offsets],
                                         [o for _, o in offsets]))
+            await journal_forget(conn, applied_ids)
 
         await _all(pending)  # dead letters on the broker before the offsets move past them
         pending.clear()

@@ -57,6 +57,7 @@ class Metrics:
     outbox_published: Counter
     outbox_withheld: Counter
     registry_errors: Counter
+    log_resets: Counter
     events_suppressed: Counter
     erasures_opened: Counter
     erasures_completed: Counter
@@ -153,6 +154,13 @@ class Metrics:
                 ["stage"],
                 registry=registry,
             ),
+            log_resets=Counter(
+                f"{prefix}intake_log_resets",
+                "Input partitions whose log was new or shorter than the stored position (broker restarted "
+                "or restored); the intake started them again at the log's start.",
+                ["topic"],
+                registry=registry,
+            ),
             events_suppressed=Counter(
                 f"{prefix}events_suppressed",
                 "Events the identity rule silences after an erasure (docs/erasure.md), dropped before any processor.",
@@ -230,6 +238,7 @@ class Metrics:
                 m.events_ingested.labels(record.topic, record.event_type)
                 m.events_suppressed.labels(record.topic, record.event_type)
         for topic in catalog.input_topics:
+            m.log_resets.labels(topic)
             m.events_duplicate.labels(topic)
             m.dead_letters_written.labels(topic)
             for reason in REJECT_REASONS:

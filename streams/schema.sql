@@ -296,3 +296,16 @@ CREATE TABLE IF NOT EXISTS retention_runs (
 -- A visitor id is suppressed only as long as the cookie that carries it can live (13 months);
 -- an account id, which is never reused, for ever (expires_at NULL).
 ALTER TABLE suppressed_subjects ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+
+-- Events accepted over HTTP, kept until the intake has applied them (in its batch transaction):
+-- a 202 is durable even when the broker's log is lost (the embedded broker keeps it in memory).
+-- sent_at NULL: to be (re)sent to its topic by the journal relay (streams/journal.py).
+CREATE TABLE IF NOT EXISTS ingest_journal (
+    event_id    uuid PRIMARY KEY,
+    topic       text NOT NULL,
+    key         bytea NOT NULL,
+    value       bytea NOT NULL,
+    accepted_at timestamptz NOT NULL DEFAULT now(),
+    sent_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS ingest_journal_unsent ON ingest_journal (accepted_at) WHERE sent_at IS NULL;

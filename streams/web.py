@@ -2,12 +2,15 @@
 
 `POST /v1/events` accepts one event or a batch as JSON, all or nothing: a batch with any bad
 event is answered 400 with one error per bad field (its index, field and problem; never its
-value) and nothing of it is sent. Otherwise 202 comes back once the broker has acknowledged every
-event (acks=all), so nothing answered 202 is lost.
+value) and nothing of it is sent. Otherwise the batch is written to the ingest journal in
+PostgreSQL (streams/journal.py) and 202 comes back once that committed: nothing answered 202 is
+lost, even if the broker's log is. The events are sent to the broker at once; the journal relay
+sends whatever that send did not reach. While `up` drains before stopping, POST answers 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -21,6 +24,7 @@ from schemas.validate import from_json, subject_key
 from streams.clock import latest_plausible
 from streams.db import Database, describe
 from streams.erasure import erasure_status
+from streams.journal import journal_accept, journal_mark_sent
 from streams.processors.consent import consent_state
 from streams.timeutil import ms_to_dt
 
@@ -32,7 +36,7 @@ __all__ = ["register_views", "MAX_BODY_BYTES", "MAX_BATCH"]
 log = logging.getLogger("lifecycle.http")
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH = 1000
-HTTP_REASONS = ("unauthorized", "too_large", "invalid_json", "invalid_event", "broker_unavailable")
+HTTP_REASONS = ("unauthorized", "too_large", "invalid_json", "invalid_event", "database_unavailable", "draining")
 
 
 def _problem(index: int | None, field: str, problem: str) -> dict[str, Any]:
@@ -51,6 +55,9 @@ def register_views(pipeline: Pipeline) -> None:
     for reason in HTTP_REASONS:
         rejected.labels("http", reason)
     db = Database(settings.postgres_dsn or "")
+    journal_db = Database(settings.postgres_dsn or "")
+    journal_lock = asyncio.Lock()  # one connection: its transactions one at a time
+    draining = settings.state_dir / "run" / "draining"  # written by `up` on Ctrl-C (lifecycle/supervisor.py)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -60,7 +67,9 @@ def register_views(pipeline: Pipeline) -> None:
     async def readyz(web: Any, request: Any) -> Any:
         checks = {"consumer_group_joined": pipeline.ready}
         ok = all(checks.values())
-        return web.json({"status": "ready" if ok else "starting", "checks": checks}, status=200 if ok else 503)
+        # A log reset is reported, not a failure: the intake has already started again.
+        return web.json({"status": "ready" if ok else "starting", "checks": checks,
+                         "log_resets": pipeline.log_resets}, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -81,6 +90,8 @@ def register_views(pipeline: Pipeline) -> None:
             return self.json({"errors": errors}, status=status)
 
         async def _post(self, request: Any) -> Any:
+            if draining.exists():
+                return self._refuse(503, "draining", [_problem(None, "$", "stopping; retry against another worker")])
             if not _authorized(settings.http_token, request.headers.get("Authorization")):
                 rejected.labels("http", "unauthorized").inc()
                 return self.json({"error": "a valid bearer token is required"}, status=401,
@@ -106,18 +117,23 @@ def register_views(pipeline: Pipeline) -> None:
                     errors.extend(_problem(index, e.field, e.problem) for e in exc.errors)
             if errors:
                 return self._refuse(400, "invalid_event", errors)
+            rows = [(str(value["event_id"]), settings.topic(record.topic), subject_key(record, value).encode(),
+                     codec.encode(record, value)) for record, value in accepted]
             try:
-                futures = [
-                    await app.producer.send(settings.topic(record.topic), key=subject_key(record, value).encode(),
-                                            value=codec.encode(record, value), partition=None, timestamp=None,
-                                            headers=None)
-                    for record, value in accepted
-                ]
+                async with journal_lock:
+                    await journal_db.run("ingest journal", lambda conn: journal_accept(conn, rows))
+            except Exception as exc:
+                log.warning("ingestion could not reach PostgreSQL: %s", describe(exc))
+                return self._refuse(503, "database_unavailable", [_problem(None, "$", "database unavailable, retry")])
+            try:  # durable already: a failure here is the journal relay's to repair
+                futures = [await app.producer.send(topic, key=key, value=value, partition=None, timestamp=None,
+                                                   headers=None) for _, topic, key, value in rows]
                 for fut in futures:
                     await fut
+                async with journal_lock:
+                    await journal_db.run("ingest journal", lambda conn: journal_mark_sent(conn, [r[0] for r in rows]))
             except Exception as exc:
-                log.warning("ingestion could not reach the broker: %s", describe(exc))
-                return self._refuse(503, "broker_unavailable", [_problem(None, "$", "broker unavailable, retry")])
+                log.info("accepted events not sent yet (%s); the journal relay will send them", describe(exc))
             return self.json({"accepted": len(accepted), "event_ids": [v["event_id"] for _, v in accepted]},
                              status=202)
 

@@ -108,6 +108,21 @@ class Stack:
         self.children.append((proc, stop_signal))
         self._record()
 
+    def forget(self, proc: subprocess.Popen[Any]) -> None:
+        """Drop a child that has exited (a supervisor replaces it)."""
+        self.children = [(p, s) for p, s in self.children if p is not proc]
+        self._record()
+
+    def broker_exited(self) -> bool:
+        return self.broker is not None and self.broker.proc is not None and self.broker.proc.poll() is not None
+
+    def restart_broker(self) -> None:
+        """Start the embedded broker again on its port (its log, in memory, is gone)."""
+        assert self.broker is not None
+        self.broker.stop()
+        self.broker.start()
+        self._record()
+
     def stop(self) -> None:
         # Workers and connectors first (together), so they never see their broker or database
         # vanish under them.

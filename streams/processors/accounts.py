@@ -16,7 +16,7 @@ from streams.erasure import open_erasures
 from streams.processors.base import Context
 from streams.timeutil import dt_to_ms, ms_to_dt
 
-__all__ = ["AccountsProcessor"]
+__all__ = ["AccountsProcessor", "profile_records"]
 
 _UPSERT = """
 INSERT INTO accounts (account_id, status, updated_at) VALUES (%(account_id)s, 'registered', %(at)s)
@@ -75,6 +75,23 @@ WHERE r.account_hash = ANY(%s) AND r.legal_hold
 """
 
 
+async def profile_records(conn: psycopg.AsyncConnection[Any], ctx: Context,
+                          accounts: list[str]) -> list[tuple[str, bytes | None, bytes]]:
+    """The current AccountProfile of each account, as outbox rows for `accounts`."""
+    cur = await conn.execute(_PROFILE, (accounts,))
+    rows = []
+    for row in await cur.fetchall():
+        (account_id, status, email, first, last, phone, verified, restricted, hold, reg, upd, closed) = row
+        rows.append(ctx.record("accounts", account_id, "AccountProfile", {
+            "account_id": account_id, "status": status, "email": email, "first_name": first,
+            "last_name": last, "phone": phone, "email_verified": verified,
+            "processing_restricted": restricted, "legal_hold": hold,
+            "registered_at": dt_to_ms(reg) if reg else None, "updated_at": dt_to_ms(upd),
+            "closed_at": dt_to_ms(closed) if closed else None,
+        }))
+    return rows
+
+
 def _erasure_reason(event: dict[str, Any]) -> str | None:
     """Closing an account erases it; so does a closure asked of the privacy contact (the
     policy's contact for "ask us to stop using your information" and erasure requests)."""
@@ -118,20 +135,7 @@ class AccountsProcessor:
                     erasures.append((event, reason))
                     closing.add(account)
         touched = sorted({e["account_id"] for e in events if e["account_id"] not in closing})
-        cur = await conn.execute(_PROFILE, (touched,))
-        rows = []
-        for row in await cur.fetchall():
-            (account_id, status, email, first, last, phone, verified, restricted, hold, reg, upd, closed) = row
-            rows.append(
-                ctx.record("accounts", account_id, "AccountProfile", {
-                    "account_id": account_id, "status": status, "email": email, "first_name": first,
-                    "last_name": last, "phone": phone, "email_verified": verified,
-                    "processing_restricted": restricted, "legal_hold": hold,
-                    "registered_at": dt_to_ms(reg) if reg else None, "updated_at": dt_to_ms(upd),
-                    "closed_at": dt_to_ms(closed) if closed else None,
-                })
-            )
-        await ctx.enqueue(conn, rows)
+        await ctx.enqueue(conn, await profile_records(conn, ctx, touched))
         # After the profiles: the outbox publishes in order, so the tombstone comes last.
         if erasures:
             await open_erasures(conn, ctx, [(event["account_id"], event, reason) for event, reason in erasures])

@@ -21,7 +21,7 @@ from streams.processors.base import Context
 from streams.suppression import erased_among
 from streams.timeutil import add_months, dt_to_ms, ms_to_dt
 
-__all__ = ["ConsentProcessor", "COOKIE_LIFETIME_MONTHS", "consent_state"]
+__all__ = ["ConsentProcessor", "COOKIE_LIFETIME_MONTHS", "consent_state", "publish_states"]
 
 COOKIE_LIFETIME_MONTHS = 13
 
@@ -80,6 +80,21 @@ async def consent_state(conn: psycopg.AsyncConnection[Any], subjects: list[str],
     return out
 
 
+async def publish_states(conn: psycopg.AsyncConnection[Any], subjects: list[str], ctx: Context,
+                         first: list[tuple[str, bytes | None, bytes]] | None = None) -> None:
+    """Queue ``first`` (expiry notices) and then each subject's current ConsentState: the state
+    last, so that compaction keeps it."""
+    now = ctx.clock.now_ms()
+    states = await consent_state(conn, subjects, now)
+    rows = list(first or [])
+    for subject, state in states.items():
+        rows.append(ctx.record("consents", subject, "ConsentState", {
+            "subject_id": subject, "purposes": state["purposes"], "newsletter": state["newsletter"],
+            "updated_at": now,
+        }))
+    await ctx.enqueue(conn, rows)
+
+
 class ConsentProcessor:
     topic = "consent-events"
 
@@ -102,19 +117,7 @@ class ConsentProcessor:
                     await cur.execute(_HISTORY, {**base, "purposes": ["newsletter"]})
                     await cur.execute(_NEWSLETTER, {**base, "subscribed": subscribed,
                                                     "email": event.get("email")})
-        await self._publish(conn, sorted({_subject(e) for e in events}), ctx, [])
-
-    async def _publish(self, conn: psycopg.AsyncConnection[Any], subjects: list[str], ctx: Context,
-                       first: list[tuple[str, bytes | None, bytes]]) -> None:
-        now = ctx.clock.now_ms()
-        states = await consent_state(conn, subjects, now)
-        rows = list(first)
-        for subject, state in states.items():
-            rows.append(ctx.record("consents", subject, "ConsentState", {
-                "subject_id": subject, "purposes": state["purposes"], "newsletter": state["newsletter"],
-                "updated_at": now,
-            }))
-        await ctx.enqueue(conn, rows)
+        await publish_states(conn, sorted({_subject(e) for e in events}), ctx)
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
         cur = await conn.execute(_EXPIRE, {"now": ms_to_dt(now_ms)})
@@ -132,4 +135,4 @@ class ConsentProcessor:
                 "expired_at": dt_to_ms(expires), "policy_version": version,
             }))
             ctx.metrics.consents_expired.labels(purpose).inc()
-        await self._publish(conn, sorted({row[0] for row in lapsed}), ctx, notices)
+        await publish_states(conn, sorted({row[0] for row in lapsed}), ctx, notices)
