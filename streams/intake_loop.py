@@ -26,6 +26,7 @@ ingest journal is sent again, and the state topics are republished (streams/rebu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -51,16 +52,25 @@ POLL_TIMEOUT_MS = 200
 KAFKA_COMMIT_EVERY_S = 1.0
 
 _LOAD = """
-SELECT topic, partition, next_offset FROM intake_offsets
+SELECT topic, partition, next_offset, last_digest FROM intake_offsets
 WHERE consumer_group = %s AND topic = ANY(%s)
 """
-# GREATEST: a worker that lost a partition mid-batch (a zombie) can never move it backwards.
+# GREATEST: a worker that lost a partition mid-batch (a zombie) can never move it backwards; the
+# digest follows the offset that wins.
 _STORE = """
-INSERT INTO intake_offsets (consumer_group, topic, partition, next_offset)
-SELECT %s, * FROM unnest(%b::text[], %b::int[], %b::bigint[])
+INSERT INTO intake_offsets (consumer_group, topic, partition, next_offset, last_digest)
+SELECT %s, * FROM unnest(%b::text[], %b::int[], %b::bigint[], %b::bytea[])
 ON CONFLICT (consumer_group, topic, partition)
-DO UPDATE SET next_offset = GREATEST(intake_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
+DO UPDATE SET next_offset = GREATEST(intake_offsets.next_offset, EXCLUDED.next_offset),
+              last_digest = CASE WHEN EXCLUDED.next_offset >= intake_offsets.next_offset
+                                 THEN EXCLUDED.last_digest ELSE intake_offsets.last_digest END,
+              updated_at = now()
 """
+
+
+def _digest(value: bytes | None) -> bytes:
+    """What identifies a record's content (16 bytes of SHA-256: collisions are not a concern)."""
+    return hashlib.sha256(value or b"").digest()[:16]
 
 
 def aiokafka_security(settings: Settings) -> dict[str, Any]:
@@ -107,7 +117,8 @@ class IntakeLoop:
         self._dlq = {t: m.dead_letters_written.labels(t) for t in self.contract.values()}
         self._dup = {t: m.events_duplicate.labels(t) for t in self.contract.values()}
         self._registry_down = m.registry_errors.labels("intake")
-        self._unverified: dict[TopicPartition, int] = {}  # stored offsets not yet checked against the log
+        # Stored positions not yet checked against the log: (next offset, digest of the record before it).
+        self._unverified: dict[TopicPartition, tuple[int, bytes | None]] = {}
 
     async def run(self) -> None:
         s = self.settings
@@ -144,17 +155,21 @@ class IntakeLoop:
         no row for starts from the group's Kafka commit, else the earliest record."""
         assert self.consumer is not None
 
-        async def load(conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, int, int]]:
+        async def load(conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, int, int, bytes | None]]:
             cur = await conn.execute(_LOAD, (self.group, list(self.processors)))
-            return [tuple(row) for row in await cur.fetchall()]  # type: ignore[misc]
+            return [(str(t), int(p), int(o), bytes(d) if d is not None else None)
+                    for t, p, o, d in await cur.fetchall()]
 
-        stored = {(t, p): o for t, p, o in await self.db.run("intake offsets", load)}
+        stored = {(t, p): (o, d) for t, p, o, d in await self.db.run("intake offsets", load)}
         for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is not None:
-                self.consumer.seek(tp, offset)
+            position = stored.get((tp.topic, tp.partition))
+            if position is not None:
+                offset, digest = position
+                # One record back when its digest is known: reading it again proves the log is the one
+                # the offset was counted in (streams/intake_loop.py, _verify).
+                self.consumer.seek(tp, offset - 1 if digest is not None and offset > 0 else offset)
                 self._to_kafka[tp] = offset  # so that Kafka's copy (lag) catches up even when idle
-                self._unverified[tp] = offset
+                self._unverified[tp] = (offset, digest)
         self.assigned = True
         self.pipeline.update_ready()
         log.info("intake assigned %d partitions", len(assigned))
@@ -164,15 +179,22 @@ class IntakeLoop:
         assert self.consumer is not None
         owned = self.consumer.assignment()
         lost: list[tuple[TopicPartition, int, int]] = []
-        for tp, stored in list(self._unverified.items()):
+        for tp, (stored, digest) in list(self._unverified.items()):
             if tp not in owned:
                 del self._unverified[tp]
                 continue
             records = batch.get(tp)
             highwater = self.consumer.highwater(tp)
+            back = stored - 1 if digest is not None and stored > 0 else stored  # where resume() sought
             if records:
-                if records[0].offset < stored:  # the client already reset an out-of-range position
-                    lost.append((tp, stored, records[0].offset))
+                first = records[0].offset
+                if first == back and back < stored:
+                    if _digest(records[0].value) == digest:
+                        del records[0]  # the last record applied: the same log, carry on after it
+                    else:
+                        lost.append((tp, stored, -1))  # a different record there: another log
+                elif first < back:  # the client already reset an out-of-range position
+                    lost.append((tp, stored, first))
                 del self._unverified[tp]
             elif highwater is not None:
                 if highwater < stored:
@@ -180,18 +202,21 @@ class IntakeLoop:
                 del self._unverified[tp]
         if lost:
             await self._reset(lost)
+            for tp, _, _ in lost:
+                batch.pop(tp, None)  # read again from the log's start
 
     async def _reset(self, lost: list[tuple[TopicPartition, int, int]]) -> None:
         assert self.consumer is not None
         starts = await self.consumer.beginning_offsets([tp for tp, _, _ in lost])
         for tp, stored, log_end in lost:
-            log.warning("the log of %s[%d] is new or shorter than where the intake stood (stored offset %d, "
-                        "log end %d): starting again at %d", tp.topic, tp.partition, stored, log_end, starts[tp])
+            found = "another record before it" if log_end < 0 else f"log end {log_end}"
+            log.warning("the log of %s[%d] is not the one the intake stood in (stored offset %d, %s): "
+                        "starting again at %d", tp.topic, tp.partition, stored, found, starts[tp])
             self.pipeline.note_log_reset(self.contract[tp.topic], tp.partition, stored, log_end)
 
         async def tx(conn: psycopg.AsyncConnection[Any]) -> int:
             await conn.execute(
-                "UPDATE intake_offsets o SET next_offset = r.start, updated_at = now() "
+                "UPDATE intake_offsets o SET next_offset = r.start, last_digest = NULL, updated_at = now() "
                 "FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS r(topic, partition, start) "
                 "WHERE o.consumer_group = %s AND o.topic = r.topic AND o.partition = r.partition",
                 ([tp.topic for tp, _, _ in lost], [tp.partition for tp, _, _ in lost],
@@ -238,12 +263,12 @@ class IntakeLoop:
                 await reject(record, outcome)
             else:
                 valid.append((record, outcome.value))
-        offsets = [(tp.partition, records[-1].offset + 1) for tp, records in parts]
+        offsets = [(tp.partition, records[-1].offset + 1, _digest(records[-1].value)) for tp, records in parts]
         applied_ids = [str(v["event_id"]) for _, v in valid]
 
         async def store_offsets(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(_STORE, (self.group, [topic] * len(offsets), [p for p, _ in offsets],
-                                        [o for _, o in offsets]))
+            await conn.execute(_STORE, (self.group, [topic] * len(offsets), [p for p, _, _ in offsets],
+                                        [o for _, o, _ in offsets], [d for _, _, d in offsets]))
             await journal_forget(conn, applied_ids)
 
         await _all(pending)  # dead letters on the broker before the offsets move past them

@@ -17,6 +17,10 @@ CREATE TABLE IF NOT EXISTS intake_offsets (
     updated_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer_group, topic, partition)
 );
+-- A digest of the last record applied (the one at next_offset - 1): on assignment the intake reads
+-- that offset again and compares, so a log that was replaced (a restarted embedded broker, a
+-- recreated topic, a restore) is recognised even when it has grown past the stored position.
+ALTER TABLE intake_offsets ADD COLUMN IF NOT EXISTS last_digest bytea;
 
 CREATE TABLE IF NOT EXISTS clock_state (
     id            int PRIMARY KEY CHECK (id = 1),

@@ -66,7 +66,8 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
         client_id=f"lifecycle-store-{sink.name}",
         **settings.kafka_client_kwargs(),
     )
-    consumer.assign(_all_partitions(consumer, [settings.topic("tombstones"), settings.topic("retention-orders")]))
+    consumer.assign(_all_partitions(consumer, [settings.topic("tombstones"), settings.topic("retention-orders")],
+                                    stop))
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
                              client_id=f"lifecycle-store-{sink.name}", **settings.kafka_client_kwargs())
     sweeper = _Sweeper(sink, producer, codec, settings, metrics)
@@ -134,19 +135,21 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
         sink.close()
 
 
-def _all_partitions(consumer: Any, topics: list[str]) -> list[Any]:
+def _all_partitions(consumer: Any, topics: list[str], stop: threading.Event) -> list[Any]:
     """Every partition of ``topics``: one connector per store reads them all, with its group's
-    committed offsets and no group membership (see the module's docstring)."""
+    committed offsets and no group membership (see the module's docstring). Empty when asked to
+    stop first: a connector told to stop while its broker is gone must not wait for it."""
     from kafka import TopicPartition
 
     deadline = time.monotonic() + 60
-    while True:
+    while not stop.is_set():
         found = {t: consumer.partitions_for_topic(t) for t in topics}
         if all(found.values()):
             return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
         if time.monotonic() > deadline:
             raise TransientStoreError(f"topics not found: {sorted(t for t, p in found.items() if not p)}")
-        time.sleep(0.5)
+        stop.wait(0.5)
+    return []
 
 
 class _Sweeper:
