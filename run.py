@@ -2,10 +2,11 @@
 """The two commands of the README, for a fresh machine with only Python 3.11+.
 
     python3 run.py demo     # the pipeline on the embedded broker and database, with a report
-    python3 run.py test     # every test
+    python3 run.py test     # ruff, mypy --strict, then every test
 
 Each creates ./.venv on first use and (re)installs the project from pyproject.toml whenever that
-file changes, then runs `lifecycle demo` or `pytest` inside it. Extra arguments are passed on.
+file changes, then runs `lifecycle demo` or the strict tools and `pytest` inside it. Extra
+arguments are passed on to `lifecycle demo` or to pytest (`python3 run.py test -m unit`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ STAMP = VENV / ".installed-from"
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (run.py is started by whatever python3 the machine has)
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print(f"creating virtualenv in {VENV}", flush=True)
@@ -48,6 +49,10 @@ def main() -> None:
     ensure_venv()
     os.chdir(ROOT)
     if command == "test":
+        for tool in (["ruff", "check", "."], ["mypy"]):  # configured in pyproject.toml
+            print(f"$ {' '.join(tool)}", flush=True)
+            if subprocess.run([str(BIN / tool[0]), *tool[1:]]).returncode != 0:
+                sys.exit(f"{tool[0]} found problems: fix them before the tests run")
         argv = [str(BIN / "python"), "-m", "pytest", *rest]
     elif command == "demo":
         argv = [str(BIN / "lifecycle"), "demo", *rest]

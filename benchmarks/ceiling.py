@@ -35,10 +35,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.emitter import Emitter  # noqa: E402
-from lifecycle.config import Settings  # noqa: E402
 from lifecycle.embedded import Stack  # noqa: E402
 from lifecycle.embedded.process import free_port  # noqa: E402
 from lifecycle.topics import apply_topics, load_spec  # noqa: E402
+from lifecycle_core.config import Settings  # noqa: E402
 from schemas import Codec  # noqa: E402
 from streams.db import apply_schema  # noqa: E402
 
@@ -198,7 +198,7 @@ def codec_rates(events: list[dict]) -> dict[str, float]:
     schema = avro.schema.parse(json.dumps(record.schema))
     writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
     out: dict[str, float] = {}
-    from streams.timeutil import ms_to_dt
+    from lifecycle_core.timeutil import ms_to_dt
 
     avro_sample = [{**e, "occurred_at": ms_to_dt(e["occurred_at"])} for e in sample]  # it wants datetimes
     start = time.perf_counter()

@@ -26,9 +26,9 @@ from kafka import KafkaConsumer, KafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.emitter import Emitter  # noqa: E402
-from lifecycle.keys import load_keyring
-from lifecycle.config import Settings  # noqa: E402
 from lifecycle.supervisor import running_pipeline  # noqa: E402
+from lifecycle_core.config import Settings  # noqa: E402
+from lifecycle_core.keys import load_keyring
 
 T0 = 1_767_225_600_000
 

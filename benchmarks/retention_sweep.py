@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from connectors.base.sink import RetentionOrder  # noqa: E402
 from connectors.postgres import PostgresSink  # noqa: E402
 from lifecycle.embedded.postgres import EmbeddedPostgres  # noqa: E402
+from lifecycle_core.timeutil import dt_to_ms  # noqa: E402
 from streams.db import apply_schema  # noqa: E402
-from streams.timeutil import dt_to_ms  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 CUTOFF = dt.datetime(2024, 12, 16, tzinfo=dt.UTC)
@@ -53,7 +53,8 @@ def seed(dsn: str, rows: int) -> None:
                 "'password', '198.51.100.' || (i %% 250), 'Mozilla/5.0 bench', 2, 4096, "
                 "'[{\"size_bytes\": 2048, \"mime_type\": \"application/pdf\"}]'::jsonb "
                 "FROM generate_series(1, %(n)s) i, "
-                "LATERAL (SELECT %(lo)s::timestamptz + (%(hi)s::timestamptz - %(lo)s::timestamptz) * (i::float8 / %(n)s) "
+                "LATERAL (SELECT %(lo)s::timestamptz "
+                "+ (%(hi)s::timestamptz - %(lo)s::timestamptz) * (i::float8 / %(n)s) "
                 "- interval '1 second' AS t) x",
                 {"tag": lo.strftime("%Y%m%d"), "n": count, "lo": lo, "hi": hi})
         conn.execute("VACUUM ANALYZE session_logs")

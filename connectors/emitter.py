@@ -7,21 +7,15 @@ the idempotent producer where the broker supports it.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable
 from typing import Any
 
-from lifecycle.config import Settings
+from lifecycle_core.config import Settings
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.registry import make_registry
 from schemas.validate import from_json, subject_key
 
-__all__ = ["Emitter", "new_event_id"]
-
-
-def new_event_id() -> str:
-    return str(uuid.uuid4())
+__all__ = ["Emitter"]
 
 
 class Emitter:
@@ -58,10 +52,8 @@ class Emitter:
         )
         return str(value["event_id"])
 
-    def emit_many(self, events: Iterable[dict[str, Any]]) -> list[str]:
-        return [self.emit(e) for e in events]
-
-    def send_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
         """Produce bytes as they are (tools and tests use it to inject any record)."""
         self._futures.append(self._producer.send(topic, key=key, value=value, headers=headers or []))
 

@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any
 
-from lifecycle.config import Settings
-from lifecycle.errors import LifecycleError
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import LifecycleError
 
 __all__ = ["main"]
 
@@ -50,9 +50,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     _need_broker(settings, "worker")
     import faust
 
+    from connectors.stores import retention_categories
     from streams.app import build_app
 
-    pipeline = build_app(settings)
+    pipeline = build_app(settings, swept_by=retention_categories)
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
     return 0
@@ -142,16 +143,16 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
 
     from connectors.base import run_connector
     from connectors.base.metrics import ConnectorMetrics
+    from connectors.base.runner import categories_of
     from connectors.stores import make_sink
-
-    from lifecycle.keys import open_keyring
+    from lifecycle_core.keys import open_keyring
 
     open_keyring(settings)  # refused here when empty or not the database's, before any order is read
     sink = make_sink(args.store, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    metrics = ConnectorMetrics.create(sink.name, tuple(getattr(sink, "retention_categories", ())))
+    metrics = ConnectorMetrics.create(sink.name, categories_of(sink))
     if settings.metrics_port is not None:
         metrics.serve(settings.http_host, settings.metrics_port)
         _say(f"connector {sink.name}: metrics on http://{settings.http_host}:{settings.metrics_port}/metrics")
@@ -166,7 +167,7 @@ def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
         raise LifecycleError("`lifecycle erasure status` needs LIFECYCLE_POSTGRES_DSN")
     import asyncio
 
-    from lifecycle.keys import open_keyring
+    from lifecycle_core.keys import open_keyring
     from streams.db import connect
     from streams.erasure import erasure_status
 
@@ -185,7 +186,7 @@ def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """Show the hash keys' fingerprints, or rotate: a new current key, the older ones kept."""
-    from lifecycle.keys import key_file, open_keyring, rotate_key_file
+    from lifecycle_core.keys import key_file, open_keyring, rotate_key_file
 
     if args.action == "rotate":
         if not settings.postgres_dsn:
@@ -294,7 +295,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
     topics = sub.add_parser("topics", help="topic administration").add_subparsers(dest="action", required=True)
     apply = topics.add_parser("apply", help="create every topic of deploy/topics.yaml; report drift")
-    apply.add_argument("--profile", default=None, help="a profile of the spec, e.g. production (default: LIFECYCLE_TOPIC_PROFILE)")
+    apply.add_argument("--profile", default=None,
+                       help="a profile of the spec, e.g. production (default: LIFECYCLE_TOPIC_PROFILE)")
     apply.add_argument("--strict", action="store_true", help="exit 2 when drift is found")
     apply.set_defaults(fn=cmd_topics_apply)
     emit = sub.add_parser("emit", help="validate and send JSON events (JSON lines) from FILE or -")

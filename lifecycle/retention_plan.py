@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import psycopg
 
-from connectors.base.sink import RetentionOrder, TransientStoreError
+from connectors.base.sink import RetentionOrder, RetentionSink, TransientStoreError
 from connectors.stores import make_sink
-from lifecycle.config import Settings
-from lifecycle.errors import ConfigError, LifecycleError
-from lifecycle.policy import load_policy
 from lifecycle.topics import load_spec
-from streams.timeutil import dt_to_ms, ms_to_dt
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import ConfigError, LifecycleError
+from lifecycle_core.policy import load_policy
+from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["plan_lines", "parse_time"]
 
@@ -60,7 +60,8 @@ def plan_lines(settings: Settings, at_ms: int | None, out: Callable[[str], None]
     out(f"retention plan at {ms_to_dt(now).isoformat()} ({policy.path}); nothing is erased")
     try:
         for category in policy.categories.values():
-            head = f"{category.name}: {category.window} from {category.starts.replace('_', ' ')}, then {category.action}"
+            starts = category.starts.replace("_", " ")
+            head = f"{category.name}: {category.window} from {starts}, then {category.action}"
             if not category.swept:
                 out(f"{head} (with the account's erasure)")
                 continue
@@ -69,10 +70,10 @@ def plan_lines(settings: Settings, at_ms: int | None, out: Callable[[str], None]
             order = RetentionOrder("plan", category.name, cutoff, category.action,
                                    holds if category.legal_hold else frozenset())
             for sink in sinks:
-                if category.name not in getattr(sink, "retention_categories", ()):
+                if not isinstance(sink, RetentionSink) or category.name not in sink.retention_categories:
                     continue
                 try:
-                    count = sink.plan(order)  # type: ignore[attr-defined]
+                    count = sink.plan(order)
                 except TransientStoreError as exc:
                     out(f"  {sink.name}: unreachable ({exc})")
                     continue

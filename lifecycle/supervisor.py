@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lifecycle.config import Settings
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import free_port, spawn, stop_all
-from lifecycle.errors import StackError
 from lifecycle.topics import apply_topics, load_spec
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import StackError
 
 __all__ = ["running_pipeline", "supervised_pipeline", "Supervisor", "http_get", "wait_ready", "stack_file"]
 
@@ -183,10 +183,12 @@ class Supervisor:
                         return
                     if time.monotonic() >= end:
                         self.say(f"drain deadline reached: {journal} accepted event(s) wait in the ingest journal "
-                                 f"and {outbox} output record(s) in the outbox, both kept in PostgreSQL for the next start")
+                                 f"and {outbox} output record(s) in the outbox, both kept in PostgreSQL for "
+                                 "the next start")
                         return
                     if time.monotonic() - last_note > 2:
-                        self.say(f"draining: {journal} accepted event(s) to apply, {outbox} output record(s) to publish")
+                        self.say(f"draining: {journal} accepted event(s) to apply, "
+                                 f"{outbox} output record(s) to publish")
                         last_note = time.monotonic()
                     time.sleep(0.2)
         except psycopg.Error as exc:

@@ -1,8 +1,9 @@
 """The topic spec (deploy/topics.yaml) and `lifecycle topics apply`.
 
 Every topic is created explicitly before any worker or producer starts: a topic auto-created
-by a producer's metadata request gets the broker's default partition count, and Faust tables
-then fail with PartitionsMismatch.
+by a producer's metadata request gets the broker's default partition count, and then one
+subject's events no longer land in the partition its other topics use (and Faust, where it
+consumes, fails with PartitionsMismatch).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from lifecycle.config import Settings
-from lifecycle.errors import TopicSpecError
-from lifecycle.policy import Category, Policy, load_policy
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import TopicSpecError
+from lifecycle_core.policy import Category, Policy, load_policy
 
 __all__ = ["TopicSpec", "ApplyReport", "load_spec", "apply_topics", "admin_client", "retention_configs"]
 
@@ -164,7 +165,7 @@ def _described_configs(admin: Any, names: list[str]) -> dict[str, dict[str, str]
     out: dict[str, dict[str, str]] = {}
     for name, configs in per_topic.items():
         out[name] = {
-            k: (v.get("value") if isinstance(v, dict) else v) for k, v in (configs or {}).items()
+            k: str(v.get("value") if isinstance(v, dict) else v) for k, v in (configs or {}).items()
         }
     return out
 

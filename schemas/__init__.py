@@ -8,13 +8,13 @@ from schemas.catalog import Catalog, RecordType, load_catalog
 from schemas.codec import Codec, Decoded
 from schemas.errors import (
     DecodeError,
+    FieldError,
     NotConfluentFramed,
     SchemaMismatch,
     SchemaNotAllowed,
     TruncatedRecord,
     UnknownSchemaId,
     ValidationFailed,
-    FieldError,
 )
 from schemas.registry import BuiltinRegistry, ConfluentRegistry, Registry, make_registry
 

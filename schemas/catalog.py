@@ -47,7 +47,8 @@ def plain_schema(schema: dict[str, Any]) -> dict[str, Any]:
             return [strip(v) for v in node]
         return node
 
-    return strip(copy.deepcopy(schema))
+    stripped: dict[str, Any] = strip(copy.deepcopy(schema))
+    return stripped
 
 
 @dataclasses.dataclass(frozen=True)

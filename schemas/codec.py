@@ -79,7 +79,7 @@ class Codec:
 
     # -- reading ---------------------------------------------------------------------------
     def _writer(self, sid: int) -> tuple[Any, RecordType | None]:
-        cached = self._writers.get(sid)
+        cached: tuple[Any, RecordType | None] | None = self._writers.get(sid)
         if cached is not None:
             return cached
         schema = self.registry.schema_for(sid)  # raises UnknownSchemaId
@@ -131,4 +131,6 @@ class Codec:
             raise TruncatedRecord(
                 f"{len(data) - buf.tell()} trailing bytes after a {reader.short_name} body"
             )
+        if not isinstance(value, dict):  # a record schema always reads as a dict
+            raise TruncatedRecord(f"{reader.short_name} body is not a record")
         return Decoded(record=reader, schema_id=sid, value=value)

@@ -21,7 +21,7 @@ __all__ = ["can_read", "check_catalog"]
 
 def can_read(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
     """True when data written with ``writer`` can be read with ``reader``."""
-    result = ReaderWriterCompatibilityChecker().get_compatibility(
+    result = ReaderWriterCompatibilityChecker().get_compatibility(  # type: ignore[no-untyped-call]
         avro.schema.parse(json.dumps(reader)), avro.schema.parse(json.dumps(writer))
     )
     return result.compatibility is SchemaCompatibilityType.compatible

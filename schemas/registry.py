@@ -102,7 +102,7 @@ class ConfluentRegistry:
         schema = json.loads(answer["schema"])
         with self._lock:
             self._schemas[sid] = schema
-        return schema
+        return dict(schema)
 
 
 def make_registry(url: str | None, catalog: Catalog | None = None) -> Registry:

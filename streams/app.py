@@ -1,4 +1,6 @@
-"""The Faust application: configuration for our brokers and the agents of every processor.
+"""The worker's Faust application: the `erasure-acks` agent, the clock-driven ticks, the outbox and
+ingest-journal relays, the state rebuild, consumer lag and the HTTP API. The input topics are read
+by the intake loop (streams/intake_loop.py), which starts with the app.
 
 One app per worker process, built by ``build_app`` from the settings so tests can build their
 own with a fresh metrics registry.
@@ -8,38 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import psycopg
-
 import faust
+import psycopg
 from prometheus_client import CollectorRegistry
 
-from connectors.stores import retention_categories
-from lifecycle.config import Settings
-from lifecycle.errors import LifecycleError
-from lifecycle.keys import Keyring, key_file, open_keyring
-from lifecycle.policy import load_policy
+from lifecycle_core.clock import Clock, make_clock
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import LifecycleError
+from lifecycle_core.keys import Keyring, key_file, open_keyring
+from lifecycle_core.policy import load_policy
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
-from schemas.registry import make_registry
-from streams.clock import Clock, make_clock
 from schemas.errors import DecodeError
+from schemas.registry import make_registry
 from streams.db import Database, apply_schema, describe, with_retry
 from streams.erasure import ack_problem, apply_acks, erasure_tick
 from streams.intake import Origin, Rejected, dead_letter
 from streams.intake_loop import IntakeLoop
+from streams.journal import JournalRelay
 from streams.lag import LagProbe, pipeline_groups
 from streams.metrics import Metrics
-from streams.journal import JournalRelay
 from streams.outbox import Relay
+from streams.processors import Context, all_processors
 from streams.rebuild import republish_state
 from streams.retention import apply_retention_acks, retention_tick
-from streams.processors import Context, all_processors
 
 __all__ = ["Pipeline", "build_app"]
 
@@ -63,7 +64,7 @@ class Pipeline:
     metrics: Metrics
     clock: Clock
     context: Context
-    dead_letters: Any = None  # the dead-letters topic, shared by every stage that rejects
+    dead_letters: Any  # the dead-letters topic (raw bytes), shared by every stage that rejects
     ready: bool = False
     acks_joined: bool = False
     log_resets: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # shown on /readyz
@@ -97,29 +98,17 @@ class _App(faust.App):
             self.add_future(self.intake.run())
 
 
-def _credentials(settings: Settings) -> Any:
-    proto = settings.kafka_security_protocol
-    if proto == "PLAINTEXT":
-        return None
-    context = settings.kafka_ssl_context()
-    if proto.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password,
-            mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=context,
-        )
-    return faust.SSLCredentials(context)
-
-
 def build_app(
     settings: Settings,
     *,
     registry: CollectorRegistry | None = None,
     clock: Clock | None = None,
     catalog: Catalog | None = None,
+    swept_by: Callable[[str], Iterable[str]] = lambda store: (),
 ) -> Pipeline:
-    """Build the Faust app with every agent registered."""
+    """Build the Faust app with every agent registered. ``swept_by`` names the categories each
+    store sweeps by time, so their metrics exist from the start; the shell passes the stores'
+    (the pipeline itself knows no store: connectors/ stands beside it, not below)."""
     catalog = catalog or load_catalog()
     policy = load_policy(settings.retention_policy)  # refused at start when invalid
     registry = registry or CollectorRegistry()
@@ -129,7 +118,7 @@ def build_app(
     app = _App(
         f"{settings.app_id}-acks",
         broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=_credentials(settings),
+        broker_credentials=settings.faust_credentials(),
         store="memory://",
         datadir=str(settings.state_dir / "faust"),
         topic_partitions=4,
@@ -148,7 +137,7 @@ def build_app(
     )
     codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
     metrics = Metrics.create(registry, catalog, categories=[c.name for c in policy.swept()],
-                             stores=settings.erasure_stores, swept_by=retention_categories)
+                             stores=settings.erasure_stores, swept_by=swept_by)
     clock = clock or make_clock(settings.clock)
     keys = prepare_database(settings, clock)
     pipeline = Pipeline(
@@ -159,8 +148,8 @@ def build_app(
         clock=clock,
         context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys,
                         policy=policy),
+        dead_letters=_raw_topic(app, settings.topic("dead-letters")),
     )
-    pipeline.dead_letters = _raw_topic(app, settings.topic("dead-letters"))
     _register_intake(pipeline, catalog)
     _register_acks(pipeline)
     _register_background(pipeline)
@@ -169,8 +158,10 @@ def build_app(
 
     register_views(pipeline)
 
-    @app.on_rebalance_complete.connect
-    async def _ready(sender: Any, **kwargs: Any) -> None:
+    # mode types a handler's `signal` argument with a forward reference mypy resolves to nothing a
+    # handler can match; the handlers below take it as documented.
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def _ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         pipeline.acks_joined = True
         pipeline.update_ready()
 
@@ -179,7 +170,7 @@ def build_app(
 
 def prepare_database(settings: Settings, clock: Clock) -> Keyring:
     """Apply the schema, resume the event-time clock, and return the hash keyring, refused when it
-    is not the one this database was set up with (lifecycle/keys.py)."""
+    is not the one this database was set up with (lifecycle_core/keys.py)."""
     if not settings.postgres_dsn:
         raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
     apply_schema(settings.postgres_dsn)
@@ -237,47 +228,14 @@ def _register_intake(pipeline: Pipeline, catalog: Catalog) -> None:
 
 def _register_acks(pipeline: Pipeline) -> None:
     """Store acknowledgements from `erasure-acks` (erasures and retention sweeps), applied in batches."""
-    app, codec, settings = pipeline.app, pipeline.codec, pipeline.settings
+    app, settings = pipeline.app, pipeline.settings
     db = Database(settings.postgres_dsn or "")
 
     registry_down = pipeline.metrics.registry_errors.labels("erasure-acks")
 
     async def acks(stream: Any) -> None:
         async for events in stream.take_events(ACKS_BATCH, within=ACKS_WITHIN_S):
-            messages = [event.message for event in events]
-            decoded = await with_retry("decode acks", lambda: _decode_acks(codec, messages),
-                                       on_retry=lambda exc: registry_down.inc())
-            good, sweeps, pending = [], [], []
-
-            async def reject(msg: Any, rejected: Rejected) -> None:
-                origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
-                pending.append(await send_dead_letter(pipeline, origin, msg.value, rejected))
-                pipeline.metrics.events_rejected.labels("erasure-acks", rejected.reason).inc()
-
-            for msg, outcome in zip(messages, decoded):
-                if isinstance(outcome, Rejected):
-                    await reject(msg, outcome)
-                elif outcome.record.short_name == "RetentionAck":
-                    sweeps.append(outcome.value)
-                elif (problem := ack_problem(outcome.value)) is not None:
-                    await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
-                else:
-                    good.append((msg, outcome.value))
-            if good:
-                try:
-                    await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, [a for _, a in good]))
-                except Exception as exc:  # not transient: find the ack that fails, apply the others
-                    log.warning("ack batch failed with %s; applying ack by ack", describe(exc))
-                    for msg, ack in good:
-                        try:
-                            await db.run("erasure ack", lambda conn, a=ack: apply_acks(conn, pipeline.context, [a]))
-                        except Exception as single:
-                            await reject(msg, Rejected("processing_failed", type(single).__name__,
-                                                       f"{describe(single)} while applying", stage="erasure-acks"))
-            if sweeps:
-                await db.run("retention acks", lambda conn: apply_retention_acks(conn, pipeline.context, sweeps))
-            for fut in pending:
-                await fut
+            await _handle_acks(pipeline, db, registry_down, [event.message for event in events])
 
     acks.__name__ = acks.__qualname__ = "erasure_acks"
     app.agent(_raw_topic(app, settings.topic("erasure-acks")), name="erasure-acks")(acks)
@@ -323,7 +281,7 @@ def _register_background(pipeline: Pipeline) -> None:
         for processor in processors:
             try:
                 await tick_db.run(f"tick {processor.topic}",
-                                  lambda conn, p=processor: p.tick(conn, now, pipeline.context))
+                                  functools.partial(_tick_one, processor=processor, now=now, ctx=pipeline.context))
             except Exception as exc:  # the next tick tries again; never kill the timer
                 log.warning("tick of %s failed: %s", processor.topic, describe(exc))
         try:
@@ -361,8 +319,8 @@ def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:
     async def consumer_lag() -> None:
         await asyncio.to_thread(probe.measure)
 
-    @pipeline.app.on_before_shutdown.connect
-    async def _close_probe(sender: Any, **kwargs: Any) -> None:
+    @pipeline.app.on_before_shutdown.connect  # type: ignore[arg-type]  # see _ready in build_app
+    async def _close_probe(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         probe.close()
 
 
@@ -372,6 +330,54 @@ async def send_dead_letter(pipeline: Pipeline, origin: Origin, original: bytes |
     key, value, headers = dead_letter(pipeline.codec, rejected, origin, original, pipeline.clock.now_ms())
     log.warning("dead-lettered %s[%d]@%d: %s", origin.topic, origin.partition, origin.offset, rejected.reason)
     return await pipeline.dead_letters.send(key=key, value=value, headers=headers)
+
+
+async def _handle_acks(pipeline: Pipeline, db: Database, registry_down: Any, messages: list[Any]) -> None:
+    """One batch from `erasure-acks`: decode (a registry outage is waited out), dead-letter what is
+    undecodable or out of range, apply the rest; an ack that fails alone is isolated."""
+    decoded = await with_retry("decode acks", lambda: _decode_acks(pipeline.codec, messages),
+                               on_retry=lambda exc: registry_down.inc())
+    good: list[tuple[Any, dict[str, Any]]] = []
+    sweeps: list[dict[str, Any]] = []
+    pending: list[Any] = []
+
+    async def reject(msg: Any, rejected: Rejected) -> None:
+        origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
+        pending.append(await send_dead_letter(pipeline, origin, msg.value, rejected))
+        pipeline.metrics.events_rejected.labels("erasure-acks", rejected.reason).inc()
+
+    for msg, outcome in zip(messages, decoded, strict=True):
+        if isinstance(outcome, Rejected):
+            await reject(msg, outcome)
+        elif outcome.record.short_name == "RetentionAck":
+            sweeps.append(outcome.value)
+        elif (problem := ack_problem(outcome.value)) is not None:
+            await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
+        else:
+            good.append((msg, outcome.value))
+    if good:
+        try:
+            await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, [a for _, a in good]))
+        except Exception as exc:  # not transient: find the ack that fails, apply the others
+            log.warning("ack batch failed with %s; applying ack by ack", describe(exc))
+            for msg, ack in good:
+                try:
+                    await db.run("erasure ack", functools.partial(_apply_one_ack, ctx=pipeline.context, ack=ack))
+                except Exception as single:
+                    await reject(msg, Rejected("processing_failed", type(single).__name__,
+                                               f"{describe(single)} while applying", stage="erasure-acks"))
+    if sweeps:
+        await db.run("retention acks", lambda conn: apply_retention_acks(conn, pipeline.context, sweeps))
+    for fut in pending:
+        await fut
+
+
+async def _apply_one_ack(conn: psycopg.AsyncConnection[Any], *, ctx: Context, ack: dict[str, Any]) -> int:
+    return await apply_acks(conn, ctx, [ack])
+
+
+async def _tick_one(conn: psycopg.AsyncConnection[Any], *, processor: Any, now: int, ctx: Context) -> None:
+    await processor.tick(conn, now, ctx)
 
 
 async def _decode_acks(codec: Codec, messages: list[Any]) -> list[Any]:

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from lifecycle.config import Settings
-from lifecycle.keys import Keyring
-from lifecycle.policy import Policy
+from lifecycle_core.clock import Clock
+from lifecycle_core.config import Settings
+from lifecycle_core.keys import Keyring
+from lifecycle_core.policy import Policy
 from schemas.codec import Codec
-from streams.clock import Clock
 from streams.metrics import Metrics
 
-__all__ = ["Context", "enqueue", "ORDERED_TOPICS"]
+__all__ = ["Context", "enqueue", "ORDERED_TOPICS", "OutboxRow"]
+
+OutboxRow = tuple[str, bytes | None, bytes | None]  # (full topic, key, value; None: a tombstone)
 
 # Compacted topics, where the last record per key is the state: each key's records must reach the
 # log in the order their transactions committed (docs/erasure.md, "Outbox order").
@@ -38,7 +41,8 @@ class Context:
     def __post_init__(self) -> None:
         self.ordered = frozenset(self.settings.topic(t) for t in ORDERED_TOPICS)
 
-    def record(self, topic: str, key: str | None, record_name: str, value: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
+    def record(self, topic: str, key: str | None, record_name: str,
+               value: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
         """An outbox row: (full topic, key bytes, framed value)."""
         return (
             self.settings.topic(topic),
@@ -47,8 +51,7 @@ class Context:
         )
 
 
-    async def enqueue(self, conn: psycopg.AsyncConnection[Any],
-                      rows: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    async def enqueue(self, conn: psycopg.AsyncConnection[Any], rows: Sequence[OutboxRow]) -> None:
         """Queue output records. On a compacted topic, a transaction first takes a lock per key
         (hashed into buckets) and holds it to commit: a second writer of that key waits, so its
         outbox ids come after the first one's, and id order is commit order for every key."""
@@ -65,11 +68,11 @@ class Context:
                                (_KEY_LOCK_CLASS, locks))
 
 
-async def enqueue(conn: psycopg.AsyncConnection[Any], rows: list[tuple[str, bytes | None, bytes | None]]) -> None:
+async def enqueue(conn: psycopg.AsyncConnection[Any], rows: Sequence[OutboxRow]) -> None:
     """Queue output records; the relay publishes them after this transaction commits. Records for
     a compacted topic go through ``Context.enqueue``."""
     if rows:
-        topics, keys, values = zip(*rows)
+        topics, keys, values = zip(*rows, strict=True)
         # Arrays in binary (%b): psycopg's text array dumper was a fifth of the hot path's CPU.
         await conn.execute("INSERT INTO outbox (topic, key, value) SELECT topic, key, value FROM unnest(%b::text[], "
                            "%b::bytea[], %b::bytea[]) WITH ORDINALITY AS r(topic, key, value, n) ORDER BY n",

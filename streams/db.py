@@ -1,21 +1,24 @@
 """PostgreSQL access for the processors: the schema, connections, and retry of transient errors.
 
-Errors are told apart by class (psycopg's one class per SQLSTATE family); only connection
-and serialization problems are retried, with exponential backoff and jitter. Logs name the
-error class and SQLSTATE only: PostgreSQL's DETAIL text can quote row values.
+Errors are told apart by SQLSTATE, never by message: only a lost connection (class 08, or no
+answer at all), a server shutting down or refusing connections (57P01-57P03, 53300), a
+serialization failure (40001) and a deadlock (40P01) are retried, with lifecycle_core/backoff.py.
+Everything else (a statement timeout, a full disk, bad data) is raised at once: the caller isolates
+the record or fails loudly. Logs name the error class and SQLSTATE only: PostgreSQL's DETAIL text
+can quote row values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 
+from lifecycle_core.backoff import Backoff
 from schemas.errors import RegistryError
 
 __all__ = ["SCHEMA_SQL", "apply_schema", "connect", "with_retry", "is_transient"]
@@ -38,18 +41,19 @@ async def connect(dsn: str) -> psycopg.AsyncConnection[Any]:
     return await psycopg.AsyncConnection.connect(dsn, autocommit=False, connect_timeout=5)
 
 
+_RETRIED_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+
+
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
-        (
-            psycopg.OperationalError,
-            psycopg.errors.SerializationFailure,
-            psycopg.errors.DeadlockDetected,
-            psycopg.InterfaceError,
-            OSError,
-            RegistryError,  # a Schema Registry that is down or slow comes back
-        ),
-    )
+    """Whether trying again later can succeed."""
+    if isinstance(exc, (OSError, psycopg.InterfaceError, RegistryError)):  # a registry down comes back
+        return True
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state is None:  # no answer from the server: the connection itself failed
+            return isinstance(exc, psycopg.OperationalError)
+        return state.startswith("08") or state in _RETRIED_SQLSTATES
+    return False
 
 
 def describe(exc: BaseException) -> str:
@@ -70,10 +74,6 @@ class Database:
             self.conn = await connect(self.dsn)
         return self.conn
 
-    async def close(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
-
     async def run(self, what: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         """Run ``fn`` in a transaction until it commits. Transient errors are retried forever
         (the batch stays unacknowledged meanwhile); any other error is raised."""
@@ -90,10 +90,11 @@ class Database:
             raise
 
 
-async def with_retry(what: str, fn: Callable[[], Awaitable[T]], max_delay_s: float = 5.0,
+async def with_retry(what: str, fn: Callable[[], Awaitable[T]], backoff: Backoff | None = None,
                      on_retry: Callable[[BaseException], None] | None = None) -> T:
-    delay = 0.1
-    attempt = 0
+    """``fn()`` until it returns; transient errors wait ``backoff`` (default: up to 5 s between
+    attempts, no deadline), anything else is raised, and so is RetryDeadline."""
+    backoff = backoff or Backoff()
     while True:
         try:
             return await fn()
@@ -102,8 +103,7 @@ async def with_retry(what: str, fn: Callable[[], Awaitable[T]], max_delay_s: flo
                 raise
             if on_retry is not None:
                 on_retry(exc)
-            attempt += 1
-            if attempt in (1, 10) or attempt % 50 == 0:
-                log.warning("%s: %s, retrying (attempt %d)", what, describe(exc), attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, max_delay_s)
+            delay = backoff.next_delay()
+            if backoff.attempts in (1, 10) or backoff.attempts % 50 == 0:
+                log.warning("%s: %s, retrying (attempt %d)", what, describe(exc), backoff.attempts)
+            await asyncio.sleep(delay)

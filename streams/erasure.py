@@ -10,8 +10,9 @@ Tracking: acknowledgements from `erasure-acks` update each store's progress; the
 complete when every store registered at opening has acknowledged success (`erased`,
 `nothing_found` or `retained_legal_hold`). The order names the categories to erase and those to
 pseudonymise (deploy/retention.yaml, `at_closure`); under legal hold, the categories the hold
-covers are in neither list and stay. Releasing the hold opens a second erasure for the rest. Completion drops the account id from the ledger and
-writes the proof: keyed hash, stores, item counts, times. No personal data.
+covers are in neither list and stay. Releasing the hold opens a second erasure for the rest.
+Completion drops the account id from the ledger and writes the proof: keyed hash, stores, item
+counts, times. No personal data.
 
 Retrying: a store that failed or is silent gets the order again with exponential backoff on the
 wall clock (an operational cadence); overdue is measured on the policy clock against the deadline.
@@ -24,14 +25,15 @@ from typing import Any
 
 import psycopg
 
-from lifecycle.keys import Keyring
-from streams.context import Context
+from lifecycle_core.keys import Keyring
+from lifecycle_core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
+from schemas.statuses import SUCCESS, AckStatus
+from streams.context import Context, OutboxRow
 from streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
-from streams.timeutil import DAY_MS, dt_to_ms, ms_to_dt
 
-__all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status", "SUCCESS"]
+__all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status"]
 
-SUCCESS = ("erased", "nothing_found", "retained_legal_hold")
+_SUCCESS_SQL = ", ".join(f"'{s}'" for s in sorted(SUCCESS))  # constants of the contract, not input
 _NAMESPACE = uuid.UUID("5b0f3c1e-8a4e-4a8e-9a35-6a2f3c0d9e11")
 _RETRY_MAX_S = 6 * 3600
 
@@ -64,7 +66,11 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
     stores = [row[0] for row in await cur.fetchall()]
     cur = await conn.execute("SELECT account_id FROM legal_holds WHERE account_id = ANY(%s)", (accounts,))
     held = {row[0] for row in await cur.fetchall()}
-    requests, progress, suppressed, rows, request_ids = [], [], [], [], []
+    requests: list[tuple[Any, ...]] = []
+    progress: list[tuple[uuid.UUID, str]] = []
+    suppressed: list[tuple[str, uuid.UUID, bool]] = []
+    rows: list[OutboxRow] = []
+    request_ids: list[uuid.UUID] = []
     for account, event, reason in todo:
         request_id = uuid.uuid5(_NAMESPACE, f"{account}|{event['event_id']}")
         request_ids.append(request_id)
@@ -157,7 +163,7 @@ SET status = a.status, items_erased = a.items, acknowledged_at = a.at, error = a
 FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::text[])
      AS a(request_id, store, status, items, at, error)
 WHERE p.request_id = a.request_id AND p.store = a.store
-  AND p.status NOT IN ('erased', 'nothing_found', 'retained_legal_hold')
+  AND p.status NOT IN ({success})
 RETURNING p.request_id, p.store, a.status, extract(epoch FROM (now() - p.last_issued_at))
 """
 _COMPLETE = """
@@ -165,7 +171,7 @@ WITH ready AS (
     SELECT r.request_id FROM erasure_requests r
     WHERE r.state = 'open' AND r.request_id = ANY(%(touched)s)
       AND NOT EXISTS (SELECT 1 FROM erasure_progress p WHERE p.request_id = r.request_id
-                      AND p.status NOT IN ('erased', 'nothing_found', 'retained_legal_hold'))
+                      AND p.status NOT IN ({success}))
 ), done AS (
     UPDATE erasure_requests r SET state = 'complete', completed_at = GREATEST(r.opened_at, %(now)s),
            account_id = NULL, subjects = NULL
@@ -189,7 +195,9 @@ UPDATE suppressed_subjects s SET expires_at = r.completed_at + interval '{VISITO
 FROM erasure_requests r
 WHERE r.request_id = s.request_id AND r.request_id = ANY(%(done)s) AND s.expires_at = 'infinity'
 """
-_RANK = {"erased": 0, "retained_legal_hold": 0, "nothing_found": 0, "failed": 1}
+_ACK = _ACK.replace("{success}", _SUCCESS_SQL)
+_COMPLETE = _COMPLETE.replace("{success}", _SUCCESS_SQL)
+_RANK = {status: 0 if status in SUCCESS else 1 for status in AckStatus}  # a success is never overwritten
 _MAX_MS = 253_402_300_799_999  # 9999-12-31, the last instant PostgreSQL and Python both hold
 _MAX_ITEMS = 2**53
 
@@ -223,8 +231,9 @@ async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: lis
         return 0
     cols: list[list[Any]] = [[], [], [], [], [], []]
     for (rid, store), ack in best.items():
+        error = (ack.get("error") or None) and ack["error"][:200].replace("\x00", "")  # text holds no NUL
         for col, value in zip(cols, (rid, store, ack["status"], ack["items_erased"], ms_to_dt(ack["completed_at"]),
-                                     (ack.get("error") or None) and ack["error"][:200].replace("\x00", ""))):
+                                     error), strict=True):
             col.append(value)
     cur = await conn.execute(_ACK, cols)
     touched = set()

@@ -30,20 +30,23 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from lifecycle.config import Settings
-from streams.clock import latest_plausible
+from lifecycle_core.clock import latest_plausible
+from lifecycle_core.config import Settings
 from streams.db import Database, describe, with_retry
 from streams.intake import Origin, Rejected, triage
 from streams.journal import journal_forget, journal_resend_all
 from streams.processing import apply_batch
 from streams.processors import Processor
 
-__all__ = ["IntakeLoop", "INTAKE_BATCH", "aiokafka_security"]
+if TYPE_CHECKING:  # the app builds the intake with itself; no import at run time
+    from streams.app import Pipeline
+
+__all__ = ["IntakeLoop", "INTAKE_BATCH"]
 
 log = logging.getLogger("lifecycle.intake")
 
@@ -73,15 +76,6 @@ def _digest(value: bytes | None) -> bytes:
     return hashlib.sha256(value or b"").digest()[:16]
 
 
-def aiokafka_security(settings: Settings) -> dict[str, Any]:
-    """The security settings in aiokafka's keyword form: kafka-python's, with an SSL context in
-    place of the certificate files."""
-    kw = {k: v for k, v in settings.kafka_client_kwargs().items() if not k.startswith("ssl_")}
-    if settings.kafka_security_protocol.endswith("SSL"):
-        kw["ssl_context"] = settings.kafka_ssl_context()
-    return kw
-
-
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, loop: IntakeLoop):
         self.intake = loop
@@ -98,7 +92,7 @@ class _Listener(ConsumerRebalanceListener):
 class IntakeLoop:
     """Consume, triage, apply, store offsets; one per worker process (``run`` is the task)."""
 
-    def __init__(self, pipeline: Any, processors: dict[str, Processor], send_dead_letter: Any):
+    def __init__(self, pipeline: Pipeline, processors: dict[str, Processor], send_dead_letter: Any):
         self.pipeline = pipeline
         self.settings: Settings = pipeline.settings
         self.processors = processors  # by full topic name
@@ -132,7 +126,7 @@ class IntakeLoop:
             fetch_max_wait_ms=100,
             session_timeout_ms=s.broker_session_timeout_s * 1000,
             heartbeat_interval_ms=1000,
-            **aiokafka_security(s),
+            **s.aiokafka_kwargs(),
         )
         self.consumer.subscribe(list(self.processors), listener=_Listener(self))
         await self.consumer.start()

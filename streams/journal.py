@@ -33,7 +33,7 @@ ORDER BY accepted_at LIMIT %s FOR UPDATE SKIP LOCKED
 async def journal_accept(conn: psycopg.AsyncConnection[Any], rows: Sequence[tuple[str, str, bytes, bytes]]) -> None:
     """Keep (event id, full topic, key, value) of every accepted event; a client's retry of the
     same event id is kept once."""
-    ids, topics, keys, values = zip(*rows)
+    ids, topics, keys, values = zip(*rows, strict=True)
     await conn.execute("INSERT INTO ingest_journal (event_id, topic, key, value) SELECT * FROM "
                        "unnest(%b::uuid[], %b::text[], %b::bytea[], %b::bytea[]) ON CONFLICT DO NOTHING",
                        ([uuid.UUID(i) for i in ids], list(topics), list(keys), list(values)))

@@ -1,6 +1,7 @@
 """Consumer lag of every consumer group of the pipeline, measured by the worker itself.
 
-For each group (the workers' Faust group, and each store's group on `tombstones` and
+For each group (the workers' intake group `<prefix>worker` on the input topics, their Faust group
+`<prefix>worker-acks` on `erasure-acks`, and each store's group on `tombstones` and
 `retention-orders`), per topic: the sum over partitions of the log-end offset minus the group's
 committed offset (or the log start, where the group has committed nothing yet). Exported as
 ``lifecycle_consumer_lag{topic,group}`` and, so that a consumer that stopped moving can be told
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lifecycle.config import Settings
+from lifecycle_core.config import Settings
 from streams.metrics import Metrics
 
 __all__ = ["LagProbe", "pipeline_groups"]

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas.validate import PURPOSES
-
 from schemas.catalog import Catalog
 from schemas.errors import (
     DecodeError,
@@ -24,6 +22,7 @@ from schemas.errors import (
     TruncatedRecord,
     UnknownSchemaId,
 )
+from schemas.validate import PURPOSES
 
 __all__ = ["Metrics", "REJECT_REASONS"]
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import psycopg
 
-from lifecycle.config import Settings
-from lifecycle.keys import Keyring
-from streams.clock import Clock
+from lifecycle_core.clock import Clock
+from lifecycle_core.config import Settings
+from lifecycle_core.keys import Keyring
 from streams.db import Database
 from streams.metrics import Metrics
 from streams.suppression import erased_among

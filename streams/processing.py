@@ -10,6 +10,7 @@ drops its neighbours.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -93,7 +94,7 @@ async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, event
     cur = await conn.execute(_DEDUPE, (ids, processor.topic))
     new = {str(row[0]) for row in await cur.fetchall()}
     fresh, seen = [], set()
-    for event_id, event in zip(ids, events):
+    for event_id, event in zip(ids, events, strict=True):
         if event_id in new and event_id not in seen:
             seen.add(event_id)
             fresh.append(event)
@@ -102,6 +103,11 @@ async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, event
     latest = max(e["occurred_at"] for e in events_in)
     await conn.execute(_CLOCK, (latest,))
     return len(fresh), len(events) - len(fresh)
+
+
+async def _apply_one(conn: psycopg.AsyncConnection[Any], *, processor: Processor, event: dict[str, Any], ctx: Context,
+                     result: BatchResult) -> tuple[int, int]:
+    return await _apply(conn, processor, [event], ctx, result)
 
 
 async def apply_batch(db: Database, processor: Processor, events: list[dict[str, Any]], ctx: Context,
@@ -127,9 +133,9 @@ async def apply_batch(db: Database, processor: Processor, events: list[dict[str,
         suppressed: dict[str, int] = {}
         for index, event in enumerate(events):
             try:
-                applied, dup = await db.run(
-                    f"apply {processor.topic}", lambda conn, e=event: _apply(conn, processor, [e], ctx, result)
-                )
+                applied, dup = await db.run(f"apply {processor.topic}",
+                                            functools.partial(_apply_one, processor=processor, event=event, ctx=ctx,
+                                                              result=result))
                 result.applied += applied
                 result.duplicates += dup
                 for kind, n in result.suppressed.items():

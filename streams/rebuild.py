@@ -11,6 +11,7 @@ have no rows, hence no records: on a new log there is nothing of them to tombsto
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -35,7 +36,7 @@ _PAGES = {
 }
 
 
-async def _page(conn: psycopg.AsyncConnection[Any], ctx: Context, topic: str, after: str) -> list[str]:
+async def _page(conn: psycopg.AsyncConnection[Any], *, ctx: Context, topic: str, after: str) -> list[str]:
     cur = await conn.execute(_PAGES[topic], (after, PAGE))
     keys = [str(row[0]) for row in await cur.fetchall()]
     if not keys:
@@ -56,7 +57,7 @@ async def republish_state(db: Database, ctx: Context) -> dict[str, int]:
     for topic in _PAGES:
         after, n = "", 0
         while True:
-            keys = await db.run(f"republish {topic}", lambda conn, t=topic, a=after: _page(conn, ctx, t, a))
+            keys = await db.run(f"republish {topic}", functools.partial(_page, ctx=ctx, topic=topic, after=after))
             if not keys:
                 break
             n += len(keys)

@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 
-from lifecycle.policy import Policy
+from lifecycle_core.policy import Policy
+from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
 from streams.context import Context
-from streams.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["retention_tick", "apply_retention_acks", "store_label"]
 
@@ -114,7 +114,7 @@ async def apply_retention_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
         oldest = ack.get("oldest_remaining")
         for col, value in zip(cols, (store, category, ack["order_id"], ms_to_dt(ack["cutoff"]), ack["items_erased"],
                                      ms_to_dt(oldest) if oldest is not None else None,
-                                     (ack.get("error") or None) and ack["error"][:200])):
+                                     (ack.get("error") or None) and ack["error"][:200]), strict=True):
             col.append(value)
     cur = await conn.execute(_RUNS, cols)
     for store, category, items, error in await cur.fetchall():

@@ -295,7 +295,7 @@ CREATE TABLE IF NOT EXISTS retention_runs (
     PRIMARY KEY (store, category)
 );
 
--- hash_keys (fingerprints of the hash keys, never the keys) is created by lifecycle/keys.py: a
+-- hash_keys (fingerprints of the hash keys, never the keys) is created by lifecycle_core/keys.py: a
 -- connector may check its key before any worker has applied this file.
 -- A visitor id is suppressed only as long as the cookie that carries it can live (13 months);
 -- an account id, which is never reused, for ever (expires_at NULL).

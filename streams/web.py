@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lifecycle_core.clock import latest_plausible
+from lifecycle_core.timeutil import ms_to_dt
 from schemas.errors import ValidationFailed
 from schemas.validate import from_json, subject_key
-from streams.clock import latest_plausible
 from streams.db import Database, describe
 from streams.erasure import erasure_status
 from streams.journal import journal_accept, journal_mark_sent
 from streams.processors.consent import consent_state
-from streams.timeutil import ms_to_dt
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -108,7 +108,8 @@ def register_views(pipeline: Pipeline) -> None:
             batch = doc if isinstance(doc, list) else [doc]
             if not batch or len(batch) > MAX_BATCH:
                 return self._refuse(400, "invalid_event", [_problem(None, "$", f"send 1 to {MAX_BATCH} events")])
-            errors, accepted = [], []
+            errors: list[dict[str, Any]] = []
+            accepted: list[tuple[Any, dict[str, Any]]] = []
             not_after = latest_plausible(settings, pipeline.clock)
             for index, event in enumerate(batch):
                 try:

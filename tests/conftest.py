@@ -30,3 +30,15 @@ def personal_data_sweep(tmp_path_factory: pytest.TempPathFactory):
         hits.extend(f"{path.relative_to(base)}: demo {name}" for name, pattern in DEMO_PII.items()
                     if pattern.search(data))
     assert hits == [], f"seeded personal data in logs: {hits}"
+
+
+_MARK_BY_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e", "faults": "faults"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test is marked by its folder, so `-m unit` (or `-m "not e2e"`) selects by kind."""
+    root = Path(__file__).parent
+    for item in items:
+        folder = Path(item.path).relative_to(root).parts[0]
+        if folder in _MARK_BY_FOLDER:
+            item.add_marker(getattr(pytest.mark, _MARK_BY_FOLDER[folder]))

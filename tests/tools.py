@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle.embedded.prometheus import prometheus_binary
-from lifecycle.errors import StackError
+from lifecycle_core.errors import StackError
 
 __all__ = ["prometheus_tool"]
 

@@ -8,9 +8,11 @@ import dataclasses
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from schemas.statuses import AckStatus
+
 __all__ = ["ConnectorMetrics"]
 
-_STATUSES = ("erased", "nothing_found", "retained_legal_hold", "failed")
+_STATUSES = tuple(AckStatus)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,20 +17,28 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import threading
 import time
 from typing import Any
 
 from connectors.base.metrics import ConnectorMetrics
-from connectors.base.sink import ErasureOrder, Outcome, RetentionOrder, Sink, TransientStoreError
-from lifecycle.config import Settings
+from connectors.base.sink import (
+    AckStatus,
+    ErasureOrder,
+    Outcome,
+    RetentionOrder,
+    RetentionSink,
+    Sink,
+    TransientStoreError,
+)
+from lifecycle_core.backoff import Backoff
+from lifecycle_core.config import Settings
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from schemas.registry import make_registry
 
-__all__ = ["run_connector", "group_id"]
+__all__ = ["run_connector", "group_id", "categories_of"]
 
 log = logging.getLogger("lifecycle.connector")
 BATCH = 100
@@ -54,7 +62,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     from kafka import KafkaConsumer, KafkaProducer
 
     stop = stop or threading.Event()
-    metrics = metrics or ConnectorMetrics.create(sink.name, tuple(getattr(sink, "retention_categories", ())))
+    metrics = metrics or ConnectorMetrics.create(sink.name, categories_of(sink))
     codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -75,14 +83,13 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     unavailable = metrics.unavailable.labels(sink.name)
     last_failed_ack = 0.0
     last_tick = 0.0
-    tick = getattr(sink, "tick", None)
     retention_topic = settings.topic("retention-orders")
     try:
         while not stop.is_set():
-            if tick is not None and time.monotonic() - last_tick > TICK_S:
+            if time.monotonic() - last_tick > TICK_S:
                 last_tick = time.monotonic()
                 try:
-                    tick()
+                    sink.tick()
                 except TransientStoreError:
                     log.warning("store %s unavailable for its periodic work; will retry", sink.name)
             polled = consumer.poll(timeout_ms=200)
@@ -104,7 +111,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                     sweeps[value["category"]] = RetentionOrder.from_record(value)  # the latest counts
                 else:
                     orders.setdefault(value["request_id"], ErasureOrder.from_record(value))
-            delay = 0.2
+            backoff = Backoff(first_s=0.2, max_s=10.0)
             outcomes: dict[str, Outcome] = {}
             while orders and not stop.is_set():
                 try:
@@ -115,10 +122,9 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                     log.warning("store %s unavailable (%s); retrying", sink.name, type(exc.__cause__ or exc).__name__)
                     if time.monotonic() - last_failed_ack > FAILED_ACK_EVERY_S:
                         _ack(producer, codec, settings, sink.name, orders.values(),
-                             {rid: Outcome("failed", 0, type(exc.__cause__ or exc).__name__) for rid in orders})
+                             {rid: Outcome(AckStatus.FAILED, 0, type(exc.__cause__ or exc).__name__) for rid in orders})
                         last_failed_ack = time.monotonic()
-                    stop.wait(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 10.0)
+                    stop.wait(backoff.next_delay())
             if stop.is_set() and orders and not outcomes:
                 break
             if FAULT_DIR and outcomes:
@@ -133,6 +139,11 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
         consumer.close()
         producer.close(timeout=10)
         sink.close()
+
+
+def categories_of(sink: Sink) -> tuple[str, ...]:
+    """The categories a store sweeps by time (none for a store that only erases)."""
+    return sink.retention_categories if isinstance(sink, RetentionSink) else ()
 
 
 def _all_partitions(consumer: Any, topics: list[str], stop: threading.Event) -> list[Any]:
@@ -159,20 +170,20 @@ class _Sweeper:
     def __init__(self, sink: Sink, producer: Any, codec: Codec, settings: Settings, metrics: ConnectorMetrics):
         self.sink, self.producer, self.codec, self.settings = sink, producer, codec, settings
         self.metrics = metrics
-        self.categories = set(getattr(sink, "retention_categories", ()))
+        self.categories = set(categories_of(sink))
 
     def run(self, orders: list[RetentionOrder], stop: threading.Event) -> bool:
         """Sweep every order this store takes part in; False if stopped before the end."""
         futures = []
         for order in orders:
-            if order.category not in self.categories:
+            if order.category not in self.categories or not isinstance(self.sink, RetentionSink):
                 continue
-            delay, reported = 0.2, False
+            backoff, reported = Backoff(first_s=0.2, max_s=10.0), False
             while True:
                 if stop.is_set():
                     return False
                 try:
-                    expiry = self.sink.expire(order)  # type: ignore[attr-defined]
+                    expiry = self.sink.expire(order)
                     break
                 except TransientStoreError as exc:
                     self.metrics.unavailable.labels(self.sink.name).inc()
@@ -181,8 +192,7 @@ class _Sweeper:
                     if not reported:  # once per order: the orchestrator counts the failure
                         futures.append(self._ack(order, 0, None, error))
                         reported = True
-                    stop.wait(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 10.0)
+                    stop.wait(backoff.next_delay())
             log.info("store %s swept %s: %d item(s) erased", self.sink.name, order.category, expiry.items)
             futures.append(self._ack(order, expiry.items, expiry.oldest_ms, None))
             self.metrics.retention_items.labels(self.sink.name, order.category).inc(expiry.items)

@@ -1,13 +1,19 @@
-"""The Sink protocol and the records it works with."""
+"""The contract of a downstream store (`Sink`, and `RetentionSink` for one that also sweeps data by
+time) and the records it works with. A store shipped here is one folder beside this one
+implementing it; the runner (runner.py) does the Kafka side."""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, ClassVar, Self
 
-from lifecycle.errors import LifecycleError
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import ConfigError, LifecycleError
+from schemas.statuses import AckStatus
 
-__all__ = ["ErasureOrder", "Outcome", "Sink", "TransientStoreError", "RetentionOrder", "Expiry"]
+__all__ = ["ErasureOrder", "Outcome", "Sink", "RetentionSink", "TransientStoreError", "RetentionOrder", "Expiry",
+           "AckStatus", "required"]
 
 
 class TransientStoreError(LifecycleError):
@@ -67,28 +73,55 @@ class Expiry:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What a store did for one order: ``erased``, ``nothing_found``, ``retained_legal_hold`` or
-    ``failed``, with the number of items erased."""
+    """What a store did for one order, with the number of items erased."""
 
-    status: str
+    status: AckStatus
     items: int = 0
     error: str | None = None
 
 
-class Sink(Protocol):
+class Sink(abc.ABC):
     """One downstream store. ``erase`` must be idempotent: a redelivered order erases nothing
     more and reports the outcome again (stores keep a receipt where they can, so the count of
-    the first run is reported again).
+    the first run is reported again). Delivery: at-least-once orders, exactly-once in effect."""
 
-    A store that keeps data of categories swept by time lists them in ``retention_categories``
-    and implements ``expire(order) -> Expiry``: erase in bounded batches (each batch its own
-    transaction, so that a sweep never holds long locks), idempotent by nature (a second sweep
-    finds nothing more)."""
+    name: ClassVar[str]
 
-    name: str
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The store as configured (``lifecycle connector NAME``)."""
 
+    @abc.abstractmethod
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
-        """Erase every order's account; return outcomes by request id, after the commit."""
-        ...
+        """Erase every order's account; return outcomes by request id, after the commit. Raise
+        TransientStoreError when the store cannot be reached (the batch is retried)."""
 
+    def tick(self) -> None:
+        """Periodic work between batches (a projection to refresh); none by default."""
+        return None
+
+    @abc.abstractmethod
     def close(self) -> None: ...
+
+
+class RetentionSink(Sink):
+    """A store that also keeps data of categories swept by time (deploy/retention.yaml)."""
+
+    retention_categories: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def expire(self, order: RetentionOrder) -> Expiry:
+        """Erase the category's items older than the cutoff, in bounded batches (each its own
+        transaction, so a sweep never holds long locks); idempotent by nature."""
+
+    @abc.abstractmethod
+    def plan(self, order: RetentionOrder) -> int:
+        """How many items ``expire(order)`` would erase now; erases nothing."""
+
+
+def required(value: str | None, name: str) -> str:
+    """A setting a store cannot run without."""
+    if not value:
+        raise ConfigError(f"this store needs {name}")
+    return value

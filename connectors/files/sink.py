@@ -21,8 +21,17 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from connectors.base.sink import ErasureOrder, Expiry, Outcome, RetentionOrder, TransientStoreError
-from lifecycle.keys import Keyring
+from connectors.base.sink import (
+    AckStatus,
+    ErasureOrder,
+    Expiry,
+    Outcome,
+    RetentionOrder,
+    RetentionSink,
+    TransientStoreError,
+)
+from lifecycle_core.config import Settings
+from lifecycle_core.keys import Keyring, load_keyring
 
 __all__ = ["FilesSink", "account_folder"]
 
@@ -35,9 +44,15 @@ def account_folder(root: Path, account_id: str) -> Path:
     return root / account_id
 
 
-class FilesSink:
+class FilesSink(RetentionSink):
+    """Delivery: at-least-once orders, exactly-once in effect (a receipt file per request)."""
+
     name = "files"
     retention_categories = (BILLING,)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FilesSink:
+        return cls(settings.files_dir, load_keyring(settings))
 
     def __init__(self, root: Path, keys: Keyring):
         self.root = root
@@ -58,14 +73,14 @@ class FilesSink:
         receipt = self.receipts / f"{order.request_id}.json"
         if receipt.exists():
             data = json.loads(receipt.read_text())
-            return Outcome(data["status"], data["items"])
+            return Outcome(AckStatus(data["status"]), data["items"])
         try:
             folder = account_folder(self.root, order.account_id)
         except ValueError:
-            return Outcome("nothing_found", 0)
-        status, items = "nothing_found", 0
+            return Outcome(AckStatus.NOTHING_FOUND, 0)
+        status, items = AckStatus.NOTHING_FOUND, 0
         if order.keeps("documents_and_files"):
-            status = "retained_legal_hold" if folder.exists() else status
+            status = AckStatus.RETAINED_LEGAL_HOLD if folder.exists() else status
             return self._receipt(receipt, Outcome(status, 0))
         doomed = self.trash / order.request_id
         if folder.exists():
@@ -78,11 +93,11 @@ class FilesSink:
             elif billing.is_dir() and order.keeps(BILLING):
                 folder.mkdir()
                 os.replace(billing, folder / "billing")
-                status = "retained_legal_hold"
+                status = AckStatus.RETAINED_LEGAL_HOLD
             items = sum(1 for p in doomed.rglob("*") if p.is_file())
             shutil.rmtree(doomed)
-            if status == "nothing_found":
-                status = "erased" if items else "nothing_found"
+            if status == AckStatus.NOTHING_FOUND:
+                status = AckStatus.ERASED if items else AckStatus.NOTHING_FOUND
         return self._receipt(receipt, Outcome(status, items))
 
     @staticmethod

@@ -10,7 +10,8 @@ marketing mail.
 from __future__ import annotations
 
 from connectors.base.pg import SinkConnection
-from connectors.base.sink import ErasureOrder, Outcome
+from connectors.base.sink import AckStatus, ErasureOrder, Outcome, Sink, required
+from lifecycle_core.config import Settings
 
 __all__ = ["MailingListSink"]
 
@@ -36,8 +37,14 @@ SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM gone)
 """
 
 
-class MailingListSink:
+class MailingListSink(Sink):
+    """Delivery: at-least-once orders, exactly-once in effect (receipts in the same transaction)."""
+
     name = "mailing-list"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MailingListSink:
+        return cls(required(settings.postgres_dsn, "LIFECYCLE_POSTGRES_DSN"))
 
     def __init__(self, dsn: str):
         self.db = SinkConnection(dsn, _SCHEMA, "mailing list database")
@@ -48,13 +55,14 @@ class MailingListSink:
             row = conn.execute(_SYNC).fetchone()
             return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    tick = sync
+    def tick(self) -> None:
+        self.sync()  # the list follows the audience between batches
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
         with self.db.transaction() as conn:
             cur = conn.execute("SELECT request_id::text, status, items FROM mailing.receipts "
                                "WHERE request_id = ANY(%s::uuid[])", ([o.request_id for o in orders],))
-            done = {rid: Outcome(status, items) for rid, status, items in cur.fetchall()}
+            done = {rid: Outcome(AckStatus(status), items) for rid, status, items in cur.fetchall()}
             todo = [o for o in orders if o.request_id not in done]
             owner = {s: o.request_id for o in todo for s in o.subjects}
             counts = {o.request_id: 0 for o in todo}
@@ -63,7 +71,8 @@ class MailingListSink:
                                    "RETURNING account_id", (list(owner),))
                 for (account,) in cur.fetchall():
                     counts[owner[account]] += 1
-            outcomes = {rid: Outcome("erased" if n else "nothing_found", n) for rid, n in counts.items()}
+            outcomes = {rid: Outcome(AckStatus.ERASED if n else AckStatus.NOTHING_FOUND, n)
+                        for rid, n in counts.items()}
             with conn.cursor() as c:
                 c.executemany("INSERT INTO mailing.receipts VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                               [(rid, o.status, o.items) for rid, o in outcomes.items()])

@@ -21,12 +21,23 @@ from typing import Any
 import psycopg
 
 from connectors.base.pg import SinkConnection
-from connectors.base.sink import ErasureOrder, Expiry, Outcome, RetentionOrder, TransientStoreError
-from streams.timeutil import dt_to_ms, ms_to_dt
+from connectors.base.sink import (
+    AckStatus,
+    ErasureOrder,
+    Expiry,
+    Outcome,
+    RetentionOrder,
+    RetentionSink,
+    TransientStoreError,
+    required,
+)
+from lifecycle_core.config import Settings
+from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["PostgresSink", "ACCOUNT_TABLES", "SUBJECT_TABLES", "BATCH_ROWS"]
 
-# Every table the pipeline writes that can hold an account's data: (table, column, category).
+# Every table the pipeline writes that can hold an account's data, by its account_id column:
+# (table, category).
 ACCOUNT_TABLES = (("accounts", "account_profile"), ("account_visitors", "account_profile"),
                   ("open_sessions", "session_logs"), ("session_files", "session_logs"),
                   ("session_logs", "session_logs"), ("failed_logins", "security_information"))
@@ -66,9 +77,15 @@ SWEPT = {
 }
 
 
-class PostgresSink:
+class PostgresSink(RetentionSink):
+    """Delivery: at-least-once orders, exactly-once in effect (receipts in the same transaction)."""
+
     name = "postgres"
     retention_categories = tuple(SWEPT)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresSink:
+        return cls(required(settings.postgres_dsn, "LIFECYCLE_POSTGRES_DSN"))
 
     def __init__(self, dsn: str):
         self.dsn = dsn
@@ -79,7 +96,7 @@ class PostgresSink:
             cur = conn.execute("SELECT request_id::text, status, items FROM erasure_receipts "
                                "WHERE store = %s AND request_id = ANY(%s::uuid[])",
                                (self.name, [o.request_id for o in orders]))
-            done = {rid: Outcome(status, items) for rid, status, items in cur.fetchall()}
+            done = {rid: Outcome(AckStatus(status), items) for rid, status, items in cur.fetchall()}
             todo = [o for o in orders if o.request_id not in done]
             if not todo:
                 return done
@@ -89,8 +106,9 @@ class PostgresSink:
                 self._erase_table(conn, todo, table, "account_id", category, counts, kept, by_subject=False)
             for table, column, category in SUBJECT_TABLES:
                 self._erase_table(conn, todo, table, column, category, counts, kept, by_subject=True)
-            outcomes = {o.request_id: Outcome("retained_legal_hold" if kept[o.request_id]
-                                              else "erased" if counts[o.request_id] else "nothing_found",
+            outcomes = {o.request_id: Outcome(AckStatus.RETAINED_LEGAL_HOLD if kept[o.request_id]
+                                              else AckStatus.ERASED if counts[o.request_id]
+                                              else AckStatus.NOTHING_FOUND,
                                               counts[o.request_id]) for o in todo}
             with conn.cursor() as c:
                 c.executemany("INSERT INTO erasure_receipts (request_id, store, status, items) "
@@ -144,7 +162,8 @@ class PostgresSink:
 
 def _expired(swept: _Swept, cutoff: dt.datetime | None, held: list[str]) -> tuple[str, list[Any]]:
     """Rows past the window at ``cutoff`` (every row the window applies to, if None)."""
-    where, params = ([f"t.{swept.time_column} < %s"], [cutoff]) if cutoff else (["true"], [])
+    where: list[str] = [f"t.{swept.time_column} < %s"] if cutoff else ["true"]
+    params: list[Any] = [cutoff] if cutoff else []
     if held and swept.account_column:
         where.append(f"NOT (t.{swept.account_column} = ANY(%s))")
         params.append(held)

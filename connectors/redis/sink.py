@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base.sink import ErasureOrder, Outcome, TransientStoreError
+from connectors.base.sink import AckStatus, ErasureOrder, Outcome, Sink, TransientStoreError, required
+from lifecycle_core.config import Settings
 
 __all__ = ["RedisSink", "account_keys_pattern", "INDEX_PATTERN"]
 
@@ -23,8 +24,14 @@ def account_keys_pattern(account_id: str) -> str:
     return f"*{{{escaped}}}*"
 
 
-class RedisSink:
+class RedisSink(Sink):
+    """Delivery: at-least-once orders, exactly-once in effect (a receipt key per request)."""
+
     name = "redis"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisSink:
+        return cls(required(settings.redis_url, "LIFECYCLE_REDIS_URL"))
 
     def __init__(self, url: str):
         import redis
@@ -42,8 +49,8 @@ class RedisSink:
         receipt = f"lifecycle:receipt:{self.name}:{order.request_id}"
         stored = self.client.get(receipt)
         if stored is not None:
-            status, items = stored.decode().split(":")
-            return Outcome(status, int(items))
+            status, count = (stored.decode() if isinstance(stored, bytes) else str(stored)).split(":")
+            return Outcome(AckStatus(status), int(count))
         keys: list[Any] = []
         for subject in order.subjects:
             keys.extend(self.client.scan_iter(match=account_keys_pattern(subject), count=1000))
@@ -55,7 +62,7 @@ class RedisSink:
             pipe.srem(index, *order.subjects)
         results = pipe.execute()
         items = (results[0] if keys else 0) + sum(int(r) for r in results[1 if keys else 0:])
-        outcome = Outcome("erased" if items else "nothing_found", items)
+        outcome = Outcome(AckStatus.ERASED if items else AckStatus.NOTHING_FOUND, items)
         self.client.set(receipt, f"{outcome.status}:{outcome.items}", ex=RECEIPT_TTL_S)
         return outcome
 

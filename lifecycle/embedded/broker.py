@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from lifecycle.embedded.process import ServerProcess, wait_for_port
-from lifecycle.errors import StackError
+from lifecycle_core.errors import StackError
 
 __all__ = ["EmbeddedBroker", "broker_binary"]
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from lifecycle.embedded.process import ServerProcess, pid_alive, service_user, spawn, wait_for_port
-from lifecycle.errors import StackError
+from lifecycle_core.errors import StackError
 
 __all__ = ["EmbeddedPostgres", "postgres_bin_dir"]
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from lifecycle.embedded.process import ServerProcess, wait_for_port
-from lifecycle.errors import StackError
+from lifecycle_core.errors import StackError
 
 __all__ = ["prometheus_binary", "EmbeddedPrometheus", "TOOLS_DIR"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 
 from lifecycle.embedded.process import ServerProcess, wait_for_port
-from lifecycle.errors import StackError
+from lifecycle_core.errors import StackError
 
 __all__ = ["EmbeddedRedis", "redis_binary"]
 

@@ -14,12 +14,12 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from lifecycle.config import Settings
 from lifecycle.embedded.broker import EmbeddedBroker
 from lifecycle.embedded.postgres import EmbeddedPostgres
 from lifecycle.embedded.process import Ledger, stop_all
 from lifecycle.embedded.redis import EmbeddedRedis, redis_binary
-from lifecycle.errors import StackError
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import StackError
 
 __all__ = ["Stack", "StackInfo"]
 
@@ -57,7 +57,8 @@ class Stack:
                     {"pid": server.proc.pid, "cmd": " ".join(server.argv()[:2]), "stop_signal": int(server.stop_signal)}
                 )
         for proc, sig in self.children:
-            entries.append({"pid": proc.pid, "cmd": " ".join(map(str, proc.args[:2])), "stop_signal": sig})
+            args = proc.args if isinstance(proc.args, (list, tuple)) else [proc.args]
+            entries.append({"pid": proc.pid, "cmd": " ".join(map(str, args[:2])), "stop_signal": sig})
         self.ledger.write({"owner": os.getpid(), "children": entries})
 
     def start(self) -> StackInfo:

@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 
+from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
 from streams.erasure import open_erasures
 from streams.processors.base import Context
-from streams.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["AccountsProcessor", "profile_records"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg
 
+from lifecycle_core.timeutil import add_months, dt_to_ms, ms_to_dt
 from streams.processors.base import Context
 from streams.suppression import erased_among
-from streams.timeutil import add_months, dt_to_ms, ms_to_dt
 
 __all__ = ["ConsentProcessor", "COOKIE_LIFETIME_MONTHS", "consent_state", "publish_states"]
 
@@ -64,7 +64,8 @@ def _subject(event: dict[str, Any]) -> str:
     return str(event.get("account_id") or event.get("visitor_id"))
 
 
-async def consent_state(conn: psycopg.AsyncConnection[Any], subjects: list[str], now_ms: int) -> dict[str, dict[str, Any]]:
+async def consent_state(conn: psycopg.AsyncConnection[Any], subjects: list[str],
+                        now_ms: int) -> dict[str, dict[str, Any]]:
     """Current consent per subject as of ``now_ms``: purposes (effective grant, times, version)
     and the newsletter flag."""
     out: dict[str, dict[str, Any]] = {s: {"purposes": [], "newsletter": False} for s in subjects}

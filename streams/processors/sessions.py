@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 
+from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
 from streams.processors.base import Context
 from streams.suppression import erased_among
-from streams.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["SessionsProcessor", "FILES_ON_TOPIC"]
 
@@ -110,7 +110,7 @@ class SessionsProcessor:
                 elif kind == "session.file_transferred":
                     for column, value in zip(files, (event["event_id"], event["session_id"], event["account_id"],
                                                      ms_to_dt(event["occurred_at"]), event["size_bytes"],
-                                                     event["mime_type"])):
+                                                     event["mime_type"]), strict=True):
                         column.append(value)
                 elif kind == "session.ended":
                     ends[event["session_id"]] = (ms_to_dt(event["occurred_at"]), event["reason"])

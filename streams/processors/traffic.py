@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
+from lifecycle_core.timeutil import HOUR_MS, dt_to_ms, hour_start_ms, ms_to_dt
 from streams.processors.base import Context
-from streams.timeutil import HOUR_MS, dt_to_ms, hour_start_ms, ms_to_dt
 
 __all__ = ["TrafficProcessor", "DIMENSIONS"]
 
@@ -92,7 +92,8 @@ class TrafficProcessor:
         closed = await cur.fetchall()
         if not closed:
             return
-        published, suppressed = [], defaultdict(int)
+        published: list[Any] = []
+        suppressed: defaultdict[Any, int] = defaultdict(int)
         excluded = {"restricted": 0, "no_consent": 0}
         rows = []
         for bucket, browser, os_, ref, mime, country, views, visitors, restricted, no_consent in closed:

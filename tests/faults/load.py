@@ -17,7 +17,7 @@ from collections.abc import Callable
 import psycopg
 
 from connectors.emitter import Emitter
-from lifecycle.config import Settings
+from lifecycle_core.config import Settings
 from tests.helpers import MINUTE, T0, event
 from tests.unit.samples import PII
 

@@ -11,7 +11,9 @@ import struct
 import time
 
 import psycopg
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from kafka import KafkaConsumer
 
 from connectors.emitter import Emitter
@@ -23,7 +25,8 @@ from tests.unit.samples import PII
 
 HTTP_EXAMPLES = 2500
 CORPUS = 8000
-REASONS = {"not_confluent_framed", "unknown_schema_id", "malformed_avro", "schema_mismatch", "schema_not_allowed_on_topic",
+REASONS = {"not_confluent_framed", "unknown_schema_id", "malformed_avro", "schema_mismatch",
+           "schema_not_allowed_on_topic",
            "invalid_event"}
 
 

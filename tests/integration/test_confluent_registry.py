@@ -35,10 +35,8 @@ class _Registry(BaseHTTPRequestHandler):
         if len(parts) != 3 or parts[0] != "subjects" or parts[2] != "versions":
             return self._answer(404, {"error_code": 404})
         text = body["schema"]
-        for sid, existing in self.schemas.items():
-            if existing == text:
-                break
-        else:
+        sid = next((known for known, existing in self.schemas.items() if existing == text), None)
+        if sid is None:
             sid = len(self.schemas) + 1
             self.schemas[sid] = text
         self.subjects.setdefault(parts[1], []).append(sid)

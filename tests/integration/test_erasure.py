@@ -128,7 +128,8 @@ def test_closing_an_account_erases_it_everywhere_and_proves_it(settings, worker,
         proof = conn.execute("SELECT t::text FROM erasure_proofs t").fetchall()
         ledger = conn.execute("SELECT t::text FROM erasure_requests t").fetchall()
     assert len(proof) == 1
-    statuses = [Codec().decode(v, topic="erasure-status").value for v in _last_by_key(settings, "erasure-status").values()]
+    statuses = [Codec().decode(v, topic="erasure-status").value
+                for v in _last_by_key(settings, "erasure-status").values()]
     assert statuses[-1]["state"] == "complete"
     text = json.dumps([proof, ledger, statuses, answer])
     assert not [n for n in needles if n in text]

@@ -279,7 +279,7 @@ def test_writers_of_one_compacted_key_get_outbox_ids_in_commit_order(settings):
     waits for the first to commit, so its outbox id is the larger one (id order = commit order)."""
     import asyncio
 
-    from lifecycle.keys import Keyring
+    from lifecycle_core.keys import Keyring
     from streams.context import Context
     from streams.db import apply_schema
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from tests.helpers import T0, event, metric, post, wait_for
 

@@ -7,10 +7,10 @@ import datetime as dt
 import psycopg
 
 from connectors.emitter import Emitter
+from schemas import Codec
 from streams.mail import may_send
 from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
 from tests.integration.test_wire_interop import _read_all
-from schemas import Codec
 
 
 def _emit(settings, *events):
@@ -71,8 +71,9 @@ def test_an_idle_session_is_closed_by_the_timeout(settings, worker):
 
 
 def _consent(worker, subject):
-    from lifecycle.supervisor import http_get
     import json
+
+    from lifecycle.supervisor import http_get
 
     status, body = http_get(worker.url(f"/v1/subjects/{subject}/consent"))
     assert status == 200

@@ -11,8 +11,8 @@ import os
 import psycopg
 
 from connectors.emitter import Emitter
-from lifecycle.policy import load_policy
 from lifecycle.supervisor import http_get
+from lifecycle_core.policy import load_policy
 from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
 from tests.unit.samples import PII
 
@@ -43,9 +43,10 @@ def _move_clock(settings, at, categories, stores=("postgres",)):
     for category in categories:
         cutoff = policy.categories[category].window.cutoff(at)
         for store in stores:
-            wait_for(lambda: _count(settings, "SELECT count(*) FROM retention_runs WHERE store = %s AND category = %s "
-                                              "AND cutoff >= %s AND error IS NULL", store, category,
-                                    dt.datetime.fromtimestamp(cutoff / 1000, dt.UTC)) == 1,
+            wait_for(lambda store=store, category=category, cutoff=cutoff: _count(
+                settings, "SELECT count(*) FROM retention_runs WHERE store = %s AND category = %s "
+                          "AND cutoff >= %s AND error IS NULL", store, category,
+                dt.datetime.fromtimestamp(cutoff / 1000, dt.UTC)) == 1,
                      deadline_s=60, what=f"{store} to sweep {category}")
 
 
@@ -83,7 +84,8 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
     wait_for(lambda: _count(settings, "SELECT count(*) FROM session_logs") == 3, what="three session logs")
     wait_for(lambda: _count(settings, "SELECT count(*) FROM legal_holds") == 1, what="the hold")
     with psycopg.connect(settings.postgres_dsn) as conn:
-        conn.execute("INSERT INTO traffic_aggregates VALUES (%s, 'firefox', 'linux', 'direct', 'text/html', 'FR', 9, 7)",
+        conn.execute("INSERT INTO traffic_aggregates "
+                     "VALUES (%s, 'firefox', 'linux', 'direct', 'text/html', 'FR', 9, 7)",
                      (dt.datetime.fromtimestamp(T0 / 1000, dt.UTC),))
     billing = _billing(settings, "acc-r", T0)
     held_billing = _billing(settings, "acc-held", T0)
@@ -133,8 +135,9 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
     url = worker.url("/metrics")
     for category, store, items in (("session_logs", "postgres", 3), ("security_information", "postgres", 2),
                                    ("billing_records", "files", 2)):
-        wait_for(lambda: metric(url, "lifecycle_retention_items_deleted_total", category=category,
-                                store=store) >= items, what=f"{category} counted")
+        wait_for(lambda category=category, store=store, items=items: metric(
+            url, "lifecycle_retention_items_deleted_total", category=category, store=store) >= items,
+            what=f"{category} counted")
     assert metric(url, "lifecycle_retention_items_deleted_total", category="session_logs", store="postgres") == 3
     wait_for(lambda: metric(url, "lifecycle_retention_oldest_overdue_seconds") == 0, what="nothing overdue")
     assert metric(url, "lifecycle_retention_last_sweep_timestamp_seconds", store="postgres") > 0

@@ -7,13 +7,13 @@ import uuid
 import psycopg
 import redis
 
-from lifecycle.keys import Keyring
 from connectors.base import ErasureOrder
 from connectors.files import FilesSink
 from connectors.postgres import PostgresSink
 from connectors.redis import RedisSink
-from lifecycle.config import PROJECT_ROOT
-from lifecycle.policy import load_policy
+from lifecycle_core.config import PROJECT_ROOT
+from lifecycle_core.keys import Keyring
+from lifecycle_core.policy import load_policy
 
 _KEYS = Keyring((b"a test key of sixteen bytes or more",))
 

@@ -44,3 +44,14 @@ def test_schema_ids_are_distinct_and_stable():
     ids = [r.schema_id for r in records]
     assert len(set(ids)) == len(ids)
     assert all(0 < i < 2**31 for i in ids)
+
+
+def test_the_ack_status_enum_mirrors_the_avro_enum():
+    import json
+
+    from lifecycle_core.config import PROJECT_ROOT
+    from schemas.statuses import AckStatus
+
+    schema = json.loads((PROJECT_ROOT / "schemas" / "avro" / "ErasureAck.avsc").read_text())
+    status = next(f for f in schema["fields"] if f["name"] == "status")["type"]
+    assert [s.value for s in AckStatus] == status["symbols"]

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.config import Settings
-from lifecycle.errors import ConfigError
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import ConfigError
 
 
 def test_defaults_follow_the_contract():
@@ -76,15 +76,13 @@ def test_sasl_and_tls_settings_reach_the_intake_consumer(tmp_path):
 
     import trustme
 
-    from streams.intake_loop import aiokafka_security
-
     ca = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca))
     s = Settings.from_env({"LIFECYCLE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "LIFECYCLE_KAFKA_SASL_MECHANISM": "PLAIN",
                            "LIFECYCLE_KAFKA_SASL_USERNAME": "u", "LIFECYCLE_KAFKA_SASL_PASSWORD": "p",
                            "LIFECYCLE_KAFKA_SSL_CAFILE": str(ca)})
-    kw = aiokafka_security(s)
+    kw = s.aiokafka_kwargs()
     assert kw["security_protocol"] == "SASL_SSL" and kw["sasl_mechanism"] == "PLAIN"
     assert kw["sasl_plain_username"] == "u" and kw["sasl_plain_password"] == "p"
     assert isinstance(kw["ssl_context"], ssl.SSLContext) and kw["ssl_context"].cert_store_stats()["x509_ca"] == 1
-    assert aiokafka_security(Settings.from_env({})) == {"security_protocol": "PLAINTEXT"}
+    assert Settings.from_env({}).aiokafka_kwargs() == {"security_protocol": "PLAINTEXT"}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.config import PROJECT_ROOT
-from lifecycle.errors import PolicyError
-from lifecycle.policy import CATEGORIES, Window, load_policy
-from streams.timeutil import DAY_MS, dt_to_ms
+from lifecycle_core.config import PROJECT_ROOT
+from lifecycle_core.errors import PolicyError
+from lifecycle_core.policy import CATEGORIES, Window, load_policy
+from lifecycle_core.timeutil import DAY_MS, dt_to_ms
 
 SHIPPED = PROJECT_ROOT / "deploy" / "retention.yaml"
 

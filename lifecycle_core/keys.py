@@ -25,8 +25,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from lifecycle.config import Settings
-from lifecycle.errors import ConfigError
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import ConfigError
 
 __all__ = ["Keyring", "KeyMismatch", "load_keyring", "check_keyring", "open_keyring", "key_file",
            "rotate_key_file", "MIN_KEY_BYTES"]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import ConfigError
+from lifecycle_core.errors import ConfigError
 
 __all__ = ["Settings", "PROJECT_ROOT", "ENV_PREFIX"]
 
@@ -81,7 +81,7 @@ class Settings:
     traffic_grace_s: int = 300
     max_future_s: int = 86400  # events dated further ahead of the wall clock are refused
     hash_key: str | None = dataclasses.field(default=None, repr=False)  # "" (set but empty) is refused
-    hash_key_file: Path | None = None  # default <state_dir>/secrets/hash.key (lifecycle/keys.py)
+    hash_key_file: Path | None = None  # default <state_dir>/secrets/hash.key (lifecycle_core/keys.py)
     # Erasure (docs/erasure.md).
     erasure_deadline_days: int = 30
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
@@ -192,8 +192,9 @@ class Settings:
         return dataclasses.replace(self, kafka_bootstrap=kafka_bootstrap, postgres_dsn=postgres_dsn,
                                    redis_url=redis_url or self.redis_url)
 
+    # The one place settings become Kafka client options: kafka-python's keywords, aiokafka's, Faust's.
     def kafka_client_kwargs(self) -> dict[str, Any]:
-        """Security settings in the keyword form kafka-python and aiokafka both accept."""
+        """Security settings in kafka-python's keyword form."""
         kw: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
         if self.kafka_sasl_mechanism:
             kw["sasl_mechanism"] = self.kafka_sasl_mechanism
@@ -204,6 +205,26 @@ class Settings:
             kw["ssl_certfile"] = self.kafka_ssl_certfile
             kw["ssl_keyfile"] = self.kafka_ssl_keyfile
         return kw
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """The security settings in aiokafka's keyword form: kafka-python's, with an SSL context in
+        place of the certificate files."""
+        kw = {k: v for k, v in self.kafka_client_kwargs().items() if not k.startswith("ssl_")}
+        if self.kafka_security_protocol.endswith("SSL"):
+            kw["ssl_context"] = self.kafka_ssl_context()
+        return kw
+
+    def faust_credentials(self) -> Any:
+        """The security settings as Faust's ``broker_credentials`` (None for PLAINTEXT)."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return None
+        import faust
+
+        context = self.kafka_ssl_context()
+        if self.kafka_security_protocol.startswith("SASL"):
+            return faust.SASLCredentials(username=self.kafka_sasl_username, password=self.kafka_sasl_password,
+                                         mechanism=self.kafka_sasl_mechanism, ssl_context=context)
+        return faust.SSLCredentials(context)
 
     def kafka_ssl_context(self) -> Any:
         """The TLS context for the asyncio clients (Faust, aiokafka take a context, not files);
