@@ -39,7 +39,7 @@ from streams.lag import LagProbe, pipeline_groups
 from streams.metrics import Metrics
 from streams.outbox import Relay
 from streams.processors import Context, all_processors
-from streams.rebuild import republish_state
+from streams.rebuild import republish_state, tombstone_erased
 from streams.retention import apply_retention_acks, retention_tick
 
 __all__ = ["Pipeline", "build_app"]
@@ -272,6 +272,7 @@ def _register_background(pipeline: Pipeline) -> None:
             pipeline.rebuild_wanted.clear()
             try:
                 await republish_state(rebuild_db, ctx)
+                await tombstone_erased(rebuild_db, ctx)
             except Exception as exc:  # tried again at the next reset; the state stays in PostgreSQL
                 log.warning("state topics not republished: %s", describe(exc))
 

@@ -307,3 +307,46 @@ def test_writers_of_one_compacted_key_get_outbox_ids_in_commit_order(settings):
     assert asyncio.run(scenario()) is True
     ids = _query(settings, "SELECT id FROM outbox ORDER BY id")
     assert len(ids) == 2
+
+
+def test_a_restored_log_gets_the_erased_subjects_tombstones_again(settings, worker, connectors):
+    """A restore from a backup puts an erased account's profile back on `accounts`; once the intake
+    sees the log is not the one it stood in, the rebuild tombstones that key again."""
+    acc = "acc-restored"
+    _emit(settings, event("account.registered", T0, account=acc, email="r@example.test", first_name="R",
+                          last_name="S"))
+    profile = wait_for(lambda: _last_by_key(settings, "accounts").get(acc.encode()), what="the profile")
+    _emit(settings, event("account.closed", T0 + HOUR, account=acc))
+    wait_for(lambda: _complete(worker, acc), deadline_s=60, what="the erasure")
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer.send(settings.topic("accounts"), key=acc.encode(), value=profile).get(timeout=10)
+    producer.close()
+    assert _last_by_key(settings, "accounts")[acc.encode()] is not None  # restored: readable again
+    worker.stop()
+    with psycopg.connect(settings.postgres_dsn) as conn:  # the restored input log differs from the one applied
+        conn.execute("UPDATE intake_offsets SET last_digest = '\\x00000000000000000000000000000000'::bytea "
+                     "WHERE next_offset > 0")
+    worker.start()
+    wait_for(lambda: _last_by_key(settings, "accounts")[acc.encode()] is None, deadline_s=60,
+             what="the erased account's tombstone again")
+    assert json.loads(http_get(worker.url("/readyz"))[1])["log_resets"]
+    assert _query(settings, "SELECT count(*) FROM accounts") == [(0,)]  # the replay re-created nothing
+
+
+def test_a_rotated_key_still_matches_what_the_old_key_hashed(settings, tmp_path):
+    import pytest
+
+    from lifecycle_core.keys import KeyMismatch, open_keyring, rotate_key_file
+
+    s = dataclasses.replace(settings, state_dir=tmp_path / "st")
+    first = open_keyring(s)  # generated into the state folder, fingerprint registered
+    before = first.pseudonym("acc-rotated")
+    with psycopg.connect(s.postgres_dsn, autocommit=True) as conn:
+        rotated = rotate_key_file(s, conn)
+    ring = open_keyring(s, create=False)
+    assert ring.fingerprints() == rotated.fingerprints() and ring.fingerprints()[1:] == first.fingerprints()
+    assert ring.pseudonym("acc-rotated") != before and before in ring.candidates("acc-rotated")
+    old_only = tmp_path / "old.key"
+    old_only.write_text(first.keys[0].hex() + "\n")
+    with pytest.raises(KeyMismatch):  # the database knows the new key now: the old ring alone is refused
+        open_keyring(dataclasses.replace(s, hash_key_file=old_only))
