@@ -75,6 +75,8 @@ class Relay:
         if not rows:
             return 0
         withheld = await self._erased_rows(conn, rows)
+        topic_of = {r[0]: r[1] for r in rows}
+        lettered: set[int] = set()
         futures = []
         for row_id, topic, key, value in rows:
             if row_id in withheld:
@@ -83,11 +85,12 @@ class Relay:
             value_b = bytes(value) if value is not None else None
             size = len(key_b or b"") + len(value_b or b"")
             if size > MAX_RECORD_BYTES:
-                topic, key_b, value_b, headers = self.oversize_letter(topic, key_b, size)
-                self._count_withheld(rows, row_id, "too_large")
+                letter_topic, key_b, letter, headers = self.oversize_letter(topic, key_b, size)
+                lettered.add(row_id)
+                self._count_withheld(topic, "too_large")
                 log.warning("outbox record of %d bytes for %s dead-lettered: over the producer's limit", size, topic)
-                futures.append(await producer.send(topic, key=key_b, value=value_b, partition=None, timestamp=None,
-                                                   headers=headers))
+                futures.append(await producer.send(letter_topic, key=key_b, value=letter, partition=None,
+                                                   timestamp=None, headers=headers))
                 continue
             futures.append(await producer.send(topic, key=key_b, value=value_b, partition=None, timestamp=None,
                                                headers=None))
@@ -95,10 +98,10 @@ class Relay:
             await fut
         await conn.execute("DELETE FROM outbox WHERE id = ANY(%b)", ([r[0] for r in rows],))
         for row_id, topic, _, _ in rows:
-            if row_id not in withheld:
+            if row_id not in withheld and row_id not in lettered:
                 self.metrics.outbox_published.labels(self._contract(topic)).inc()
         for row_id in withheld:
-            self._count_withheld(rows, row_id, "erased")
+            self._count_withheld(topic_of[row_id], "erased")
         return len(rows)
 
     async def _erased_rows(self, conn: psycopg.AsyncConnection[Any], rows: list[Any]) -> set[int]:
@@ -111,8 +114,7 @@ class Relay:
         erased = await erased_among(conn, self.keys, about.values(), self.clock.now_ms())
         return {row_id for row_id, subject in about.items() if subject in erased}
 
-    def _count_withheld(self, rows: list[Any], row_id: int, reason: str) -> None:
-        topic = next(r[1] for r in rows if r[0] == row_id)
+    def _count_withheld(self, topic: str, reason: str) -> None:
         self.metrics.outbox_withheld.labels(self._contract(topic), reason).inc()
 
     def _contract(self, topic: str) -> str:

@@ -350,3 +350,21 @@ def test_a_rotated_key_still_matches_what_the_old_key_hashed(settings, tmp_path)
     old_only.write_text(first.keys[0].hex() + "\n")
     with pytest.raises(KeyMismatch):  # the database knows the new key now: the old ring alone is refused
         open_keyring(dataclasses.replace(s, hash_key_file=old_only))
+
+
+def test_an_output_record_too_large_is_dead_lettered_and_blocks_nothing(settings, worker):
+    """A record over the producer's limit in the outbox (a deletion order for an account linked to
+    tens of thousands of visitors can be one) becomes a dead letter; the records after it go out."""
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        conn.execute("INSERT INTO outbox (topic, key, value) VALUES (%s, %s, %s)",
+                     (settings.topic("session-logs"), b"acc-huge-record", b"\x00" * 1_200_000))
+    _emit(settings, event("consent.cookies_granted", T0, account="acc-after-huge", purposes=["analytics"],
+                          policy_version="2026-01"))
+    wait_for(lambda: _last_by_key(settings, "consents").get(b"acc-after-huge"), what="a later record published")
+    wait_for(lambda: _outbox_empty(settings), what="the outbox to drain")
+    letters = [Codec().decode(v, topic="dead-letters").value for _, v in _records(settings, "dead-letters")]
+    huge = [d for d in letters if d["stage"] == "outbox"]
+    assert len(huge) == 1 and huge[0]["reason"].startswith("record_too_large")
+    assert huge[0]["original_topic"] == settings.topic("session-logs") and huge[0]["original_value"] is None
+    assert metric(worker.url("/metrics"), "lifecycle_outbox_withheld_total", topic="session-logs",
+                  reason="too_large") == 1
