@@ -39,9 +39,9 @@ async def journal_accept(conn: psycopg.AsyncConnection[Any], rows: Sequence[tupl
                        ([uuid.UUID(i) for i in ids], list(topics), list(keys), list(values)))
 
 
-async def journal_mark_sent(conn: psycopg.AsyncConnection[Any], event_ids: Sequence[str]) -> None:
+async def journal_mark_sent(conn: psycopg.AsyncConnection[Any], event_ids: Sequence[str | uuid.UUID]) -> None:
     await conn.execute("UPDATE ingest_journal SET sent_at = now() WHERE event_id = ANY(%b)",
-                       ([uuid.UUID(i) for i in event_ids],))
+                       ([i if isinstance(i, uuid.UUID) else uuid.UUID(i) for i in event_ids],))
 
 
 async def journal_forget(conn: psycopg.AsyncConnection[Any], event_ids: Sequence[str]) -> None:
@@ -71,8 +71,7 @@ class JournalRelay:
             for fut in futures:
                 await fut
             if rows:
-                await conn.execute("UPDATE ingest_journal SET sent_at = now() WHERE event_id = ANY(%b)",
-                                   ([r[0] for r in rows],))
+                await journal_mark_sent(conn, [r[0] for r in rows])
             return len(rows)
 
         return int(await self.db.run("ingest journal relay", tx))
