@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -35,9 +36,28 @@ __all__ = [
 _PR_SET_PDEATHSIG = 1
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as sock:
+    """A free TCP port on the loopback interface, below the kernel's ephemeral range: a port the
+    kernel hands out itself (bind to 0) can be taken by any outgoing connection before the server
+    we pick it for binds it (seen: a connector's metrics port, "Address already in use")."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10_000, low) if low > 10_100 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    with socket.socket() as sock:  # every try taken: fall back to the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
