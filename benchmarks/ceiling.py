@@ -8,8 +8,11 @@
     baseline (one event at a time, as Faust is usually written);
 (c) our end to end: `lifecycle worker` (one process) applying session events into PostgreSQL
     session logs, measured from its first applied event to its last, per worker core (its own
-    CPU seconds from /proc);
-(d) the ratios c/b and c/a;
+    CPU seconds from /proc); the events sealed as the SDK writes them (crypto-shredding on), and
+    with sealing off (the same events in clear, `LIFECYCLE_ENCRYPT_PERSONAL_DATA=false`),
+    alternating for `--rounds` rounds, each run on a database and topics of its own; (c) is the
+    best round with sealing on;
+(d) the ratios c/b, c/a, and c on / c off;
 (e) the Avro codec: the reference `avro` package against fastavro (ours), encode and decode.
 The same events (a mix of session starts, file transfers and ends, ~200 bytes framed) feed (a),
 (b) and (c). Erasure and retention figures: benchmarks/erasure_fanout.py, retention_sweep.py.
@@ -64,11 +67,27 @@ def session_events(n: int, tag: str) -> list[dict]:
     return out
 
 
-def load_topic(settings: Settings, topic: str, events: list[dict]) -> None:
-    with Emitter(settings) as emitter:
+def load_topic(settings: Settings, topic: str, events: list[dict], *, seal: bool = False) -> None:
+    """Produce the events; sealed as the SDK seals them when ``seal``."""
+    with Emitter(settings, encrypt=seal) as emitter:
+        catalog = emitter.codec.catalog
         for e in events:
-            emitter.send_raw(topic, e["account_id"].encode(), emitter.codec.encode_event(e))
+            record = catalog.by_event_type(e["event_type"])
+            assert record is not None
+            value = emitter.sealed(record, e, e["account_id"]) if seal else e
+            emitter.send_raw(topic, e["account_id"].encode(), emitter.codec.encode(record, value))
         emitter.flush(timeout_s=300)
+
+
+def twin(settings: Settings, name: str, *, encrypt: bool) -> Settings:
+    """The same stack with a database and a topic prefix of its own, sealing on or off."""
+    with psycopg.connect(settings.postgres_dsn or "", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    other = dataclasses.replace(settings, topic_prefix=f"{name}.", encrypt_personal_data=encrypt,
+                                postgres_dsn=psycopg.conninfo.make_conninfo(settings.postgres_dsn or "", dbname=name))
+    apply_topics(other, load_spec(other.topic_spec))
+    apply_schema(other.postgres_dsn or "")
+    return other
 
 
 async def raw_ceiling(settings: Settings, src: str, dst: str, n: int) -> float:
@@ -161,7 +180,7 @@ def _cpu_seconds(pid: int) -> float:
 def our_rate(settings: Settings, n: int, work: Path) -> tuple[float, float, float]:
     """(events/s wall, events per worker CPU second, worker CPU share)."""
     env = {**os.environ, **settings.to_env(), "LIFECYCLE_LOG_LEVEL": "warning"}
-    with open(work / "worker.log", "wb") as log:
+    with open(work / "worker.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     try:
@@ -226,6 +245,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=60_000)
     p.add_argument("--only-ours", action="store_true", help="(c) alone, for profiling; no ratios")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of (c) with sealing off, then on")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lifecycle-ceiling-"))
     base = Settings.from_env({"LIFECYCLE_STATE_DIR": str(work / "state")})
@@ -238,18 +258,29 @@ def main() -> None:
         n = len(events)
         print(f"{n} session events, {FILES_PER_SESSION} file transfers per session", file=sys.stderr)
         t = time.perf_counter()
-        load_topic(settings, settings.topic("session-events"), events)
+        load_topic(settings, settings.topic("session-events"), events, seal=True)
+        # Sealing on and off, alternating, each on its own database and topics: this machine's
+        # figures drift by tens of percent between minutes, so each side keeps its best round.
+        rounds = [] if args.only_ours else [(twin(settings, f"ceiling_{side}_{r}", encrypt=side == "on"), side)
+                                             for r in range(args.rounds) for side in ("off", "on")]
+        for other, side in rounds:
+            load_topic(other, other.topic("session-events"), events, seal=side == "on")
         print(f"loaded in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         if args.only_ours:
             wall, per_core, share = our_rate(settings, n, work)
             print(f"(c) ours: {wall:.0f}/s wall, {per_core:.0f} per worker CPU second (worker CPU {share:.0%})")
             return
+        sides: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
+        for other, side in rounds:
+            sides[side].append(our_rate(other, n, work))
+            print(f"(c) ours, sealing {side}: {sides[side][-1][0]:.0f}/s", file=sys.stderr)
+        best = {side: max(runs) for side, runs in sides.items()}
+        off_wall, off_core, off_share = best["off"]
         raw = asyncio.run(raw_ceiling(settings, settings.topic("session-events"), "ceiling.raw-out", n))
         print(f"(a) raw: {raw:.0f}/s", file=sys.stderr)
         naive = naive_baseline(settings, settings.topic("session-events"), "ceiling.naive-out", n, work)
         print(f"(b) naive Faust: {naive:.0f}/s", file=sys.stderr)
-        wall, per_core, share = our_rate(settings, n, work)
-        print(f"(c) ours: {wall:.0f}/s", file=sys.stderr)
+        wall, per_core, share = best["on"]
         codecs = codec_rates(events)
     print(f"events: {n} session events (starts, {FILES_PER_SESSION} file transfers, ends); one embedded broker")
     print(f"{'figure':52} {'events/s':>10}")
@@ -257,6 +288,12 @@ def main() -> None:
     print(f"{'(b) naive Faust agent: decode, table, forward':52} {naive:10.0f}")
     print(f"{'(c) ours end to end into PostgreSQL, wall':52} {wall:10.0f}")
     print(f"{'(c) ours per worker core (per worker CPU second)':52} {per_core:10.0f}   (worker CPU {share:.0%})")
+    for side in ("on", "off"):
+        print(f"{'(c) rounds, sealing ' + side + ', wall':52} " + " ".join(f"{r[0]:.0f}" for r in sides[side]))
+    print(f"{'(c) ours with sealing off, wall':52} {off_wall:10.0f}")
+    print(f"{'(c) ours with sealing off, per worker core':52} {off_core:10.0f}   (worker CPU {off_share:.0%})")
+    print(f"{'(d) c on / c off (wall): what sealing costs':52} {wall / off_wall:10.2f}")
+    print(f"{'(d) c on / c off (per worker core)':52} {per_core / off_core:10.2f}")
     print(f"{'(d) c/b (wall)':52} {wall / naive:10.2f}")
     print(f"{'(d) c/a (wall)':52} {wall / raw:10.3f}")
     for name, rate in codecs.items():

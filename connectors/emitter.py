@@ -1,28 +1,99 @@
 """The emitter SDK for Python upstream services.
 
-Validates every event exactly as the HTTP endpoint and the intake stage do, encodes it in the
-Confluent wire format and produces it keyed by its subject, with ``acks=all``, batching, and
-the idempotent producer where the broker supports it.
+Validates every event exactly as the HTTP endpoint and the intake stage do, seals its personal
+fields under its subject's data keys (docs/crypto-shredding.md), encodes it in the Confluent wire
+format and produces it keyed by its subject, with ``acks=all``, batching, and the idempotent
+producer where the broker supports it.
+
+Keys come from the pipeline's key service (``LIFECYCLE_KEYS_URL`` and the service's own token,
+``LIFECYCLE_KEYS_TOKEN``), or, for the pipeline's own tools on its machine, from its database
+(``LIFECYCLE_POSTGRES_DSN`` and the master key). ``encrypt=False`` sends personal fields in clear,
+as a producer outside the pipeline might: tests and tools use it to play one.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import time
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from lifecycle_core.config import Settings
-from schemas.catalog import Catalog, load_catalog
+from lifecycle_core.datakeys import DataKey, DataKeys, open_data_keys
+from lifecycle_core.errors import ConfigError
+from schemas.catalog import Catalog, RecordType, load_catalog
 from schemas.codec import Codec
+from schemas.personal import key_pairs, seal
 from schemas.registry import make_registry
 from schemas.validate import from_json, subject_key
 
-__all__ = ["Emitter"]
+__all__ = ["Emitter", "KeyService"]
+
+
+class KeyService:
+    """The pipeline's key service over HTTP (POST /v1/keys), keys cached as a worker caches them."""
+
+    def __init__(self, url: str, token: str, cache_s: float = 30):
+        self.url = url.rstrip("/") + "/v1/keys"
+        self.token = token
+        self.cache_s = cache_s
+        self._cache: dict[tuple[str, str], DataKey] = {}
+
+    def keys_for(self, pairs: list[tuple[str, str]]) -> Callable[[str, str], DataKey]:
+        now = time.monotonic()
+        wanted = sorted({p for p in pairs if p not in self._cache or now - self._cache[p].at > self.cache_s})
+        if wanted:
+            body = json.dumps({"subjects": [{"subject": s, "category": c} for s, c in wanted]}).encode()
+            request = urllib.request.Request(self.url, data=body, method="POST", headers={
+                "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                for item in json.loads(answer.read())["keys"]:
+                    raw = base64.b64decode(item["key"]) if item["key"] else None
+                    self._cache[(item["subject"], item["category"])] = DataKey(
+                        item["kid"], AESGCM(raw) if raw else None, raw, now)
+        return lambda subject, category: self._cache[(subject, category)]
+
+
+class _DatabaseKeys:
+    """The data keys straight from the pipeline's database (its own tools, on its machine)."""
+
+    def __init__(self, settings: Settings):
+        import psycopg
+
+        self.keys: DataKeys = open_data_keys(settings)
+        self._conn = psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10)
+
+    def keys_for(self, pairs: list[tuple[str, str]]) -> Callable[[str, str], DataKey]:
+        prepared = self.keys.prepare_sync(self._conn, pairs)
+        return lambda subject, category: prepared[(self.keys.keyring.pseudonym(subject), category)]
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class Emitter:
     """``with Emitter(settings) as em: em.emit(event)``; ``flush()`` waits for the broker."""
 
-    def __init__(self, settings: Settings, *, catalog: Catalog | None = None, idempotent: bool | None = None):
+    def __init__(self, settings: Settings, *, catalog: Catalog | None = None, idempotent: bool | None = None,
+                 encrypt: bool | None = None):
         from kafka import KafkaProducer
+
+        self.encrypt = settings.encrypt_personal_data if encrypt is None else encrypt
+        self._keys: KeyService | _DatabaseKeys | None = None
+        if self.encrypt:
+            if settings.keys_url:
+                if not settings.keys_token:
+                    raise ConfigError("LIFECYCLE_KEYS_URL is set: LIFECYCLE_KEYS_TOKEN is needed with it")
+                self._keys = KeyService(settings.keys_url, settings.keys_token, settings.data_key_cache_s)
+            elif settings.postgres_dsn:
+                self._keys = _DatabaseKeys(settings)
+            else:
+                raise ConfigError("the emitter seals personal data: set LIFECYCLE_KEYS_URL and LIFECYCLE_KEYS_TOKEN "
+                                  "(the pipeline's key service), or LIFECYCLE_POSTGRES_DSN on the pipeline's machine")
 
         self.settings = settings
         self.catalog = catalog or load_catalog()
@@ -47,10 +118,17 @@ class Emitter:
         """Validate and send one flat JSON-style event; returns its event_id.
         Raises ValidationFailed naming every bad field; nothing is sent then."""
         record, value = from_json(event, self.catalog)
-        self.send_raw(
-            self.settings.topic(record.topic), subject_key(record, value).encode(), self.codec.encode(record, value)
-        )
+        subject = subject_key(record, value)
+        self.send_raw(self.settings.topic(record.topic), subject.encode(),
+                      self.codec.encode(record, self.sealed(record, value, subject)))
         return str(value["event_id"])
+
+    def sealed(self, record: RecordType, value: dict[str, Any], subject: str) -> dict[str, Any]:
+        """``value`` with its personal fields sealed (as is when this emitter does not encrypt)."""
+        if self._keys is None or not record.personal:
+            return value
+        key_for = self._keys.keys_for(key_pairs(record, subject))
+        return seal(lambda category: key_for(subject, category), record, value, subject)
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -72,6 +150,8 @@ class Emitter:
             self.flush()
         finally:
             self._producer.close(timeout=10)
+            if isinstance(self._keys, _DatabaseKeys):
+                self._keys.close()
 
     def __enter__(self) -> Emitter:
         return self

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lifecycle_core.config import Settings
@@ -196,8 +197,16 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
             keys = rotate_key_file(settings, conn)
         _say(f"new current key {keys.fingerprints()[0]} in {key_file(settings)}; restart every worker and connector")
-    else:  # init creates the key file when there is none; fingerprint never does
-        keys = open_keyring(settings, create=args.action == "init")
+    else:  # init creates the key files when there are none; fingerprint never does
+        if args.action == "init":  # the master key of the data keys too (docs/crypto-shredding.md)
+            from lifecycle_core.crypto import init_master_key
+            from lifecycle_core.datakeys import open_data_keys
+            from lifecycle_core.keys import init_key_file
+
+            init_key_file(settings)
+            init_master_key(settings)
+            open_data_keys(settings, open_keyring(settings, create=False), create=False)
+        keys = open_keyring(settings, create=False)
     print(json.dumps({"current": keys.fingerprints()[0], "older": list(keys.fingerprints()[1:])}))
     return 0
 
@@ -221,6 +230,30 @@ def cmd_retention_plan(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _letter_opener(settings: Settings) -> Callable[[Any, dict[str, Any]], tuple[bytes | None, bytes | None] | None]:
+    """Opens each letter's sealed original with the pipeline's data keys (docs/crypto-shredding.md)."""
+    state: dict[str, Any] = {}
+
+    def opener(msg: Any, letter: dict[str, Any]) -> tuple[bytes | None, bytes | None] | None:
+        from streams.sealing import open_letter
+
+        sealed_for = next((v.decode() for k, v in msg.headers or [] if k == "lifecycle.dlq.sealed_for"), None)
+        if sealed_for is None:
+            return letter["original_key"], letter["original_value"]
+        if "keys" not in state:
+            if not settings.postgres_dsn:
+                raise LifecycleError("sealed dead letters need the pipeline's database: set LIFECYCLE_POSTGRES_DSN")
+            import psycopg
+
+            from lifecycle_core.datakeys import open_data_keys
+
+            state["keys"] = open_data_keys(settings, create=False)
+            state["conn"] = psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10)
+        return open_letter(state["conn"], state["keys"], letter["original_key"], letter["original_value"], sealed_for)
+
+    return opener
+
+
 def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Send dead letters' original bytes back to their original topic, after a fix.
 
@@ -240,6 +273,7 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
         session_timeout_ms=settings.broker_session_timeout_s * 1000, heartbeat_interval_ms=1000,
         **settings.kafka_client_kwargs())
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.kafka_client_kwargs())
+    opener = _letter_opener(settings)
     replayed = skipped = 0
     try:
         deadline = time.monotonic() + args.wait_s
@@ -268,7 +302,11 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
                 if not wanted or letter["original_value"] is None:
                     skipped += 1
                     continue
-                producer.send(letter["original_topic"], key=letter["original_key"], value=letter["original_value"],
+                original = opener(msg, letter)
+                if original is None:  # its subject was erased since: nothing left to replay
+                    skipped += 1
+                    continue
+                producer.send(letter["original_topic"], key=original[0], value=original[1],
                               headers=[("lifecycle.replayed-from", f"{msg.partition}:{msg.offset}".encode())]).get(30)
                 replayed += 1
             quiet_polls = 0 if records else quiet_polls + 1
@@ -284,6 +322,23 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datamap(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the data map: each personal field of each record, its category and its retention."""
+    from lifecycle_core.policy import load_policy
+    from schemas.catalog import load_catalog
+    from schemas.personal import datamap
+
+    rows = datamap(load_catalog(), load_policy(settings.retention_policy))
+    if args.json:
+        _say(json.dumps(rows, indent=2))
+        return 0
+    columns = ("topic", "record", "field", "category", "retention")
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
+    for line in [dict(zip(columns, columns, strict=True)), *rows]:
+        _say("  ".join(line[c].ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lifecycle", description="Privacy-policy data lifecycle pipeline.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -293,6 +348,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--visitors", type=int, default=300)
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
+    datamap = sub.add_parser("datamap", help="the personal fields of every record: category and retention")
+    datamap.add_argument("--json", action="store_true", help="JSON instead of a table")
+    datamap.set_defaults(fn=cmd_datamap)
     topics = sub.add_parser("topics", help="topic administration").add_subparsers(dest="action", required=True)
     apply = topics.add_parser("apply", help="create every topic of deploy/topics.yaml; report drift")
     apply.add_argument("--profile", default=None,

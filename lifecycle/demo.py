@@ -281,6 +281,8 @@ _REPORT_SQL = {
     "erasures store by store (store, status, requests, items erased)":
         "SELECT store, status, count(*), sum(items_erased) FROM erasure_progress GROUP BY 1, 2 ORDER BY 1, 2",
     "proofs of erasure (keyed hash only)": "SELECT count(*) FROM erasure_proofs",
+    "data keys (live, destroyed: what the log holds of those subjects is unreadable)":
+        "SELECT count(*) FILTER (WHERE wrapped IS NOT NULL), count(*) FILTER (WHERE wrapped IS NULL) FROM data_keys",
 }
 
 

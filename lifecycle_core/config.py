@@ -82,6 +82,13 @@ class Settings:
     max_future_s: int = 86400  # events dated further ahead of the wall clock are refused
     hash_key: str | None = dataclasses.field(default=None, repr=False)  # "" (set but empty) is refused
     hash_key_file: Path | None = None  # default <state_dir>/secrets/hash.key (lifecycle_core/keys.py)
+    # Crypto-shredding (docs/crypto-shredding.md).
+    master_key: str | None = dataclasses.field(default=None, repr=False)  # 64 hex digits
+    master_key_file: Path | None = None  # default <state_dir>/secrets/master.key (lifecycle_core/crypto.py)
+    data_key_cache_s: int = 30  # how long a process keeps an unwrapped data key
+    encrypt_personal_data: bool = True  # off only to measure what sealing costs (benchmarks/ceiling.py)
+    keys_token: str | None = dataclasses.field(default=None, repr=False)  # bearer token of /v1/keys
+    keys_url: str | None = None  # where the emitter SDK asks for keys when it has no database
     # Erasure (docs/erasure.md).
     erasure_deadline_days: int = 30
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
@@ -117,6 +124,9 @@ class Settings:
             ("CLOCK", "clock"),
             ("TOPIC_PROFILE", "topic_profile"),
             ("HASH_KEY", "hash_key"),
+            ("MASTER_KEY", "master_key"),
+            ("KEYS_TOKEN", "keys_token"),
+            ("KEYS_URL", "keys_url"),
         ):
             value = get(name)
             if value is not None:
@@ -132,6 +142,10 @@ class Settings:
             kw["hash_key"] = ""
         if (raw := get("HASH_KEY_FILE")) is not None:
             kw["hash_key_file"] = Path(raw)
+        if (raw := get("MASTER_KEY_FILE")) is not None:
+            kw["master_key_file"] = Path(raw)
+        if (raw := get("ENCRYPT_PERSONAL_DATA")) is not None:
+            kw["encrypt_personal_data"] = _bool("ENCRYPT_PERSONAL_DATA", raw)
         if (raw := get("STATE_DIR")) is not None:
             kw["state_dir"] = Path(raw)
         for name in ("HTTP_PORT", "METRICS_PORT"):
@@ -150,7 +164,7 @@ class Settings:
         for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0),
                               ("MAX_FUTURE_S", 0),
                               ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1),
-                              ("OUTBOX_BATCH", 1)):
+                              ("OUTBOX_BATCH", 1), ("DATA_KEY_CACHE_S", 0)):
             if (raw := get(name)) is not None:
                 kw[name.lower()] = _int(name, raw, minimum=minimum)
         if (raw := get("EMBEDDED_PG_FAST")) is not None:

@@ -28,8 +28,8 @@ from typing import Any
 from lifecycle_core.config import Settings
 from lifecycle_core.errors import ConfigError
 
-__all__ = ["Keyring", "KeyMismatch", "load_keyring", "check_keyring", "open_keyring", "key_file",
-           "rotate_key_file", "MIN_KEY_BYTES"]
+__all__ = ["Keyring", "KeyMismatch", "load_keyring", "check_keyring", "open_keyring", "key_file", "init_key_file",
+           "rotate_key_file", "create_key_file", "MIN_KEY_BYTES"]
 
 MIN_KEY_BYTES = 16
 _FINGERPRINT_INPUT = b"lifecycle/hash-key-fingerprint/v1"
@@ -85,8 +85,15 @@ def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
             raise ConfigError(f"LIFECYCLE_HASH_KEY_FILE: no such file: {path}")
         if not create:
             raise ConfigError(f"no hash key at {path}; start the worker once, or set LIFECYCLE_HASH_KEY_FILE")
-        _create_key_file(path, secrets.token_bytes(32))
+        create_key_file(path, secrets.token_bytes(32))
     return _read_key_file(path)
+
+
+def init_key_file(settings: Settings) -> None:
+    """Generate the key file where these settings name it, configured or default, if none is there
+    (`lifecycle keys init`: a deployment's one-shot step; processes never create a configured file)."""
+    if settings.hash_key is None and not key_file(settings).exists():
+        create_key_file(key_file(settings), secrets.token_bytes(32))
 
 
 def _read_key_file(path: Path) -> Keyring:
@@ -103,7 +110,7 @@ def _read_key_file(path: Path) -> Keyring:
         raise ConfigError(f"hash key file {path}: each line must be one hex-encoded key") from None
 
 
-def _create_key_file(path: Path, key: bytes) -> None:
+def create_key_file(path: Path, key: bytes) -> None:
     """Write a new key file atomically; a process that raced us and won keeps its key."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")

@@ -73,6 +73,12 @@ class RecordType:
     def schema_id(self) -> int:
         return schema_id(self.schema)
 
+    @functools.cached_property
+    def personal(self) -> tuple[tuple[str, str], ...]:
+        """(field, category) of each top-level field marked ``lifecycle.personal`` (schemas/personal.py)."""
+        return tuple((f["name"], str(f["lifecycle.personal"])) for f in self.schema["fields"]
+                     if isinstance(f.get("lifecycle.personal"), str))
+
     @property
     def fields(self) -> list[dict[str, Any]]:
         return list(self.schema["fields"])

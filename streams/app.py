@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from lifecycle_core.clock import Clock, make_clock
 from lifecycle_core.config import Settings
+from lifecycle_core.datakeys import open_data_keys
 from lifecycle_core.errors import LifecycleError
 from lifecycle_core.keys import Keyring, key_file, open_keyring
 from lifecycle_core.policy import load_policy
@@ -32,7 +33,7 @@ from schemas.errors import DecodeError
 from schemas.registry import make_registry
 from streams.db import Database, apply_schema, describe, with_retry
 from streams.erasure import ack_problem, apply_acks, erasure_tick
-from streams.intake import Origin, Rejected, dead_letter
+from streams.intake import Origin, Rejected, capped, dead_letter
 from streams.intake_loop import IntakeLoop
 from streams.journal import JournalRelay
 from streams.lag import LagProbe, pipeline_groups
@@ -41,6 +42,7 @@ from streams.outbox import Relay
 from streams.processors import Context, all_processors
 from streams.rebuild import republish_state, tombstone_erased
 from streams.retention import apply_retention_acks, retention_tick
+from streams.sealing import destroy_past_letter_keys, period_subject, seal_letter
 
 __all__ = ["Pipeline", "build_app"]
 
@@ -65,6 +67,7 @@ class Pipeline:
     clock: Clock
     context: Context
     dead_letters: Any  # the dead-letters topic (raw bytes), shared by every stage that rejects
+    keys_db: Database  # data keys fetched outside the stages' transactions (streams/sealing.py)
     ready: bool = False
     acks_joined: bool = False
     log_resets: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # shown on /readyz
@@ -140,6 +143,7 @@ def build_app(
                              stores=settings.erasure_stores, swept_by=swept_by)
     clock = clock or make_clock(settings.clock)
     keys = prepare_database(settings, clock)
+    data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
     pipeline = Pipeline(
         app=app,
         settings=settings,
@@ -147,8 +151,9 @@ def build_app(
         metrics=metrics,
         clock=clock,
         context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys,
-                        policy=policy),
+                        policy=policy, data_keys=data_keys),
         dead_letters=_raw_topic(app, settings.topic("dead-letters")),
+        keys_db=Database(settings.postgres_dsn or ""),
     )
     _register_intake(pipeline, catalog)
     _register_acks(pipeline)
@@ -276,6 +281,8 @@ def _register_background(pipeline: Pipeline) -> None:
             except Exception as exc:  # tried again at the next reset; the state stays in PostgreSQL
                 log.warning("state topics not republished: %s", describe(exc))
 
+    letter_period = [""]  # the dead-letter key period last rotated (streams/sealing.py)
+
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:
         now = pipeline.clock.now_ms()
@@ -294,6 +301,14 @@ def _register_background(pipeline: Pipeline) -> None:
                               lambda conn: retention_tick(conn, pipeline.context, pipeline.context.policy, now))
         except Exception as exc:
             log.warning("retention tick failed: %s", describe(exc))
+        period = period_subject(ctx.policy, now)
+        if period != letter_period[0]:
+            try:
+                await tick_db.run("dead-letter keys", lambda conn: destroy_past_letter_keys(
+                    conn, ctx.data_keys, ctx.policy, now))
+                letter_period[0] = period
+            except Exception as exc:
+                log.warning("dead-letter keys not rotated: %s", describe(exc))
 
     @app.task
     async def relay() -> None:
@@ -328,7 +343,13 @@ def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:
 async def send_dead_letter(pipeline: Pipeline, origin: Origin, original: bytes | None, rejected: Rejected) -> Any:
     """Queue the dead letter of a consumed record; returns the delivery future to await before
     the record's batch is acknowledged."""
-    key, value, headers = dead_letter(pipeline.codec, rejected, origin, original, pipeline.clock.now_ms())
+    now = pipeline.clock.now_ms()
+    ctx = pipeline.context
+    key, sealed, sealed_for = await seal_letter(pipeline.keys_db, ctx.data_keys, ctx.policy, now, origin.key,
+                                                capped(original))
+    key, value, headers = dead_letter(pipeline.codec, rejected, dataclasses.replace(origin, key=key), sealed, now,
+                                      original_size=len(original) if original is not None else 0,
+                                      sealed_for=sealed_for)
     log.warning("dead-lettered %s[%d]@%d: %s", origin.topic, origin.partition, origin.offset, rejected.reason)
     return await pipeline.dead_letters.send(key=key, value=value, headers=headers)
 

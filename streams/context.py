@@ -1,5 +1,7 @@
 """What every stage that writes output shares: the context (settings, codec, clock, metrics,
-hashing key, retention policy) and the outbox, where output records wait for their transaction to commit."""
+hashing key, data keys, retention policy) and the outbox, where output records wait for their
+transaction to commit. A record with personal fields is sealed as it is queued, under its Kafka
+key's subject (docs/crypto-shredding.md)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,30 @@ import psycopg
 
 from lifecycle_core.clock import Clock
 from lifecycle_core.config import Settings
+from lifecycle_core.datakeys import DataKeys
 from lifecycle_core.keys import Keyring
 from lifecycle_core.policy import Policy
+from schemas.catalog import RecordType
 from schemas.codec import Codec
+from schemas.personal import key_pairs, seal
 from streams.metrics import Metrics
 
-__all__ = ["Context", "enqueue", "ORDERED_TOPICS", "OutboxRow"]
+__all__ = ["Context", "enqueue", "ORDERED_TOPICS", "OutboxRow", "Draft", "Row"]
 
 OutboxRow = tuple[str, bytes | None, bytes | None]  # (full topic, key, value; None: a tombstone)
+
+
+@dataclasses.dataclass(frozen=True)
+class Draft:
+    """An output record with personal fields, encoded once its subject's keys are at hand."""
+
+    topic: str  # full name
+    key: str  # the subject
+    record: RecordType
+    value: dict[str, Any]
+
+
+Row = OutboxRow | Draft
 
 # Compacted topics, where the last record per key is the state: each key's records must reach the
 # log in the order their transactions committed (docs/erasure.md, "Outbox order").
@@ -36,27 +54,40 @@ class Context:
     metrics: Metrics
     keys: Keyring
     policy: Policy
+    data_keys: DataKeys
     ordered: frozenset[str] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.ordered = frozenset(self.settings.topic(t) for t in ORDERED_TOPICS)
 
-    def record(self, topic: str, key: str | None, record_name: str,
-               value: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
-        """An outbox row: (full topic, key bytes, framed value)."""
+    def record(self, topic: str, key: str | None, record_name: str, value: dict[str, Any]) -> Row:
+        """An outbox row (full topic, key bytes, framed value), or the Draft of one to seal."""
+        record = self.codec.catalog.by_name(record_name)
+        if record.personal and key is not None and self.settings.encrypt_personal_data:
+            return Draft(self.settings.topic(topic), key, record, value)
         return (
             self.settings.topic(topic),
             key.encode() if key is not None else None,
-            self.codec.encode(record_name, value),
+            self.codec.encode(record, value),
         )
 
-
-    async def enqueue(self, conn: psycopg.AsyncConnection[Any], rows: Sequence[OutboxRow]) -> None:
+    async def enqueue(self, conn: psycopg.AsyncConnection[Any], rows: Sequence[Row]) -> None:
         """Queue output records. On a compacted topic, a transaction first takes a lock per key
         (hashed into buckets) and holds it to commit: a second writer of that key waits, so its
         outbox ids come after the first one's, and id order is commit order for every key."""
-        await self.lock_keys(conn, [(t, k) for t, k, _ in rows])
-        await enqueue(conn, rows)
+        framed = await self._seal(conn, rows)
+        await self.lock_keys(conn, [(t, k) for t, k, _ in framed])
+        await enqueue(conn, framed)
+
+    async def _seal(self, conn: psycopg.AsyncConnection[Any], rows: Sequence[Row]) -> list[OutboxRow]:
+        drafts = [r for r in rows if isinstance(r, Draft)]
+        if not drafts:
+            return list(rows)  # type: ignore[arg-type]  # no Draft among them
+        prepared = await self.data_keys.prepare(conn, [p for d in drafts for p in key_pairs(d.record, d.key)])
+        keys = self.data_keys
+        return [(r.topic, r.key.encode(), self.codec.encode(r.record, seal(keys.keys_of(prepared, r.key), r.record,
+                                                                          r.value, r.key)))
+                if isinstance(r, Draft) else r for r in rows]
 
     async def lock_keys(self, conn: psycopg.AsyncConnection[Any], keys: list[tuple[str, bytes | None]]) -> None:
         """Take the per-key locks of (full topic, key) pairs of compacted topics, to commit. A writer

@@ -28,7 +28,7 @@ import psycopg
 from lifecycle_core.keys import Keyring
 from lifecycle_core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
 from schemas.statuses import SUCCESS, AckStatus
-from streams.context import Context, OutboxRow
+from streams.context import Context, Row
 from streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
 
 __all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status"]
@@ -69,7 +69,7 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
     requests: list[tuple[Any, ...]] = []
     progress: list[tuple[uuid.UUID, str]] = []
     suppressed: list[tuple[str, uuid.UUID, bool]] = []
-    rows: list[OutboxRow] = []
+    rows: list[Row] = []
     request_ids: list[uuid.UUID] = []
     for account, event, reason in todo:
         request_id = uuid.uuid5(_NAMESPACE, f"{account}|{event['event_id']}")
@@ -97,10 +97,28 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
             "VALUES (%s, %s, CASE WHEN %s THEN 'infinity'::timestamptz END) ON CONFLICT (subject_hash) DO UPDATE "
             "SET request_id = EXCLUDED.request_id, expires_at = CASE WHEN suppressed_subjects.expires_at IS NULL "
             "THEN NULL ELSE EXCLUDED.expires_at END", suppressed)
+    await _destroy_keys(conn, ctx, [(rid, [a, *(v for v in links[a] if v not in shared)], a in held)
+                                    for rid, (a, _, _) in zip(request_ids, todo, strict=True)])
     await ctx.enqueue(conn, rows)
     await publish_status(conn, ctx, request_ids)
     ctx.metrics.erasures_opened.inc(len(todo))
     return len(todo)
+
+
+async def _destroy_keys(conn: psycopg.AsyncConnection[Any], ctx: Context,
+                        requests: list[tuple[uuid.UUID, list[str], bool]]) -> None:
+    """Destroy the data keys of every subject of the requests, before any store is asked to delete:
+    from this commit on, what the log holds of them is unreadable. A legal hold keeps the keys of
+    the categories it covers; releasing it opens the erasure that destroys them."""
+    for held in (False, True):
+        batch = [(rid, subjects) for rid, subjects, h in requests if h == held]
+        if not batch:
+            continue
+        categories = ctx.policy.erased_at_closure(held) + ctx.policy.pseudonymised_at_closure(held)
+        kept = sorted(set(ctx.policy.categories) - set(categories))
+        await ctx.data_keys.destroy(conn, [s for _, subjects in batch for s in subjects], categories)
+        await conn.execute("UPDATE erasure_requests SET keys_destroyed_at = now(), keys_kept = %s "
+                           "WHERE request_id = ANY(%s)", (kept, [rid for rid, _ in batch]))
 
 
 async def _shared_with_live_accounts(conn: psycopg.AsyncConnection[Any], ctx: Context, closing: list[str],
@@ -117,7 +135,7 @@ async def _shared_with_live_accounts(conn: psycopg.AsyncConnection[Any], ctx: Co
 
 
 def _order(ctx: Context, request_id: uuid.UUID, account_id: str, subjects: list[str], reason: str, opened: int,
-           deadline: int, legal_hold: bool) -> tuple[str, bytes | None, bytes]:
+           deadline: int, legal_hold: bool) -> Row:
     return ctx.record("tombstones", account_id, "DeletionOrder", {
         "request_id": str(request_id), "account_id": account_id, "reason": reason, "issued_at": opened,
         "deadline": deadline, "categories": ctx.policy.erased_at_closure(legal_hold), "legal_hold": legal_hold,
@@ -176,10 +194,11 @@ WITH ready AS (
     UPDATE erasure_requests r SET state = 'complete', completed_at = GREATEST(r.opened_at, %(now)s),
            account_id = NULL, subjects = NULL
     FROM ready WHERE r.request_id = ready.request_id
-    RETURNING r.request_id, r.account_hash, r.reason, r.opened_at, r.completed_at
+    RETURNING r.request_id, r.account_hash, r.reason, r.opened_at, r.completed_at, r.keys_destroyed_at, r.keys_kept
 )
-INSERT INTO erasure_proofs (request_id, account_hash, reason, opened_at, completed_at, stores)
-SELECT d.request_id, d.account_hash, d.reason, d.opened_at, d.completed_at,
+INSERT INTO erasure_proofs (request_id, account_hash, reason, opened_at, completed_at, keys_destroyed_at,
+                            keys_kept, stores)
+SELECT d.request_id, d.account_hash, d.reason, d.opened_at, d.completed_at, d.keys_destroyed_at, d.keys_kept,
        (SELECT jsonb_agg(jsonb_build_object(
                    'store', p.store, 'status', p.status, 'items_erased', p.items_erased,
                    'acknowledged_at', (extract(epoch FROM p.acknowledged_at) * 1000)::bigint) ORDER BY p.store)

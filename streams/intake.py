@@ -15,7 +15,7 @@ from schemas.codec import Codec, Decoded
 from schemas.errors import DecodeError
 from schemas.validate import check_event
 
-__all__ = ["Origin", "Rejected", "triage", "dead_letter", "DLQ_HEADER_PREFIX", "DEAD_LETTER_VALUE_CAP"]
+__all__ = ["Origin", "Rejected", "triage", "dead_letter", "capped", "DLQ_HEADER_PREFIX", "DEAD_LETTER_VALUE_CAP"]
 
 DLQ_HEADER_PREFIX = "lifecycle.dlq."
 # A dead letter copies the original bytes only up to this size: a larger copy could itself be over
@@ -55,14 +55,22 @@ def triage(codec: Codec, topic: str, value: bytes | None, not_after_ms: int | No
         return Rejected(reason=exc.reason, error_class=type(exc).__name__, message=str(exc))
 
 
+def capped(value: bytes | None) -> bytes | None:
+    """The original bytes a dead letter copies: none over DEAD_LETTER_VALUE_CAP."""
+    return value if value is None or len(value) <= DEAD_LETTER_VALUE_CAP else None
+
+
 def dead_letter(
-    codec: Codec, rejected: Rejected, origin: Origin, value: bytes | None, now_ms: int
+    codec: Codec, rejected: Rejected, origin: Origin, value: bytes | None, now_ms: int, *,
+    original_size: int | None = None, sealed_for: str | None = None,
 ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) of the dead letter for a rejected record: keyed by the original key,
-    the value a DeadLetter record holding the original bytes (up to DEAD_LETTER_VALUE_CAP)."""
+    the value a DeadLetter record holding the original bytes (up to DEAD_LETTER_VALUE_CAP), sealed
+    (streams/sealing.py) when ``sealed_for`` says under which subject's key."""
     message = rejected.message
-    if value is not None and len(value) > DEAD_LETTER_VALUE_CAP:
-        message += f" (original value of {len(value)} bytes not copied: over {DEAD_LETTER_VALUE_CAP}; see its origin)"
+    size = len(value) if original_size is None and value is not None else original_size or 0
+    if size > DEAD_LETTER_VALUE_CAP:
+        message += f" (original value of {size} bytes not copied: over {DEAD_LETTER_VALUE_CAP}; see its origin)"
         value = None
     record: dict[str, Any] = {
         "reason": f"{rejected.reason}: {message}",
@@ -85,4 +93,6 @@ def dead_letter(
         (DLQ_HEADER_PREFIX + "exception.class", rejected.error_class.encode()),
         (DLQ_HEADER_PREFIX + "exception.message", rejected.message.encode()),
     ]
+    if sealed_for is not None:
+        headers.append((DLQ_HEADER_PREFIX + "sealed_for", sealed_for.encode()))
     return origin.key, codec.encode("DeadLetter", record), headers

@@ -37,11 +37,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from lifecycle_core.clock import latest_plausible
 from lifecycle_core.config import Settings
+from lifecycle_core.crypto import Forged
 from streams.db import Database, describe, with_retry
 from streams.intake import Origin, Rejected, triage
 from streams.journal import journal_forget, journal_resend_all
 from streams.processing import apply_batch
 from streams.processors import Processor
+from streams.sealing import open_events
 
 if TYPE_CHECKING:  # the app builds the intake with itself; no import at run time
     from streams.app import Pipeline
@@ -109,6 +111,7 @@ class IntakeLoop:
         self._ingested: dict[tuple[str, str], Any] = {}
         self._rejected: dict[tuple[str, str], Any] = {}
         self._dlq = {t: m.dead_letters_written.labels(t) for t in self.contract.values()}
+        self._clear = {t: m.clear_personal_fields.labels(t) for t in self.contract.values()}
         self._dup = {t: m.events_duplicate.labels(t) for t in self.contract.values()}
         self._registry_down = m.registry_errors.labels("intake")
         # Stored positions not yet checked against the log: (next offset, digest of the record before it).
@@ -252,11 +255,18 @@ class IntakeLoop:
                     for _, records in parts for record in records]
 
         decoded = await with_retry(f"decode {contract}", decode_all, on_retry=lambda exc: self._registry_down.inc())
+        opened, clear = await open_events(self.db, pipeline.context.data_keys,
+                                          [(o.record, o.value) for _, o in decoded if not isinstance(o, Rejected)])
+        if clear:
+            self._clear[contract].inc(clear)
+        values = iter(opened)
         for record, outcome in decoded:
             if isinstance(outcome, Rejected):
                 await reject(record, outcome)
+            elif isinstance(value := next(values), Forged):
+                await reject(record, Rejected("forged_ciphertext", "Forged", str(value)))
             else:
-                valid.append((record, outcome.value))
+                valid.append((record, value))
         offsets = [(tp.partition, records[-1].offset + 1, _digest(records[-1].value)) for tp, records in parts]
         applied_ids = [str(v["event_id"]) for _, v in valid]
 

@@ -37,7 +37,7 @@ REJECT_REASONS = tuple(
         SchemaNotAllowed,
         InvalidEvent,
     )
-) + ("processing_failed",)
+) + ("forged_ciphertext", "processing_failed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Metrics:
     outbox_withheld: Counter
     registry_errors: Counter
     log_resets: Counter
+    clear_personal_fields: Counter
     events_suppressed: Counter
     erasures_opened: Counter
     erasures_completed: Counter
@@ -160,6 +161,13 @@ class Metrics:
                 ["topic"],
                 registry=registry,
             ),
+            clear_personal_fields=Counter(
+                f"{prefix}clear_personal_fields",
+                "Personal fields that arrived in clear on an input topic (a producer that does not seal; "
+                "docs/crypto-shredding.md): accepted, sealed on every output.",
+                ["topic"],
+                registry=registry,
+            ),
             events_suppressed=Counter(
                 f"{prefix}events_suppressed",
                 "Events the identity rule silences after an erasure (docs/erasure.md), dropped before any processor.",
@@ -238,6 +246,7 @@ class Metrics:
                 m.events_suppressed.labels(record.topic, record.event_type)
         for topic in catalog.input_topics:
             m.log_resets.labels(topic)
+            m.clear_personal_fields.labels(topic)
             m.events_duplicate.labels(topic)
             m.dead_letters_written.labels(topic)
             for reason in REJECT_REASONS:

@@ -266,6 +266,12 @@ CREATE TABLE IF NOT EXISTS erasure_proofs (
     completed_at timestamptz NOT NULL,
     stores       jsonb NOT NULL
 );
+-- Crypto-shredding (lifecycle_core/datakeys.py): when the subjects' data keys were destroyed, and
+-- the categories a legal hold kept.
+ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS keys_destroyed_at timestamptz;
+ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS keys_kept text[];
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS keys_destroyed_at timestamptz;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS keys_kept text[];
 -- Keyed hashes of every identifier of an erased account: late events are recognised without
 -- keeping the identifiers themselves.
 CREATE TABLE IF NOT EXISTS suppressed_subjects (

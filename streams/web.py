@@ -11,6 +11,7 @@ sends whatever that send did not reach. While `up` drains before stopping, POST 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
@@ -27,6 +28,7 @@ from streams.db import Database, describe
 from streams.erasure import erasure_status
 from streams.journal import journal_accept, journal_mark_sent
 from streams.processors.consent import consent_state
+from streams.sealing import seal_events
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -51,6 +53,7 @@ def _authorized(expected: str | None, header: str | None) -> bool:
 
 def register_views(pipeline: Pipeline) -> None:
     app, settings, codec = pipeline.app, pipeline.settings, pipeline.codec
+    data_keys = pipeline.context.data_keys
     rejected = pipeline.metrics.events_rejected
     for reason in HTTP_REASONS:
         rejected.labels("http", reason)
@@ -118,11 +121,19 @@ def register_views(pipeline: Pipeline) -> None:
                     errors.extend(_problem(index, e.field, e.problem) for e in exc.errors)
             if errors:
                 return self._refuse(400, "invalid_event", errors)
-            rows = [(str(value["event_id"]), settings.topic(record.topic), subject_key(record, value).encode(),
-                     codec.encode(record, value)) for record, value in accepted]
+            async def accept(conn: Any) -> list[tuple[str, str, bytes, bytes]]:
+                # Sealed in the journal's transaction: the keys it creates commit with the events.
+                values = (await seal_events(conn, data_keys, accepted) if settings.encrypt_personal_data
+                          else [v for _, v in accepted])
+                framed = [(str(value["event_id"]), settings.topic(record.topic),
+                           subject_key(record, value).encode(), codec.encode(record, value))
+                          for (record, _), value in zip(accepted, values, strict=True)]
+                await journal_accept(conn, framed)
+                return framed
+
             try:
                 async with journal_lock:
-                    await journal_db.run("ingest journal", lambda conn: journal_accept(conn, rows))
+                    rows = await journal_db.run("ingest journal", accept)
             except Exception as exc:
                 log.warning("ingestion could not reach PostgreSQL: %s", describe(exc))
                 return self._refuse(503, "database_unavailable", [_problem(None, "$", "database unavailable, retry")])
@@ -137,6 +148,84 @@ def register_views(pipeline: Pipeline) -> None:
                 log.info("accepted events not sent yet (%s); the journal relay will send them", describe(exc))
             return self.json({"accepted": len(accepted), "event_ids": [v["event_id"] for _, v in accepted]},
                              status=202)
+
+    keys_db = Database(settings.postgres_dsn or "")
+    known_categories = set(pipeline.context.policy.categories)
+
+    class _Keys(faust.web.View):
+        """The key service for producers that seal and consumers that open (docs/crypto-shredding.md)."""
+
+        async def _body(self, request: Any, field: str) -> tuple[list[Any] | None, Any]:
+            if not _authorized(settings.keys_token, request.headers.get("Authorization")):
+                return None, self.json({"error": "a valid bearer token for the key service is required"},
+                                       status=401, headers={"WWW-Authenticate": "Bearer"})
+            body = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                return None, self.json({"errors": [_problem(None, "$", "body too large")]}, status=413)
+            try:
+                items = json.loads(body)[field]
+            except (ValueError, KeyError, TypeError, RecursionError):
+                return None, self.json({"errors": [_problem(None, field, "expected a JSON object with this list")]},
+                                       status=400)
+            if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+                return None, self.json({"errors": [_problem(None, field, f"1 to {MAX_BATCH} items")]}, status=400)
+            return items, None
+
+        async def _keys(self, fn: Any) -> tuple[bool, Any]:
+            """(done, answer): ``fn`` run on the database, or the 503 that says it is unavailable."""
+            try:
+                return True, await keys_db.run("data keys", fn)
+            except Exception as exc:
+                log.warning("key service could not reach PostgreSQL: %s", describe(exc))
+                return False, self.json({"error": "database unavailable"}, status=503)
+
+    @app.page("/v1/keys")
+    class Keys(_Keys):
+        async def post(self, request: Any) -> Any:
+            """The keys to seal with: one per (subject, category), created on first use; null once erased."""
+            items, refusal = await self._body(request, "subjects")
+            if items is None:
+                return refusal
+            pairs, errors = [], []
+            for index, item in enumerate(items):
+                subject = item.get("subject") if isinstance(item, dict) else None
+                category = item.get("category") if isinstance(item, dict) else None
+                if not isinstance(subject, str) or not 0 < len(subject) <= 256:
+                    errors.append(_problem(index, "subject", "a string of 1 to 256 characters"))
+                elif category not in known_categories:
+                    errors.append(_problem(index, "category", "not a category of the retention policy"))
+                else:
+                    pairs.append((subject, category))
+            if errors:
+                return self.json({"errors": errors}, status=400)
+            done, prepared = await self._keys(lambda conn: data_keys.prepare(conn, pairs))
+            if not done:
+                return prepared
+            out = []
+            for subject, category in pairs:
+                key = prepared[(data_keys.hash_of(subject), category)]
+                out.append({"subject": subject, "category": category, "kid": key.kid,
+                            "key": base64.b64encode(key.raw).decode() if key.raw else None})
+            return self.json({"keys": out})
+
+    @app.page("/v1/keys/lookup")
+    class KeyLookup(_Keys):
+        async def post(self, request: Any) -> Any:
+            """The keys sealed values name: the key, or null once destroyed; unknown kids are absent."""
+            kids, refusal = await self._body(request, "kids")
+            if kids is None:
+                return refusal
+            if not all(isinstance(k, str) and len(k) == 22 for k in kids):
+                return self.json({"errors": [_problem(None, "kids", "each a 22-character key id")]}, status=400)
+            done, refusal = await self._keys(lambda conn: data_keys.load_kids(conn, kids))
+            if not done:
+                return refusal
+            out: dict[str, str | None] = {}
+            for kid in kids:
+                key = data_keys.loaded(kid)
+                if key is not None:
+                    out[kid] = base64.b64encode(key.raw).decode() if key.raw else None
+            return self.json({"keys": out})
 
     @app.page("/v1/accounts/{account_id}/erasure")
     class Erasure(faust.web.View):

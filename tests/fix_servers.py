@@ -57,6 +57,7 @@ def settings(servers: Settings, tmp_path: Path) -> Settings:
         state_dir=tmp_path / "state",
         http_port=free_port(),
         http_token=f"token-{tag}",
+        keys_token=f"keys-{tag}",
         clock="event",
         files_root=tmp_path / "files",
         erasure_stores=tuple(x for x in servers.erasure_stores if x != "redis" or servers.redis_url),

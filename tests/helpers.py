@@ -76,3 +76,22 @@ def erasure_answer(worker: Any, account: str) -> dict[str, Any] | None:
     """GET /v1/accounts/{account}/erasure as JSON, or None when there is none."""
     status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"))
     return json.loads(body) if status == 200 else None
+
+
+def opened_letter(settings: Any, msg: Any, letter: dict[str, Any]) -> tuple[bytes | None, bytes | None] | None:
+    """A dead letter's original (key, bytes), opened with the pipeline's data keys as `dlq replay`
+    opens them; None once its subject is erased."""
+    import psycopg
+
+    from lifecycle_core.datakeys import open_data_keys
+    from streams.sealing import open_letter
+
+    sealed_for = next((v.decode() for k, v in msg.headers or [] if k == "lifecycle.dlq.sealed_for"), None)
+    keys = _LETTER_KEYS.get(settings.postgres_dsn)
+    if keys is None:
+        keys = _LETTER_KEYS[settings.postgres_dsn] = open_data_keys(settings, create=False)
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        return open_letter(conn, keys, letter["original_key"], letter["original_value"], sealed_for)
+
+
+_LETTER_KEYS: dict[str, Any] = {}

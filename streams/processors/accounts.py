@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
+from streams.context import Row
 from streams.erasure import open_erasures
 from streams.processors.base import Context
 
@@ -76,10 +77,10 @@ WHERE r.account_hash = ANY(%s) AND r.legal_hold
 
 
 async def profile_records(conn: psycopg.AsyncConnection[Any], ctx: Context,
-                          accounts: list[str]) -> list[tuple[str, bytes | None, bytes]]:
+                          accounts: list[str]) -> list[Row]:
     """The current AccountProfile of each account, as outbox rows for `accounts`."""
     cur = await conn.execute(_PROFILE, (accounts,))
-    rows = []
+    rows: list[Row] = []
     for row in await cur.fetchall():
         (account_id, status, email, first, last, phone, verified, restricted, hold, reg, upd, closed) = row
         rows.append(ctx.record("accounts", account_id, "AccountProfile", {

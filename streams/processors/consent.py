@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from lifecycle_core.timeutil import add_months, dt_to_ms, ms_to_dt
+from streams.context import Row
 from streams.processors.base import Context
 from streams.suppression import erased_among
 
@@ -82,12 +83,12 @@ async def consent_state(conn: psycopg.AsyncConnection[Any], subjects: list[str],
 
 
 async def publish_states(conn: psycopg.AsyncConnection[Any], subjects: list[str], ctx: Context,
-                         first: list[tuple[str, bytes | None, bytes]] | None = None) -> None:
+                         first: list[Row] | None = None) -> None:
     """Queue ``first`` (expiry notices) and then each subject's current ConsentState: the state
     last, so that compaction keeps it."""
     now = ctx.clock.now_ms()
     states = await consent_state(conn, subjects, now)
-    rows = list(first or [])
+    rows: list[Row] = list(first or [])
     for subject, state in states.items():
         rows.append(ctx.record("consents", subject, "ConsentState", {
             "subject_id": subject, "purposes": state["purposes"], "newsletter": state["newsletter"],
@@ -129,7 +130,7 @@ class ConsentProcessor:
         lapsed = [row for row in lapsed if row[0] not in erased]
         if not lapsed:
             return
-        notices = []
+        notices: list[Row] = []
         for subject, purpose, given, expires, version in lapsed:
             notices.append(ctx.record("consents", subject, "ConsentExpired", {
                 "subject_id": subject, "purpose": purpose, "granted_at": dt_to_ms(given),

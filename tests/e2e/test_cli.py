@@ -150,3 +150,16 @@ def test_worker_without_a_broker_says_what_to_do(tmp_path):
     done = subprocess.run(_lifecycle("worker"), env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "LIFECYCLE_KAFKA_BOOTSTRAP" in done.stderr
+
+
+def test_keys_init_creates_the_configured_key_files(tmp_path):
+    """What compose's one-shot `hash-key` service runs: both files named by the environment are
+    created (mode 0600), and a second run keeps them."""
+    hash_key, master_key = tmp_path / "secrets" / "hash.key", tmp_path / "secrets" / "master.key"
+    env = _env(tmp_path / "state", LIFECYCLE_HASH_KEY_FILE=str(hash_key), LIFECYCLE_MASTER_KEY_FILE=str(master_key))
+    first = subprocess.run(_lifecycle("keys", "init"), env=env, capture_output=True, timeout=60)
+    assert first.returncode == 0, first.stderr.decode()
+    assert hash_key.stat().st_mode & 0o777 == 0o600 and master_key.stat().st_mode & 0o777 == 0o600
+    before = (hash_key.read_bytes(), master_key.read_bytes())
+    again = subprocess.run(_lifecycle("keys", "init"), env=env, capture_output=True, timeout=60)
+    assert again.returncode == 0 and (hash_key.read_bytes(), master_key.read_bytes()) == before

@@ -285,7 +285,8 @@ def test_writers_of_one_compacted_key_get_outbox_ids_in_commit_order(settings):
 
     apply_schema(settings.postgres_dsn)
     ctx = Context(settings=settings, codec=None, clock=None, metrics=None,  # type: ignore[arg-type]
-                  keys=Keyring((b"sixteen-byte-key-for-tests",)), policy=None)  # type: ignore[arg-type]
+                  keys=Keyring((b"sixteen-byte-key-for-tests",)), policy=None,  # type: ignore[arg-type]
+                  data_keys=None)  # type: ignore[arg-type]
     row = (settings.topic("consents"), b"subject-k", b"v")
 
     async def scenario():

@@ -11,7 +11,7 @@ from connectors.emitter import Emitter
 from lifecycle.supervisor import http_get
 from schemas import Codec
 from streams.intake import DLQ_HEADER_PREFIX
-from tests.helpers import metric
+from tests.helpers import metric, opened_letter
 
 
 def _event(n, account="acc-dlq"):
@@ -71,9 +71,12 @@ def test_bad_records_go_to_dead_letters_and_the_worker_keeps_going(settings, wor
         assert headers[DLQ_HEADER_PREFIX + "topic"].decode() == topic == letter["original_topic"]
         assert int(headers[DLQ_HEADER_PREFIX + "offset"]) == letter["original_offset"]
         by_reason[headers[DLQ_HEADER_PREFIX + "reason"].decode()] = letter
+        assert headers[DLQ_HEADER_PREFIX + "sealed_for"] == b"key"  # sealed under acc-dlq's key
+        letter["opened"] = opened_letter(settings, msg, letter)
     assert set(by_reason) == set(bad)
     for reason, value in bad.items():
-        assert by_reason[reason]["original_value"] == value  # bytes intact
+        assert by_reason[reason]["original_value"] != value  # never in clear on the topic
+        assert by_reason[reason]["opened"] == (b"acc-dlq", value)  # bytes intact once opened
     offsets = sorted(letter["original_offset"] for letter in by_reason.values())
     assert offsets == [offsets[0], offsets[0] + 1, offsets[0] + 2]  # all in one partition, in order
 

@@ -1,0 +1,324 @@
+"""Data keys: one AES-256 key per subject (an account, or a visitor) and category of personal
+data, created on first use, kept in PostgreSQL wrapped by the master key, destroyed when the
+subject is erased (docs/crypto-shredding.md).
+
+The table holds no identifier: a key is found by the keyed hash of its subject
+(lifecycle_core/keys.py), and a sealed value names its key by ``kid``. A destroyed key keeps its
+row with ``wrapped`` NULL, so the subject's key is never created again and what was sealed under
+it reads as ``ERASED``.
+
+Unwrapped keys are cached in memory, at most ``cache_s`` seconds (``LIFECYCLE_DATA_KEY_CACHE_S``,
+30 by default) and ``max_entries`` keys: the bound on how long a process can still open an erased
+subject's values after the erasure opened. A key created inside a transaction that has not
+committed yet serves that transaction only and is never cached, so a rollback leaves nothing
+behind that could seal a value under a key no one can find.
+
+The SQL runs on a caller's connection, sync (the emitter SDK, the CLI) or async (the worker);
+the rest is plain computation.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from lifecycle_core.config import Settings
+from lifecycle_core.crypto import ERASED, PREFIX, Forged, KeyWrapper, load_master_key, new_kid, open_with, seal_with
+from lifecycle_core.crypto import split as split_sealed
+from lifecycle_core.keys import Keyring, load_keyring
+
+__all__ = ["DataKeys", "DataKey", "DDL", "Prepared", "open_data_keys", "check_master_key"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS data_keys (
+    kid          text PRIMARY KEY,
+    subject_hash text NOT NULL,
+    category     text NOT NULL,
+    wrapped      bytea,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    destroyed_at timestamptz,
+    UNIQUE (subject_hash, category)
+);
+CREATE TABLE IF NOT EXISTS master_key_check (
+    id         int PRIMARY KEY CHECK (id = 1),
+    kid        text NOT NULL,
+    wrapped    bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+_GET_OR_CREATE = """
+WITH new AS (
+    INSERT INTO data_keys (kid, subject_hash, category, wrapped)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])
+    ON CONFLICT (subject_hash, category) DO NOTHING
+    RETURNING kid, subject_hash, category, wrapped, true AS created)
+-- created: by this transaction (this statement or an earlier one), so not to be cached before it commits
+SELECT kid, subject_hash, category, wrapped, created FROM new
+UNION ALL
+SELECT d.kid, d.subject_hash, d.category, d.wrapped,
+       d.xmin::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296 FROM data_keys d
+JOIN unnest(%s::text[], %s::text[]) AS w(h, c) ON d.subject_hash = w.h AND d.category = w.c
+"""
+_BY_KID = "SELECT kid, subject_hash, category, wrapped FROM data_keys WHERE kid = ANY(%s)"
+# An upsert, not an UPDATE: it waits for a transaction still creating one of these keys, and leaves
+# a destroyed row for every category, so that none of the subject's keys is ever created again.
+_DESTROY = """
+INSERT INTO data_keys (kid, subject_hash, category, wrapped, destroyed_at)
+SELECT k, h, c, NULL, now() FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(k, h, c)
+ON CONFLICT (subject_hash, category) DO UPDATE SET wrapped = NULL,
+    destroyed_at = COALESCE(data_keys.destroyed_at, EXCLUDED.destroyed_at)
+RETURNING kid
+"""
+_CANARY_SUBJECT = "master-key-check"
+
+
+@dataclasses.dataclass
+class DataKey:
+    kid: str
+    aead: AESGCM | None  # None: destroyed
+    raw: bytes | None  # what /v1/keys hands to a holder of the keys token
+    at: float
+
+
+Prepared = dict[tuple[str, str], DataKey]  # (subject hash, category) -> its key
+
+
+class DataKeys:
+    """Seal and open personal values; the keys they need are fetched in batches first."""
+
+    def __init__(self, wrapper: KeyWrapper, keyring: Keyring, *, cache_s: float = 30, max_entries: int = 100_000,
+                 now: Callable[[], float] = time.monotonic):
+        self.wrapper = wrapper
+        self.keyring = keyring
+        self.cache_s = cache_s
+        self.max_entries = max_entries
+        self._now = now
+        self._by_kid: collections.OrderedDict[str, DataKey] = collections.OrderedDict()
+        self._by_subject: collections.OrderedDict[tuple[str, str], DataKey] = collections.OrderedDict()
+        self._hashes: dict[str, str] = {}
+        self.hits = 0
+        self.misses = 0
+
+    # -- the cache ---------------------------------------------------------------------------
+    def hash_of(self, subject: str) -> str:
+        """The subject's keyed hash under the current key (memoised: a batch asks it many times)."""
+        found = self._hashes.get(subject)
+        if found is None:
+            if len(self._hashes) >= self.max_entries:
+                self._hashes.clear()
+            found = self._hashes[subject] = self.keyring.pseudonym(subject)
+        return found
+
+    def _get(self, cache: collections.OrderedDict[Any, DataKey], key: Any) -> DataKey | None:
+        entry = cache.get(key)
+        if entry is None or self._now() - entry.at > self.cache_s:
+            if entry is not None:
+                del cache[key]
+            return None
+        cache.move_to_end(key)
+        return entry
+
+    def _put(self, cache: collections.OrderedDict[Any, DataKey], key: Any, entry: DataKey) -> None:
+        cache[key] = entry
+        cache.move_to_end(key)
+        while len(cache) > self.max_entries:
+            cache.popitem(last=False)
+
+    def forget(self, kids: Iterable[str] = (), subject_hashes: Iterable[str] = ()) -> None:
+        """Drop keys from this process's cache (the erasure that destroyed them calls it)."""
+        for kid in kids:
+            self._by_kid.pop(kid, None)
+        hashes = set(subject_hashes)
+        for key in [k for k in self._by_subject if k[0] in hashes]:
+            del self._by_subject[key]
+
+    def _unwrap(self, kid: str, subject_hash: str, category: str, wrapped: bytes | None) -> DataKey:
+        raw = self.wrapper.unwrap(kid, subject_hash, category, bytes(wrapped)) if wrapped else None
+        return DataKey(kid, AESGCM(raw) if raw else None, raw, self._now())
+
+    # -- keys to seal with -------------------------------------------------------------------
+    def _from_cache(self, pairs: Iterable[tuple[str, str]]) -> tuple[Prepared, dict[tuple[str, str], str]]:
+        """(what the cache holds, the (subject hash, category) pairs it lacks)."""
+        found: Prepared = {}
+        missing: dict[tuple[str, str], str] = {}
+        for subject, category in pairs:
+            key = (self.hash_of(subject), category)
+            if key in found or key in missing:
+                continue
+            entry = self._get(self._by_subject, key)
+            if entry is None:
+                missing[key] = subject
+            else:
+                found[key] = entry
+        return found, missing
+
+    def _create_params(self, missing: Iterable[tuple[str, str]]) -> tuple[list[Any], ...]:
+        kids, hashes, cats, wrapped = [], [], [], []
+        for h, c in sorted(missing):  # one lock order for every writer
+            kid = new_kid()
+            kids.append(kid)
+            hashes.append(h)
+            cats.append(c)
+            wrapped.append(self.wrapper.wrap(kid, h, c, secrets.token_bytes(32)))
+        return kids, hashes, cats, wrapped, hashes, cats
+
+    def _take(self, rows: list[tuple[Any, ...]], committed: bool, into: Prepared) -> None:
+        for kid, h, c, wrapped, created in rows:
+            entry = self._unwrap(kid, h, c, wrapped)
+            into[(h, c)] = entry
+            if committed or not created:
+                self._put(self._by_subject, (h, c), entry)
+                self._put(self._by_kid, kid, entry)
+
+    def prepare_sync(self, conn: Any, pairs: Iterable[tuple[str, str]]) -> Prepared:
+        """The keys to seal (subject, category) pairs with, each cached, found or created, on a
+        connection in autocommit (what it creates is durable at once)."""
+        found, missing = self._from_cache(pairs)
+        for _ in range(3):  # a key another transaction created since this statement's snapshot: once more
+            if not missing:
+                return found
+            self.misses += len(missing)
+            self._take(conn.execute(_GET_OR_CREATE, self._create_params(missing)).fetchall(), True, found)
+            missing = {k: v for k, v in missing.items() if k not in found}
+        raise RuntimeError("data keys could not be created")
+
+    async def prepare(self, conn: Any, pairs: Iterable[tuple[str, str]]) -> Prepared:
+        """``prepare_sync`` inside the caller's transaction: keys it creates serve this transaction
+        only (what it returns) and are cached once found again after it committed."""
+        found, missing = self._from_cache(pairs)
+        for _ in range(3):
+            if not missing:
+                return found
+            self.misses += len(missing)
+            cur = await conn.execute(_GET_OR_CREATE, self._create_params(missing))
+            self._take(await cur.fetchall(), False, found)
+            missing = {k: v for k, v in missing.items() if k not in found}
+        raise RuntimeError("data keys could not be created")
+
+    def keys_of(self, prepared: Prepared, subject: str) -> Callable[[str], DataKey]:
+        """The subject's prepared key of a category (what schemas.personal.seal takes)."""
+        subject_hash = self.hash_of(subject)
+        return lambda category: prepared[(subject_hash, category)]
+
+    def seal(self, prepared: Prepared, value: str | bytes, subject: str, category: str, field: str) -> str:
+        """The sealed form of ``value`` with a prepared key; ERASED when the subject's key is destroyed."""
+        key = prepared[(self.hash_of(subject), category)]
+        if key.aead is None:
+            return ERASED
+        return seal_with(key.aead, key.kid, subject, field, value.encode() if isinstance(value, str) else value)
+
+    # -- keys to open with -------------------------------------------------------------------
+    def opening_missing(self, tokens: Iterable[object]) -> list[str]:
+        """The kids of the sealed values among ``tokens`` whose keys are not cached."""
+        out: set[str] = set()
+        for token in tokens:
+            if isinstance(token, str) and token.startswith(PREFIX):
+                kid = token[len(PREFIX):len(PREFIX) + 22]
+                if kid not in out and self._get(self._by_kid, kid) is None:
+                    out.add(kid)
+        return sorted(out)
+
+    def _take_opening(self, kids: list[str], rows: list[tuple[Any, ...]]) -> None:
+        for kid, h, c, wrapped in rows:  # committed rows: the key to seal with as well
+            entry = self._unwrap(kid, h, c, wrapped)
+            self._put(self._by_kid, kid, entry)
+            self._put(self._by_subject, (h, c), entry)
+
+    async def load_kids(self, conn: Any, kids: list[str]) -> None:
+        missing = [k for k in kids if self._get(self._by_kid, k) is None]
+        if missing:
+            cur = await conn.execute(_BY_KID, (missing,))
+            self._take_opening(missing, await cur.fetchall())
+
+    def load_sync(self, conn: Any, tokens: Iterable[object]) -> None:
+        kids = self.opening_missing(tokens)
+        if kids:
+            self.misses += len(kids)
+            self._take_opening(kids, conn.execute(_BY_KID, (kids,)).fetchall())
+
+    async def load(self, conn: Any, tokens: Iterable[object]) -> None:
+        kids = self.opening_missing(tokens)
+        if kids:
+            self.misses += len(kids)
+            cur = await conn.execute(_BY_KID, (kids,))
+            self._take_opening(kids, await cur.fetchall())
+
+    def open(self, token: str, subject: str, field: str) -> str:
+        """The clear value of a sealed one (loaded first): ERASED if its key is destroyed; Forged
+        if it names no key, or does not open as ``field`` of ``subject``."""
+        return self.open_bytes(token, subject, field).decode()
+
+    def _entry_for(self, kid: str) -> DataKey | None:
+        return self._by_kid.get(kid)  # no expiry check: load() made it just before
+
+    def loaded(self, kid: str) -> DataKey | None:
+        """The key ``kid`` names once loaded (None: no such key)."""
+        return self._entry_for(kid)
+
+    def open_bytes(self, token: str, subject: str, field: str) -> bytes:
+        kid, blob = split_sealed(token)
+        entry = self._entry_for(kid)
+        if entry is None:
+            raise Forged("sealed value names no data key")
+        if entry.aead is None:
+            return ERASED.encode()
+        self.hits += 1
+        return open_with(entry.aead, blob, subject, field)
+
+    # -- destruction ---------------------------------------------------------------------------
+    def subject_hashes(self, subjects: Iterable[str]) -> list[str]:
+        """Every keyed hash a subject's keys can be filed under (each key of the ring)."""
+        return sorted({h for s in subjects for h in self.keyring.candidates(s)})
+
+    def _destroy_params(self, hashes: list[str], categories: Iterable[str]) -> tuple[list[str], ...]:
+        pairs = sorted({(h, c) for h in hashes for c in categories})  # one lock order for every writer
+        return [new_kid() for _ in pairs], [h for h, _ in pairs], [c for _, c in pairs]
+
+    async def destroy(self, conn: Any, subjects: Iterable[str], categories: Iterable[str]) -> list[str]:
+        """Destroy the subjects' keys of ``categories`` in the caller's transaction; returns the kids."""
+        hashes = self.subject_hashes(subjects)
+        cur = await conn.execute(_DESTROY, self._destroy_params(hashes, categories))
+        kids = [row[0] for row in await cur.fetchall()]
+        self.forget(kids, hashes)
+        return kids
+
+    def destroy_sync(self, conn: Any, subjects: Iterable[str], categories: Iterable[str]) -> list[str]:
+        hashes = self.subject_hashes(subjects)
+        kids = [row[0] for row in conn.execute(_DESTROY, self._destroy_params(hashes, categories)).fetchall()]
+        self.forget(kids, hashes)
+        return kids
+
+
+def check_master_key(conn: Any, wrapper: KeyWrapper) -> None:
+    """Create the key tables if needed and refuse a master key that is not the database's
+    (``conn``: a sync psycopg connection in autocommit). MasterKeyMismatch names where the key came from."""
+    conn.execute("SELECT pg_advisory_lock(7400004)")
+    try:
+        conn.execute(DDL)
+        row = conn.execute("SELECT kid, wrapped FROM master_key_check WHERE id = 1").fetchone()
+        if row is None:
+            kid = new_kid()
+            conn.execute("INSERT INTO master_key_check (id, kid, wrapped) VALUES (1, %s, %s)",
+                         (kid, wrapper.wrap(kid, _CANARY_SUBJECT, "check", secrets.token_bytes(32))))
+        else:
+            wrapper.unwrap(row[0], _CANARY_SUBJECT, "check", bytes(row[1]))
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(7400004)")
+
+
+def open_data_keys(settings: Settings, keyring: Keyring | None = None, *, create: bool = True) -> DataKeys:
+    """The data keys of these settings, the master key checked against the database: what a
+    process that seals or opens calls at start."""
+    wrapper = load_master_key(settings, create=create)
+    if settings.postgres_dsn:
+        import psycopg
+
+        with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
+            check_master_key(conn, wrapper)
+    return DataKeys(wrapper, keyring or load_keyring(settings, create=create), cache_s=settings.data_key_cache_s)
