@@ -16,22 +16,39 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lifecycle_core.backoff import Backoff, RetryDeadline
 from lifecycle_core.config import Settings
 from lifecycle_core.datakeys import DataKey, DataKeys, open_data_keys
-from lifecycle_core.errors import ConfigError
+from lifecycle_core.errors import ConfigError, LifecycleError
 from schemas.catalog import Catalog, RecordType, load_catalog
 from schemas.codec import Codec
 from schemas.personal import key_pairs, seal
 from schemas.registry import make_registry
 from schemas.validate import from_json, subject_key
 
-__all__ = ["Emitter", "KeyService"]
+__all__ = ["Emitter", "KeyService", "KeysUnavailable"]
+
+
+KEYS_DEADLINE_S = 120.0  # how long emit() waits for an unreachable key source before it raises
+
+
+class KeysUnavailable(LifecycleError):
+    """The key source stayed unreachable: the event was not sealed, so not sent."""
+
+
+def psycopg_errors() -> type[Exception]:
+    try:
+        import psycopg
+    except ImportError:  # a producer with the key service only may not have psycopg
+        return OSError
+    return psycopg.OperationalError
 
 
 class KeyService:
@@ -50,7 +67,13 @@ class KeyService:
             body = json.dumps({"subjects": [{"subject": s, "category": c} for s, c in wanted]}).encode()
             request = urllib.request.Request(self.url, data=body, method="POST", headers={
                 "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as answer:
+            try:
+                answer = urllib.request.urlopen(request, timeout=30)
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:  # a wrong token or request: waiting would not help
+                    raise ConfigError(f"the key service at {self.url} answered {exc.code}") from None
+                raise
+            with answer:
                 for item in json.loads(answer.read())["keys"]:
                     raw = base64.b64decode(item["key"]) if item["key"] else None
                     self._cache[(item["subject"], item["category"])] = DataKey(
@@ -65,11 +88,16 @@ class _DatabaseKeys:
         import psycopg
 
         self.keys: DataKeys = open_data_keys(settings)
-        self._conn = psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10)
+        self.dsn = settings.postgres_dsn or ""
+        self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
 
     def keys_for(self, pairs: list[tuple[str, str]]) -> Callable[[str, str], DataKey]:
+        import psycopg
+
+        if self._conn.closed or self._conn.broken:  # the database restarted since
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         prepared = self.keys.prepare_sync(self._conn, pairs)
-        return lambda subject, category: prepared[(self.keys.keyring.pseudonym(subject), category)]
+        return lambda subject, category: prepared[(self.keys.hash_of(subject), category)]
 
     def close(self) -> None:
         self._conn.close()
@@ -88,7 +116,8 @@ class Emitter:
             if settings.keys_url:
                 if not settings.keys_token:
                     raise ConfigError("LIFECYCLE_KEYS_URL is set: LIFECYCLE_KEYS_TOKEN is needed with it")
-                self._keys = KeyService(settings.keys_url, settings.keys_token, settings.data_key_cache_s)
+                first = settings.keys_token.split(",")[0].strip()  # the newest of a rotation comes first
+                self._keys = KeyService(settings.keys_url, first, settings.data_key_cache_s)
             elif settings.postgres_dsn:
                 self._keys = _DatabaseKeys(settings)
             else:
@@ -127,7 +156,17 @@ class Emitter:
         """``value`` with its personal fields sealed (as is when this emitter does not encrypt)."""
         if self._keys is None or not record.personal:
             return value
-        key_for = self._keys.keys_for(key_pairs(record, subject))
+        backoff = Backoff(first_s=0.2, max_s=5.0, deadline_s=KEYS_DEADLINE_S)
+        while True:  # the key service or database down for a while: wait for it, then say so
+            try:
+                key_for = self._keys.keys_for(key_pairs(record, subject))
+                break
+            except (OSError, psycopg_errors()) as exc:
+                try:
+                    time.sleep(backoff.next_delay())
+                except RetryDeadline:
+                    raise KeysUnavailable(f"no data key within {KEYS_DEADLINE_S:.0f} s ({type(exc).__name__}); "
+                                          "the event was not sent") from None
         return seal(lambda category: key_for(subject, category), record, value, subject)
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None,

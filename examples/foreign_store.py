@@ -4,22 +4,28 @@
 It uses no code of this project: kafka-python, fastavro, and the published .avsc files. The
 store itself is a JSON file mapping account ids to records (a stand-in for any database).
 
-    python examples/foreign_store.py --bootstrap 127.0.0.1:9092 --store crm --data crm.json
+    lifecycle store add crm --out crm.key     # once, by the pipeline's operator: the store's ack key
+    python examples/foreign_store.py --bootstrap 127.0.0.1:9092 --store crm --data crm.json --key-file crm.key
 
-Register the store with the pipeline first, by adding its name to LIFECYCLE_ERASURE_STORES
-(e.g. "postgres,files,mailing-list,redis,crm"): erasures opened from then on wait for it.
+Register the store with the pipeline first: `lifecycle store add crm` hands over the key it signs
+its acks with (HMAC-SHA256 of the ack's bytes, header lifecycle.signature; an unsigned or wrongly
+signed ack is refused), and adding its name to LIFECYCLE_ERASURE_STORES (e.g.
+"postgres,files,mailing-list,redis,crm") makes every erasure opened from then on wait for it.
 
 The protocol (CONTRACT.md section 3, docs/erasure.md):
   1. consume <prefix>tombstones with a consumer group of your own;
   2. delete everything the store holds for the order's account_id (and the ids in `subjects`);
   3. only after that delete is durable, produce an ErasureAck to <prefix>erasure-acks, keyed by
-     account_id: status erased / nothing_found / retained_legal_hold / failed, items_erased;
+     account_id: status erased / nothing_found / retained_legal_hold / failed, items_erased,
+     signed with the store's key;
   4. then commit the offset. A redelivered order must be acknowledged again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -47,7 +53,10 @@ def main() -> None:
     p.add_argument("--prefix", default="lifecycle.")
     p.add_argument("--store", default="crm")
     p.add_argument("--data", required=True, help="the store: a JSON file {account_id: [records]}")
+    p.add_argument("--key-file", required=True,
+                   help="the store's ack key, hex (from `lifecycle store add NAME --out FILE`)")
     args = p.parse_args()
+    ack_key = bytes.fromhex(Path(args.key_file).read_text().strip())
 
     order_schema = fastavro.parse_schema(json.loads((SCHEMAS / "DeletionOrder.avsc").read_text()))
     ack_raw = json.loads((SCHEMAS / "ErasureAck.avsc").read_text())
@@ -77,8 +86,11 @@ def main() -> None:
                     "request_id": order["request_id"], "account_id": order["account_id"], "store": args.store,
                     "status": "erased" if erased else "nothing_found", "items_erased": erased,
                     "completed_at": int(time.time() * 1000), "error": None})
-                producer.send(f"{args.prefix}erasure-acks", key=order["account_id"].encode(),
-                              value=struct.pack(">bI", 0, ack_id) + body.getvalue()).get(timeout=30)
+                value = struct.pack(">bI", 0, ack_id) + body.getvalue()
+                # Signed with the store's own key: the orchestrator believes no other ack (docs/erasure.md).
+                signature = hmac.new(ack_key, value, hashlib.sha256).hexdigest().encode()
+                producer.send(f"{args.prefix}erasure-acks", key=order["account_id"].encode(), value=value,
+                              headers=[("lifecycle.signature", signature)]).get(timeout=30)
         consumer.commit()
     consumer.close()
     producer.close()

@@ -108,12 +108,12 @@ def main() -> int:
     decoded = []
     kids: set[str] = set()
     for msg in records:
-        if msg.value is None or len(msg.value) < 5 or msg.value[0] != 0:
-            decoded.append((msg, None, None))  # a tombstone, or bytes that are not ours
+        if msg.value is None:
+            decoded.append((msg, None, "tombstone"))
             continue
-        schema = schemas.get(int.from_bytes(msg.value[1:5], "big"))
+        schema = schemas.get(int.from_bytes(msg.value[1:5], "big")) if msg.value[:1] == b"\0" else None
         if schema is None:
-            decoded.append((msg, None, None))
+            decoded.append((msg, None, "not a record of these schemas"))
             continue
         value = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), fastavro.parse_schema(schema))
         decoded.append((msg, schema, value))
@@ -129,7 +129,9 @@ def main() -> int:
         headers = {k: v.decode(errors="replace") for k, v in msg.headers or []}
         out = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
                "key": msg.key.decode(errors="replace") if msg.key is not None else None, "headers": headers}
-        if value is not None:
+        if schema is None:
+            out["undecoded"] = value
+        else:
             sealed_for = headers.get("lifecycle.dlq.sealed_for")
             subject = out["key"] if sealed_for in (None, "key") else sealed_for
             opened = {}

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lifecycle_core.config import Settings
@@ -71,7 +72,8 @@ def cmd_topics_apply(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_emit(settings: Settings, args: argparse.Namespace) -> int:
-    """Validate and send JSON events (one object or an array per line) from a file or stdin."""
+    """Validate and send JSON events (one object or an array per line) from a file or stdin, their
+    personal fields sealed (keys from the pipeline's database, or LIFECYCLE_KEYS_URL and its token)."""
     _need_broker(settings, "emit")
     from connectors.emitter import Emitter
     from schemas.errors import ValidationFailed
@@ -205,6 +207,14 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
             init_key_file(settings)
             init_master_key(settings)
+            from lifecycle.proofs import load_signing_key
+            from streams.http_auth import init_tokens_file
+
+            load_signing_key(settings)  # the key that signs certificates of erasure
+
+            if init_tokens_file(settings):
+                print(f"HTTP tokens written to {settings.http_tokens_file} (one per scope: ingest, read, keys)",
+                      file=sys.stderr)
             open_data_keys(settings, open_keyring(settings, create=False), create=False)
         keys = open_keyring(settings, create=False)
     print(json.dumps({"current": keys.fingerprints()[0], "older": list(keys.fingerprints()[1:])}))
@@ -322,6 +332,63 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proof(settings: Settings, args: argparse.Namespace) -> int:
+    """Certificates of erasure: export one (signed), verify one offline, print the public key."""
+    from lifecycle import proofs
+
+    if args.action == "verify":
+        public = Path(args.public_key).read_text().strip() if args.public_key else None
+        try:
+            body = proofs.verify(Path(args.file).read_bytes(), public)
+        except proofs.ProofRefused as exc:
+            print(f"REFUSED: {exc}", file=sys.stderr)
+            return 1
+        _say(f"valid: erasure {body['request_id']} completed {body['completed_at']}, "
+             f"{len(body['stores'])} stores, {body['items_erased']} items, keys destroyed {body['keys_destroyed_at']}")
+        return 0
+    key = proofs.load_signing_key(settings, create=args.action != "key" or not args.no_create)
+    if args.action == "key":
+        info = proofs.public_key_text(key)
+        _say(info["public_key"] if args.raw else json.dumps(info, indent=2))
+        return 0
+    if not settings.postgres_dsn:
+        raise LifecycleError("`lifecycle proof export` needs LIFECYCLE_POSTGRES_DSN")
+    import psycopg
+
+    with psycopg.connect(settings.postgres_dsn, connect_timeout=10) as conn:
+        data = proofs.sign(proofs.certificate(conn, settings, args.request_id), key)
+    if args.out:
+        Path(args.out).write_bytes(data)
+        print(f"certificate written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+def cmd_store_add(settings: Settings, args: argparse.Namespace) -> int:
+    """Register a store's ack key (a foreign store's registration step); print it once, for its owner."""
+    if not settings.postgres_dsn:
+        raise LifecycleError("`lifecycle store add` needs LIFECYCLE_POSTGRES_DSN")
+    import psycopg
+
+    from lifecycle_core.datakeys import open_data_keys
+    from lifecycle_core.keys import create_key_file
+    from lifecycle_core.storekeys import add_store_key
+
+    wrapper = open_data_keys(settings, create=False).wrapper  # the master key, checked against the database
+    with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
+        key = add_store_key(conn, wrapper, args.name, replace=args.rotate)
+    if args.out:
+        create_key_file(Path(args.out), key)
+        print(f"ack key of {args.name} written to {args.out} (mode 0600)", file=sys.stderr)
+    else:
+        _say(key.hex())
+    print(f"the store signs each ack with it (HMAC-SHA256 of the value, header lifecycle.signature; "
+          f"docs/erasure.md); add {args.name} to LIFECYCLE_ERASURE_STORES so that new erasures wait for it",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_datamap(settings: Settings, args: argparse.Namespace) -> int:
     """Print the data map: each personal field of each record, its category and its retention."""
     from lifecycle_core.policy import load_policy
@@ -359,7 +426,7 @@ def _parser() -> argparse.ArgumentParser:
     apply.set_defaults(fn=cmd_topics_apply)
     emit = sub.add_parser("emit", help="validate and send JSON events (JSON lines) from FILE or -")
     emit.add_argument("file", nargs="?", default="-")
-    emit.set_defaults(fn=cmd_emit)
+    emit.set_defaults(fn=cmd_emit, reads="broker")
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="action", required=True)
     dlq_list = dlq.add_parser("list", help="print dead letters (origin and reason)")
     dlq_list.add_argument("--limit", type=int, default=100)
@@ -387,6 +454,26 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("fingerprint", help="the fingerprints of the key ring, current first").set_defaults(
         fn=cmd_keys, reads="database")
     keys.add_parser("rotate", help="a new current key; older ones stay for matching").set_defaults(fn=cmd_keys)
+    store = sub.add_parser("store", help="downstream stores").add_subparsers(dest="action", required=True)
+    store_add = store.add_parser("add", help="register a store's key for signing acknowledgements")
+    store_add.add_argument("name")
+    store_add.add_argument("--rotate", action="store_true", help="replace the store's key")
+    store_add.add_argument("--out", default=None, help="write the key to this file (0600) instead of printing it")
+    store_add.set_defaults(fn=cmd_store_add, reads="database")
+    proof = sub.add_parser("proof", help="signed certificates of erasure").add_subparsers(dest="action",
+                                                                                     required=True)
+    export_proof = proof.add_parser("export", help="the signed certificate of a completed erasure")
+    export_proof.add_argument("request_id")
+    export_proof.add_argument("--out", default=None, help="a file (default: standard output)")
+    export_proof.set_defaults(fn=cmd_proof, reads="database")
+    verify = proof.add_parser("verify", help="check a certificate offline (exit 1 when refused)")
+    verify.add_argument("file")
+    verify.add_argument("--public-key", default=None, help="a file with the published key (`proof key --raw`)")
+    verify.set_defaults(fn=cmd_proof)
+    proof_key = proof.add_parser("key", help="the public key that signs certificates, to publish")
+    proof_key.add_argument("--raw", action="store_true", help="the base64 key alone")
+    proof_key.add_argument("--no-create", action="store_true", help="fail when there is no key yet")
+    proof_key.set_defaults(fn=cmd_proof)
     retention = sub.add_parser("retention", help="retention windows").add_subparsers(dest="action", required=True)
     plan = retention.add_parser("plan", help="what a sweep would erase, store by store, without erasing")
     plan.add_argument("--at", help="the time to plan for: epoch ms or ISO 8601 (default: the pipeline's now)")

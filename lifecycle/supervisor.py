@@ -29,9 +29,10 @@ from lifecycle_core.errors import StackError
 __all__ = ["running_pipeline", "supervised_pipeline", "Supervisor", "http_get", "wait_ready", "stack_file"]
 
 
-def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout_s: float = 2.0, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -248,7 +249,7 @@ def stack_file(settings: Settings) -> Path:
 
 def write_stack_file(live: Settings) -> None:
     """Where the running stack's servers are, for the commands that read its state
-    (lifecycle/locate.py). The embedded PostgreSQL's DSN carries no password."""
+    (lifecycle/locate.py). The DSN carries the embedded PostgreSQL's password: the file is 0600."""
     path = stack_file(live)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

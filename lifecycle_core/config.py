@@ -87,8 +87,14 @@ class Settings:
     master_key_file: Path | None = None  # default <state_dir>/secrets/master.key (lifecycle_core/crypto.py)
     data_key_cache_s: int = 30  # how long a process keeps an unwrapped data key
     encrypt_personal_data: bool = True  # off only to measure what sealing costs (benchmarks/ceiling.py)
-    keys_token: str | None = dataclasses.field(default=None, repr=False)  # bearer token of /v1/keys
+    keys_token: str | None = dataclasses.field(default=None, repr=False)  # bearer token(s) of /v1/keys
+    read_token: str | None = dataclasses.field(default=None, repr=False)  # bearer token(s) of the read scope
+    http_tokens_file: Path | None = None  # "SCOPE[,SCOPE] TOKEN" lines (streams/http_auth.py)
+    http_body_timeout_s: int = 10  # a request body not received whole by then is refused (408)
+    http_max_in_flight: int = 64  # requests served at once; more are answered 503
     keys_url: str | None = None  # where the emitter SDK asks for keys when it has no database
+    proof_key_file: Path | None = None  # Ed25519 key that signs certificates (lifecycle/proofs.py)
+    store_key: str | None = dataclasses.field(default=None, repr=False)  # a connector's ack key, hex
     # Erasure (docs/erasure.md).
     erasure_deadline_days: int = 30
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
@@ -126,6 +132,8 @@ class Settings:
             ("HASH_KEY", "hash_key"),
             ("MASTER_KEY", "master_key"),
             ("KEYS_TOKEN", "keys_token"),
+            ("READ_TOKEN", "read_token"),
+            ("STORE_KEY", "store_key"),
             ("KEYS_URL", "keys_url"),
         ):
             value = get(name)
@@ -142,6 +150,10 @@ class Settings:
             kw["hash_key"] = ""
         if (raw := get("HASH_KEY_FILE")) is not None:
             kw["hash_key_file"] = Path(raw)
+        if (raw := get("PROOF_KEY_FILE")) is not None:
+            kw["proof_key_file"] = Path(raw)
+        if (raw := get("HTTP_TOKENS_FILE")) is not None:
+            kw["http_tokens_file"] = Path(raw)
         if (raw := get("MASTER_KEY_FILE")) is not None:
             kw["master_key_file"] = Path(raw)
         if (raw := get("ENCRYPT_PERSONAL_DATA")) is not None:
@@ -164,7 +176,8 @@ class Settings:
         for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0),
                               ("MAX_FUTURE_S", 0),
                               ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1),
-                              ("OUTBOX_BATCH", 1), ("DATA_KEY_CACHE_S", 0)):
+                              ("OUTBOX_BATCH", 1), ("DATA_KEY_CACHE_S", 0),
+                              ("HTTP_BODY_TIMEOUT_S", 1), ("HTTP_MAX_IN_FLIGHT", 1)):
             if (raw := get(name)) is not None:
                 kw[name.lower()] = _int(name, raw, minimum=minimum)
         if (raw := get("EMBEDDED_PG_FAST")) is not None:

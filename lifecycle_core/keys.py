@@ -110,14 +110,15 @@ def _read_key_file(path: Path) -> Keyring:
         raise ConfigError(f"hash key file {path}: each line must be one hex-encoded key") from None
 
 
-def create_key_file(path: Path, key: bytes) -> None:
-    """Write a new key file atomically; a process that raced us and won keeps its key."""
+def create_key_file(path: Path, key: bytes, *, encode: bool = True) -> None:
+    """Write a new key file atomically (``key`` hex-encoded, or as it is when not ``encode``), mode
+    0600; a process that raced us and won keeps its file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as out:
-            out.write(key.hex() + "\n")
+            out.write(key.hex() + "\n" if encode else key.decode())
         try:
             os.link(tmp, path)  # fails if another process created it first
         except FileExistsError:

@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -23,16 +23,19 @@ from prometheus_client import CollectorRegistry
 
 from lifecycle_core.clock import Clock, make_clock
 from lifecycle_core.config import Settings
+from lifecycle_core.crypto import KeyWrapper
 from lifecycle_core.datakeys import open_data_keys
 from lifecycle_core.errors import LifecycleError
 from lifecycle_core.keys import Keyring, key_file, open_keyring
 from lifecycle_core.policy import load_policy
+from lifecycle_core.storekeys import ack_signature_problem, ensure_store_keys, load_store_keys
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from schemas.registry import make_registry
 from streams.db import Database, apply_schema, describe, with_retry
 from streams.erasure import ack_problem, apply_acks, erasure_tick
+from streams.http_auth import load_tokens, middleware
 from streams.intake import Origin, Rejected, capped, dead_letter
 from streams.intake_loop import IntakeLoop
 from streams.journal import JournalRelay
@@ -68,6 +71,7 @@ class Pipeline:
     context: Context
     dead_letters: Any  # the dead-letters topic (raw bytes), shared by every stage that rejects
     keys_db: Database  # data keys fetched outside the stages' transactions (streams/sealing.py)
+    ack_keys: AckKeys  # every store's signing key (lifecycle_core/storekeys.py)
     ready: bool = False
     acks_joined: bool = False
     log_resets: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # shown on /readyz
@@ -86,6 +90,35 @@ class Pipeline:
         intake = self.app.intake
         self.ready = self.acks_joined and intake is not None and intake.assigned
         self.metrics.worker_ready.set(1 if self.ready else 0)
+
+
+class AckKeys:
+    """The stores' ack keys, created for the configured stores at start and read again when an ack
+    names a store or carries a signature they do not explain (a store added or rotated since), at
+    most every RELOAD_S."""
+
+    RELOAD_S = 5.0
+
+    def __init__(self, settings: Settings, wrapper: KeyWrapper):
+        self.settings, self.wrapper = settings, wrapper
+        with psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+            ensure_store_keys(conn, wrapper, settings.erasure_stores)
+            self.keys = load_store_keys(conn, wrapper)
+        self._loaded = time.monotonic()
+
+    def _load(self) -> dict[str, bytes]:
+        with psycopg.connect(self.settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+            return load_store_keys(conn, self.wrapper)
+
+    async def problem(self, store: str, value: bytes, headers: Any) -> tuple[str, str] | None:
+        if isinstance(headers, Mapping):  # Faust gives a record's headers as a list or a mapping
+            headers = list(headers.items())
+        problem = ack_signature_problem(self.keys, store, value, headers)
+        if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > self.RELOAD_S:
+            self._loaded = time.monotonic()
+            self.keys = await asyncio.to_thread(self._load)
+            problem = ack_signature_problem(self.keys, store, value, headers)
+        return problem
 
 
 class _App(faust.App):
@@ -116,6 +149,15 @@ def build_app(
     policy = load_policy(settings.retention_policy)  # refused at start when invalid
     registry = registry or CollectorRegistry()
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+    metrics = Metrics.create(registry, catalog, categories=[c.name for c in policy.swept()],
+                             stores=settings.erasure_stores, swept_by=swept_by)
+
+    def refused(path: str, reason: str) -> None:
+        metrics.http_refused.labels(reason).inc()
+        if path.rstrip("/") == "/v1/events" and reason == "unauthorized":
+            metrics.events_rejected.labels("http", "unauthorized").inc()
+
+    guard = middleware(load_tokens(settings), settings.http_max_in_flight, refused)  # a bad tokens file: here
     # Faust runs the acks agent, the timers and the HTTP API; the input topics are read by the
     # intake loop under the group `app_id` (streams/intake_loop.py).
     app = _App(
@@ -136,11 +178,10 @@ def build_app(
         web_host=settings.http_host,
         web_port=settings.http_port,
         web_graph_enabled=False,
+        web_application_options={"middlewares": [guard]},
         web_tables_enabled=False,
     )
     codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
-    metrics = Metrics.create(registry, catalog, categories=[c.name for c in policy.swept()],
-                             stores=settings.erasure_stores, swept_by=swept_by)
     clock = clock or make_clock(settings.clock)
     keys = prepare_database(settings, clock)
     data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
@@ -154,6 +195,7 @@ def build_app(
                         policy=policy, data_keys=data_keys),
         dead_letters=_raw_topic(app, settings.topic("dead-letters")),
         keys_db=Database(settings.postgres_dsn or ""),
+        ack_keys=AckKeys(settings, data_keys.wrapper),
     )
     _register_intake(pipeline, catalog)
     _register_acks(pipeline)
@@ -371,6 +413,8 @@ async def _handle_acks(pipeline: Pipeline, db: Database, registry_down: Any, mes
     for msg, outcome in zip(messages, decoded, strict=True):
         if isinstance(outcome, Rejected):
             await reject(msg, outcome)
+        elif (forged := await pipeline.ack_keys.problem(outcome.value["store"], msg.value, msg.headers)) is not None:
+            await reject(msg, Rejected(forged[0], "ForgedAck", forged[1], stage="erasure-acks"))
         elif outcome.record.short_name == "RetentionAck":
             sweeps.append(outcome.value)
         elif (problem := ack_problem(outcome.value)) is not None:

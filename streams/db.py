@@ -37,11 +37,23 @@ def apply_schema(dsn: str) -> None:
             conn.execute("SELECT pg_advisory_unlock(7400001)")
 
 
-async def connect(dsn: str) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(dsn, autocommit=False, connect_timeout=5)
+# Every statement of the pipeline is short: one that runs longer is cancelled (57014, not
+# transient: its batch is retried event by event and the event that still fails is dead-lettered),
+# and a lock not granted in time (55P03) is given up and tried again later.
+STATEMENT_TIMEOUT_MS = 60_000
+LOCK_TIMEOUT_MS = 10_000
 
 
-_RETRIED_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+async def connect(dsn: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+                  lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> psycopg.AsyncConnection[Any]:
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=False, connect_timeout=5)
+    await conn.execute("SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+                       (str(statement_timeout_ms), str(lock_timeout_ms)))
+    await conn.commit()
+    return conn
+
+
+_RETRIED_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -65,13 +77,14 @@ def describe(exc: BaseException) -> str:
 class Database:
     """One async connection, reopened when it breaks."""
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS):
         self.dsn = dsn
+        self.statement_timeout_ms = statement_timeout_ms
         self.conn: psycopg.AsyncConnection[Any] | None = None
 
     async def get(self) -> psycopg.AsyncConnection[Any]:
         if self.conn is None or self.conn.closed or self.conn.broken:
-            self.conn = await connect(self.dsn)
+            self.conn = await connect(self.dsn, self.statement_timeout_ms)
         return self.conn
 
     async def run(self, what: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:

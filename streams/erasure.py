@@ -159,16 +159,17 @@ async def publish_status(conn: psycopg.AsyncConnection[Any], ctx: Context, reque
 async def _statuses(conn: psycopg.AsyncConnection[Any], where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT r.request_id, r.account_hash, r.state, r.reason, r.opened_at, r.deadline, r.completed_at, "
-        "p.store, p.status, p.items_erased, p.attempts, p.acknowledged_at, p.error "
+        "r.keys_destroyed_at, p.store, p.status, p.items_erased, p.attempts, p.acknowledged_at, p.error "
         f"FROM erasure_requests r LEFT JOIN erasure_progress p USING (request_id) WHERE {where} "
         "ORDER BY r.opened_at, r.request_id, p.store", params)
     out: dict[str, dict[str, Any]] = {}
-    for (rid, ahash, state, reason, opened, deadline, completed, store, status, items, attempts, acked,
+    for (rid, ahash, state, reason, opened, deadline, completed, destroyed, store, status, items, attempts, acked,
          error) in await cur.fetchall():
         entry = out.setdefault(str(rid), {
             "request_id": str(rid), "account_hash": ahash, "state": state, "reason": reason,
             "opened_at": dt_to_ms(opened), "deadline": dt_to_ms(deadline),
-            "completed_at": dt_to_ms(completed) if completed else None, "stores": []})
+            "completed_at": dt_to_ms(completed) if completed else None,
+            "keys_destroyed_at": dt_to_ms(destroyed) if destroyed else None, "stores": []})
         if store is not None:
             entry["stores"].append({"store": store, "status": status, "items_erased": items, "attempts": attempts,
                                     "acknowledged_at": dt_to_ms(acked) if acked else None, "error": error})

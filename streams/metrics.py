@@ -58,6 +58,7 @@ class Metrics:
     registry_errors: Counter
     log_resets: Counter
     clear_personal_fields: Counter
+    http_refused: Counter
     events_suppressed: Counter
     erasures_opened: Counter
     erasures_completed: Counter
@@ -168,6 +169,13 @@ class Metrics:
                 ["topic"],
                 registry=registry,
             ),
+            http_refused=Counter(
+                f"{prefix}http_refused",
+                "HTTP requests refused before any view ran: unauthorized (no valid token), forbidden (the "
+                "token lacks the route's scope), busy (too many in flight), too_slow (body past its deadline).",
+                ["reason"],
+                registry=registry,
+            ),
             events_suppressed=Counter(
                 f"{prefix}events_suppressed",
                 "Events the identity rule silences after an erasure (docs/erasure.md), dropped before any processor.",
@@ -240,6 +248,8 @@ class Metrics:
             m.outbox_withheld.labels(topic, "too_large")
         for stage in ("intake", "erasure-acks"):
             m.registry_errors.labels(stage)
+        for reason in ("unauthorized", "forbidden", "busy", "too_slow"):
+            m.http_refused.labels(reason)
         for record in catalog.records:
             if record.event_type:
                 m.events_ingested.labels(record.topic, record.event_type)

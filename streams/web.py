@@ -1,4 +1,6 @@
-"""HTTP on one port, served by every worker: event ingestion, consent and health, metrics.
+"""HTTP on one port, served by every worker: event ingestion, consent, erasure status, the key
+service, health and metrics. Tokens, scopes and body limits are checked before these views run
+(streams/http_auth.py).
 
 `POST /v1/events` accepts one event or a batch as JSON, all or nothing: a batch with any bad
 event is answered 400 with one error per bad field (its index, field and problem; never its
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from schemas.errors import ValidationFailed
 from schemas.validate import from_json, subject_key
 from streams.db import Database, describe
 from streams.erasure import erasure_status
+from streams.http_auth import BodyTooLarge, BodyTooSlow, read_body
 from streams.journal import journal_accept, journal_mark_sent
 from streams.processors.consent import consent_state
 from streams.sealing import seal_events
@@ -43,12 +45,6 @@ HTTP_REASONS = ("unauthorized", "too_large", "invalid_json", "invalid_event", "d
 
 def _problem(index: int | None, field: str, problem: str) -> dict[str, Any]:
     return {"index": index, "field": field, "problem": problem}
-
-
-def _authorized(expected: str | None, header: str | None) -> bool:
-    if not expected or not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), expected.encode())
 
 
 def register_views(pipeline: Pipeline) -> None:
@@ -95,15 +91,14 @@ def register_views(pipeline: Pipeline) -> None:
         async def _post(self, request: Any) -> Any:
             if draining.exists():
                 return self._refuse(503, "draining", [_problem(None, "$", "stopping; retry against another worker")])
-            if not _authorized(settings.http_token, request.headers.get("Authorization")):
-                rejected.labels("http", "unauthorized").inc()
-                return self.json({"error": "a valid bearer token is required"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
-            if (request.content_length or 0) > MAX_BODY_BYTES:
+            try:  # the bearer token and its scope were checked before this view (streams/http_auth.py)
+                body = await read_body(request, MAX_BODY_BYTES, settings.http_body_timeout_s)
+            except BodyTooLarge:
                 return self._refuse(413, "too_large", [_problem(None, "$", f"body over {MAX_BODY_BYTES} bytes")])
-            body = await request.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                return self._refuse(413, "too_large", [_problem(None, "$", f"body over {MAX_BODY_BYTES} bytes")])
+            except BodyTooSlow:
+                pipeline.metrics.http_refused.labels("too_slow").inc()
+                return self.json({"errors": [_problem(None, "$", "body not received in time")]}, status=408,
+                                 headers={"Connection": "close"})
             try:
                 doc = json.loads(body)
             except (ValueError, RecursionError):
@@ -156,12 +151,14 @@ def register_views(pipeline: Pipeline) -> None:
         """The key service for producers that seal and consumers that open (docs/crypto-shredding.md)."""
 
         async def _body(self, request: Any, field: str) -> tuple[list[Any] | None, Any]:
-            if not _authorized(settings.keys_token, request.headers.get("Authorization")):
-                return None, self.json({"error": "a valid bearer token for the key service is required"},
-                                       status=401, headers={"WWW-Authenticate": "Bearer"})
-            body = await request.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
+            try:
+                body = await read_body(request, MAX_BODY_BYTES, settings.http_body_timeout_s)
+            except BodyTooLarge:
                 return None, self.json({"errors": [_problem(None, "$", "body too large")]}, status=413)
+            except BodyTooSlow:
+                pipeline.metrics.http_refused.labels("too_slow").inc()
+                return None, self.json({"errors": [_problem(None, "$", "body not received in time")]}, status=408,
+                                       headers={"Connection": "close"})
             try:
                 items = json.loads(body)[field]
             except (ValueError, KeyError, TypeError, RecursionError):
@@ -243,7 +240,7 @@ def register_views(pipeline: Pipeline) -> None:
             now = pipeline.clock.now_ms()
             for status in statuses:
                 status["overdue"] = status["state"] == "open" and status["deadline"] < now
-                for key in ("opened_at", "deadline", "completed_at"):
+                for key in ("opened_at", "deadline", "completed_at", "keys_destroyed_at"):
                     status[key] = _iso(status[key]) if status[key] is not None else None
                 for store in status["stores"]:
                     store["acknowledged_at"] = _iso(store["acknowledged_at"]) if store["acknowledged_at"] else None

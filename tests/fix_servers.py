@@ -58,6 +58,7 @@ def settings(servers: Settings, tmp_path: Path) -> Settings:
         http_port=free_port(),
         http_token=f"token-{tag}",
         keys_token=f"keys-{tag}",
+        read_token=f"read-{tag}",
         clock="event",
         files_root=tmp_path / "files",
         erasure_stores=tuple(x for x in servers.erasure_stores if x != "redis" or servers.redis_url),

@@ -74,7 +74,7 @@ def emit(settings: Any, *events: dict[str, Any]) -> None:
 
 def erasure_answer(worker: Any, account: str) -> dict[str, Any] | None:
     """GET /v1/accounts/{account}/erasure as JSON, or None when there is none."""
-    status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"))
+    status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"), token=worker.settings.read_token)
     return json.loads(body) if status == 200 else None
 
 

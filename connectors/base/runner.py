@@ -34,11 +34,14 @@ from connectors.base.sink import (
 )
 from lifecycle_core.backoff import Backoff
 from lifecycle_core.config import Settings
+from lifecycle_core.crypto import load_master_key
+from lifecycle_core.errors import ConfigError
+from lifecycle_core.storekeys import load_store_keys, sign_ack
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from schemas.registry import make_registry
 
-__all__ = ["run_connector", "group_id", "categories_of"]
+__all__ = ["run_connector", "group_id", "categories_of", "store_key"]
 
 log = logging.getLogger("lifecycle.connector")
 BATCH = 100
@@ -76,8 +79,10 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     )
     consumer.assign(_all_partitions(consumer, [settings.topic("tombstones"), settings.topic("retention-orders")],
                                     stop))
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
-                             client_id=f"lifecycle-store-{sink.name}", **settings.kafka_client_kwargs())
+    producer = _SigningProducer(KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
+                                              client_id=f"lifecycle-store-{sink.name}",
+                                              **settings.kafka_client_kwargs()),
+                                store_key(settings, sink.name))
     sweeper = _Sweeper(sink, producer, codec, settings, metrics)
     last_poll = metrics.last_poll.labels(sink.name)
     unavailable = metrics.unavailable.labels(sink.name)
@@ -208,6 +213,42 @@ class _Sweeper:
             "completed_at": _now_ms(), "error": error,
         })
         return self.producer.send(self.settings.topic("erasure-acks"), key=order.category.encode(), value=value)
+
+
+class _SigningProducer:
+    """Every acknowledgement signed with the store's key (lifecycle_core/storekeys.py)."""
+
+    def __init__(self, producer: Any, key: bytes):
+        self.producer, self.key = producer, key
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        return self.producer.send(topic, key=key, value=value, headers=sign_ack(self.key, value))
+
+    def flush(self, timeout: float) -> None:
+        self.producer.flush(timeout=timeout)
+
+    def close(self, timeout: float) -> None:
+        self.producer.close(timeout=timeout)
+
+
+def store_key(settings: Settings, store: str) -> bytes:
+    """The store's ack key: ``LIFECYCLE_STORE_KEY`` (hex), else from the pipeline's database."""
+    if settings.store_key:
+        try:
+            return bytes.fromhex(settings.store_key.strip())
+        except ValueError:
+            raise ConfigError("LIFECYCLE_STORE_KEY: expected hex digits (as `lifecycle store add` prints)") from None
+    if not settings.postgres_dsn:
+        raise ConfigError("a store signs its acks: set LIFECYCLE_STORE_KEY (from `lifecycle store add NAME`)")
+    import psycopg
+
+    wrapper = load_master_key(settings, create=False)
+    with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
+        keys = load_store_keys(conn, wrapper)
+    if store not in keys:
+        raise ConfigError(f"no ack key for store {store!r}: start the worker with it in LIFECYCLE_ERASURE_STORES, "
+                          f"or run `lifecycle store add {store}`")
+    return keys[store]
 
 
 def _maybe_die(folder: str, outcomes: dict[str, Outcome]) -> None:

@@ -2,6 +2,8 @@
 
 Started directly (not through the wheel's helper, which listens on a Unix socket only) on a
 free loopback TCP port. As root, it runs as an unprivileged system user, as PostgreSQL insists.
+Connections need the password generated into ``<state>/secrets/postgres.password`` (mode 0600)
+on first start: another local user reaching the port reads nothing.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
 
 from lifecycle.embedded.process import ServerProcess, pid_alive, service_user, spawn, wait_for_port
 from lifecycle_core.errors import StackError
+from lifecycle_core.keys import create_key_file
 
 __all__ = ["EmbeddedPostgres", "postgres_bin_dir"]
 
@@ -43,14 +47,23 @@ class EmbeddedPostgres(ServerProcess):
     stop_signal = signal.SIGINT
     stop_timeout_s = 20
 
-    def __init__(self, data_dir: Path, log_path: Path, *, port: int | None = None, fast: bool = False):
+    def __init__(self, data_dir: Path, log_path: Path, *, port: int | None = None, fast: bool = False,
+                 password_file: Path | None = None):
         super().__init__(log_path, port)
         self.data_dir = data_dir
         self.fast = fast
         self.user = service_user()
+        # Password authentication on loopback: no other local user reads the data by connecting.
+        self.password_file = password_file or data_dir.parent / "secrets" / "postgres.password"
+
+    @property
+    def password(self) -> str:
+        if not self.password_file.exists():
+            create_key_file(self.password_file, secrets.token_bytes(24))  # hex: safe in a URL, mode 0600
+        return self.password_file.read_text().strip()
 
     def dsn(self, database: str = DATABASE) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def _run(self, argv: list[str]) -> None:
         proc = spawn(argv, log=self._open_log(), user=self.user)
@@ -64,17 +77,48 @@ class EmbeddedPostgres(ServerProcess):
         if self.user is not None:
             os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
         self.data_dir.chmod(0o700)
-        self._run(
-            [
-                str(postgres_bin_dir() / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]
-        )
+        # initdb runs as the service user: it reads the password from a copy of its own, removed after.
+        pwfile = self.data_dir.parent / f".pg-password-{os.getpid()}"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.password + "\n")
+        if self.user is not None:
+            os.chown(pwfile, self.user.pw_uid, self.user.pw_gid)
+        try:
+            self._run(
+                [
+                    str(postgres_bin_dir() / "initdb"),
+                    "-D", str(self.data_dir),
+                    "-U", "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _require_password(self) -> None:
+        """A data folder made before passwords were required (``trust``): the password set, and
+        pg_hba.conf moved to scram-sha-256 (rewritten in place: it keeps its owner)."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines(keepends=True)
+        rules = [i for i, line in enumerate(lines)
+                 if not line.lstrip().startswith("#") and line.split()[-1:] == ["trust"]]
+        if not rules:
+            return
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(psycopg.sql.Literal(self.password)))
+            for i in rules:
+                lines[i] = lines[i].rstrip()[: -len("trust")] + "scram-sha-256\n"
+            with open(hba, "r+") as out:
+                out.write("".join(lines))
+                out.truncate()
+            conn.execute("SELECT pg_reload_conf()")
 
     def _clear_stale_lock(self) -> None:
         """A postmaster.pid whose process is gone (or a zombie) would stop the new server."""
@@ -114,6 +158,7 @@ class EmbeddedPostgres(ServerProcess):
         if not wait_for_port(self.port, deadline_s, self.proc) or not self._accepting(deadline_s):
             self.stop()
             raise StackError(f"the embedded PostgreSQL did not start; see {self.log_path}")
+        self._require_password()
         self._ensure_database()
 
     def _accepting(self, deadline_s: float) -> bool:

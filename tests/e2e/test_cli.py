@@ -153,13 +153,15 @@ def test_worker_without_a_broker_says_what_to_do(tmp_path):
 
 
 def test_keys_init_creates_the_configured_key_files(tmp_path):
-    """What compose's one-shot `hash-key` service runs: both files named by the environment are
-    created (mode 0600), and a second run keeps them."""
-    hash_key, master_key = tmp_path / "secrets" / "hash.key", tmp_path / "secrets" / "master.key"
-    env = _env(tmp_path / "state", LIFECYCLE_HASH_KEY_FILE=str(hash_key), LIFECYCLE_MASTER_KEY_FILE=str(master_key))
+    """What compose's one-shot `hash-key` service runs: the files the environment names (hash key,
+    master key, HTTP tokens) are created (mode 0600), and a second run keeps them."""
+    files = [tmp_path / "secrets" / name for name in ("hash.key", "master.key", "http-tokens")]
+    env = _env(tmp_path / "state", LIFECYCLE_HASH_KEY_FILE=str(files[0]), LIFECYCLE_MASTER_KEY_FILE=str(files[1]),
+               LIFECYCLE_HTTP_TOKENS_FILE=str(files[2]))
     first = subprocess.run(_lifecycle("keys", "init"), env=env, capture_output=True, timeout=60)
     assert first.returncode == 0, first.stderr.decode()
-    assert hash_key.stat().st_mode & 0o777 == 0o600 and master_key.stat().st_mode & 0o777 == 0o600
-    before = (hash_key.read_bytes(), master_key.read_bytes())
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert [line.split()[0] for line in files[2].read_text().splitlines()] == ["ingest", "read", "keys"]
+    before = [f.read_bytes() for f in files]
     again = subprocess.run(_lifecycle("keys", "init"), env=env, capture_output=True, timeout=60)
-    assert again.returncode == 0 and (hash_key.read_bytes(), master_key.read_bytes()) == before
+    assert again.returncode == 0 and [f.read_bytes() for f in files] == before

@@ -117,3 +117,35 @@ def test_a_ctrl_c_during_spawn_is_delivered_and_children_do_not_inherit_the_mask
             _INTERRUPT_AT_FORK.clear()
         time.sleep(0.2)
         assert processes_marked(marker) == []  # the child the caller never saw is gone
+
+
+def test_the_embedded_postgres_needs_its_password_and_an_old_trusting_folder_is_moved_over(tmp_path):
+    """No local user reads the data by reaching the port (issue 18): a connection without the
+    password is refused. A data folder made when every connection was trusted gets a password at
+    its next start."""
+    from lifecycle.embedded.postgres import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "pgdata", tmp_path / "pg.log", fast=True)
+    pg.start()
+    try:
+        assert pg.password_file.stat().st_mode & 0o777 == 0o600
+        psycopg.connect(pg.dsn(), connect_timeout=5).close()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/lifecycle", connect_timeout=5).close()
+    finally:
+        pg.stop()
+    hba = tmp_path / "pgdata" / "pg_hba.conf"  # as initdb --auth=trust left it
+    with open(hba, "r+") as out:
+        text = out.read().replace("scram-sha-256", "trust")
+        out.seek(0)
+        out.write(text)
+        out.truncate()
+    pg.password_file.unlink()
+    pg = EmbeddedPostgres(tmp_path / "pgdata", tmp_path / "pg.log", fast=True)
+    pg.start()
+    try:
+        psycopg.connect(pg.dsn(), connect_timeout=5).close()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(f"postgresql://postgres:wrong@127.0.0.1:{pg.port}/lifecycle", connect_timeout=5).close()
+    finally:
+        pg.stop()

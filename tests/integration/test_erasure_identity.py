@@ -37,7 +37,7 @@ def _complete(worker, account, n=1):
 
 
 def _consent(worker, subject):
-    status, body = http_get(worker.url(f"/v1/subjects/{subject}/consent"))
+    status, body = http_get(worker.url(f"/v1/subjects/{subject}/consent"), token=worker.settings.read_token)
     assert status == 200, body
     return json.loads(body)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,12 +21,18 @@ def test_a_foreign_store_acknowledges_and_completes_the_erasure(settings, tmp_pa
     data = tmp_path / "crm.json"
     data.write_text(json.dumps({"acc-crm": [{"note": "called"}, {"note": "emailed"}], "acc-other": [{}]}))
     worker = WorkerProcess(settings, tmp_path / "worker.log")
-    with open(tmp_path / "crm.log", "wb") as log:
-        store = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "examples" / "foreign_store.py"),
-                                  "--bootstrap", settings.kafka_bootstrap, "--prefix", settings.topic_prefix,
-                                  "--store", "crm", "--data", str(data)], stdout=log, stderr=subprocess.STDOUT)
+    store = None
     try:
         worker.start()
+        key = tmp_path / "crm.key"  # the registration step a store's owner is handed its key by
+        added = subprocess.run([sys.executable, "-m", "lifecycle", "store", "add", "crm", "--out", str(key)],
+                               env={**os.environ, **settings.to_env()}, capture_output=True, timeout=60)
+        assert added.returncode == 0, added.stderr.decode()
+        with open(tmp_path / "crm.log", "wb") as log:
+            store = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "examples" / "foreign_store.py"),
+                                      "--bootstrap", settings.kafka_bootstrap, "--prefix", settings.topic_prefix,
+                                      "--store", "crm", "--data", str(data), "--key-file", str(key)],
+                                     stdout=log, stderr=subprocess.STDOUT)
         _emit(settings, event("account.registered", T0, account="acc-crm", email="c@example.test", first_name="C",
                               last_name="R"),
               event("account.closed", T0 + HOUR, account="acc-crm"))
@@ -34,5 +41,6 @@ def test_a_foreign_store_acknowledges_and_completes_the_erasure(settings, tmp_pa
         assert (crm["store"], crm["status"], crm["items_erased"]) == ("crm", "erased", 2)
         assert json.loads(data.read_text()) == {"acc-other": [{}]}
     finally:
-        stop_process(store, signal.SIGTERM, timeout_s=10)
+        if store is not None:
+            stop_process(store, signal.SIGTERM, timeout_s=10)
         worker.stop()

@@ -13,6 +13,7 @@ import ssl
 import psycopg
 import pytest
 import trustme
+from psycopg.conninfo import make_conninfo
 
 from lifecycle.embedded.postgres import EmbeddedPostgres
 from lifecycle.supervisor import http_get
@@ -33,15 +34,16 @@ def test_the_pipeline_runs_on_a_tls_only_postgres(settings, tmp_path):
     worker = store = None
     try:
         with PostgresTlsFront(pg.port, server) as front:
-            base = f"postgresql://postgres@127.0.0.1:{front.port}/lifecycle"
-            dsn = f"{base}?sslmode=verify-full&sslrootcert={ca_file}"
+            base = make_conninfo(pg.dsn(), port=str(front.port))
+            dsn = make_conninfo(base, sslmode="verify-full", sslrootcert=str(ca_file))
             with pytest.raises(psycopg.OperationalError):
-                psycopg.connect(f"{base}?sslmode=disable", connect_timeout=5).close()
+                psycopg.connect(make_conninfo(base, sslmode="disable"), connect_timeout=5).close()
             other_ca = trustme.CA()
             wrong_ca = tmp_path / "other-ca.pem"
             other_ca.cert_pem.write_to_path(str(wrong_ca))
             with pytest.raises(psycopg.OperationalError):  # verify-full checks the certificate
-                psycopg.connect(f"{base}?sslmode=verify-full&sslrootcert={wrong_ca}", connect_timeout=5).close()
+                psycopg.connect(make_conninfo(base, sslmode="verify-full", sslrootcert=str(wrong_ca)),
+                                connect_timeout=5).close()
 
             own = dataclasses.replace(settings, postgres_dsn=dsn, erasure_stores=("postgres",))
             worker = WorkerProcess(own, tmp_path / "worker.log")
@@ -53,7 +55,7 @@ def test_the_pipeline_runs_on_a_tls_only_postgres(settings, tmp_path):
                   event("account.closed", T0 + HOUR, account="acc-tls"))
 
             def complete():
-                status, body = http_get(worker.url("/v1/accounts/acc-tls/erasure"))
+                status, body = http_get(worker.url("/v1/accounts/acc-tls/erasure"), token=worker.settings.read_token)
                 return status == 200 and json.loads(body)["erasures"][0]["state"] == "complete"
 
             wait_for(complete, deadline_s=60, what="the erasure over TLS")

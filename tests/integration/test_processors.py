@@ -75,7 +75,7 @@ def _consent(worker, subject):
 
     from lifecycle.supervisor import http_get
 
-    status, body = http_get(worker.url(f"/v1/subjects/{subject}/consent"))
+    status, body = http_get(worker.url(f"/v1/subjects/{subject}/consent"), token=worker.settings.read_token)
     assert status == 200
     return json.loads(body)
 

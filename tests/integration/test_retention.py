@@ -152,7 +152,7 @@ def test_closure_under_legal_hold_keeps_what_the_hold_covers_until_released(sett
     _emit(settings, event("account.closed", T0 + 2 * HOUR, account=account))
 
     def erasures(state):
-        status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"))
+        status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"), token=worker.settings.read_token)
         found = json.loads(body)["erasures"] if status == 200 else []
         return [e for e in found if e["state"] == state]
 

@@ -1,0 +1,131 @@
+"""Certificates of erasure an auditor checks offline: the proof of one completed erasure, signed
+with the pipeline's Ed25519 key (`cryptography`), and the check that needs nothing of the
+pipeline but the file (and, to be sure of the signer, the published public key).
+
+A certificate file is one line of canonical JSON (keys sorted, no spaces):
+``{"certificate": {...}, "public_key": "<base64 raw Ed25519>", "signature": "<base64>"}``, where
+the signature covers the canonical JSON of ``certificate``. `verify` refuses a file that is not
+in exactly that form, so that a change of any byte is a refusal, not just a change of meaning.
+
+The signing key: ``LIFECYCLE_PROOF_KEY_FILE``, else ``<state>/secrets/proof.key`` (the raw
+private key, hex, mode 0600), generated on first use; `lifecycle proof key` prints the public key
+to publish.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from lifecycle_core.config import Settings
+from lifecycle_core.errors import ConfigError, LifecycleError
+from lifecycle_core.keys import create_key_file
+
+__all__ = ["proof_key_file", "load_signing_key", "public_key_text", "certificate", "sign", "verify",
+           "canonical", "ProofRefused"]
+
+FORMAT = "lifecycle-erasure-certificate/1"
+
+
+class ProofRefused(LifecycleError):
+    """A certificate that does not verify; the message says why."""
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def proof_key_file(settings: Settings) -> Path:
+    return settings.proof_key_file or settings.state_dir / "secrets" / "proof.key"
+
+
+def load_signing_key(settings: Settings, *, create: bool = True) -> Ed25519PrivateKey:
+    path = proof_key_file(settings)
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"no proof signing key at {path}")
+        create_key_file(path, secrets.token_bytes(32))
+    try:
+        return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
+    except (ValueError, OSError):
+        raise ConfigError(f"proof signing key {path}: expected 64 hex digits") from None
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def public_key_text(key: Ed25519PrivateKey) -> dict[str, str]:
+    raw = _raw_public(key.public_key())
+    return {"algorithm": "Ed25519", "public_key": base64.b64encode(raw).decode(),
+            "fingerprint": hashlib.sha256(raw).hexdigest()[:16],
+            "pem": key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any]:
+    """The certificate body of a completed erasure (``conn``: sync psycopg), from its proof row."""
+    row = conn.execute("SELECT request_id, account_hash, reason, opened_at, completed_at, keys_destroyed_at, "
+                       "keys_kept, stores FROM erasure_proofs WHERE request_id::text = %s", (request_id,)).fetchone()
+    if row is None:
+        raise LifecycleError(f"no completed erasure {request_id} (only a complete one has a proof)")
+    rid, account_hash, reason, opened, completed, destroyed, kept, stores = row
+    stores = list(stores or [])
+    return {
+        "format": FORMAT,
+        "request_id": str(rid),
+        "account_hash": account_hash,  # HMAC-SHA256 under the pipeline's hash key: no identifier
+        "reason": reason,
+        "opened_at": _iso(opened),
+        "completed_at": _iso(completed),
+        "keys_destroyed_at": _iso(destroyed),
+        "keys_kept_for_legal_hold": sorted(kept or []),
+        "stores": [{"store": s["store"], "status": s["status"], "items_erased": s["items_erased"],
+                    "acknowledged_at": _iso(dt.datetime.fromtimestamp(s["acknowledged_at"] / 1000, dt.UTC))
+                    if s.get("acknowledged_at") else None} for s in stores],
+        "items_erased": sum(int(s["items_erased"]) for s in stores),
+        "policy_version": hashlib.sha256(settings.retention_policy.read_bytes()).hexdigest()[:16],
+        "issued_at": _iso(dt.datetime.now(dt.UTC)),
+    }
+
+
+def sign(body: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
+    """The certificate file's bytes."""
+    return canonical({"certificate": body, "public_key": base64.b64encode(_raw_public(key.public_key())).decode(),
+                      "signature": base64.b64encode(key.sign(canonical(body))).decode()}) + b"\n"
+
+
+def verify(data: bytes, public_key: str | None = None) -> dict[str, Any]:
+    """The certificate in ``data`` if it verifies (against ``public_key``, base64, when given: the
+    published one); ProofRefused otherwise."""
+    try:
+        doc = json.loads(data)
+        body, key_text, signature = doc["certificate"], doc["public_key"], doc["signature"]
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(key_text, validate=True))
+        sig = base64.b64decode(signature, validate=True)
+    except (ValueError, KeyError, TypeError):
+        raise ProofRefused("not a certificate of erasure (unreadable)") from None
+    if (canonical(doc) + b"\n" != data or base64.b64encode(sig).decode() != signature
+            or base64.b64encode(_raw_public(key)).decode() != key_text):  # base64 has spare bits: one form only
+        raise ProofRefused("the file is not exactly as it was signed (a byte was changed, added or removed)")
+    if public_key is not None and key_text != public_key:
+        raise ProofRefused("signed by another key than the one given")
+    try:
+        key.verify(sig, canonical(body))
+    except InvalidSignature:
+        raise ProofRefused("the signature does not match the certificate") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise ProofRefused("not a certificate of erasure (unknown format)")
+    return body

@@ -1,0 +1,66 @@
+"""A certificate of erasure an auditor checks offline (issue 18): `lifecycle proof export` signs
+the proof of a completed erasure with Ed25519, `lifecycle proof verify` accepts it with nothing of
+the pipeline, and refuses it with any byte changed or signed by another key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import psycopg
+
+from lifecycle import proofs
+from tests.helpers import HOUR, T0, emit, erasure_answer, event, wait_for
+from tests.unit.samples import PII
+
+
+def _lifecycle(settings, *args):
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env={**os.environ, **settings.to_env()},
+                          capture_output=True, timeout=120)
+
+
+def test_a_certificate_verifies_offline_and_no_changed_byte_does(settings, worker, connectors, tmp_path):
+    acc = "acc-certified"
+    emit(settings, event("account.registered", T0, account=acc, email=PII["email"], first_name="C", last_name="D"),
+         event("account.closed", T0 + HOUR, account=acc))
+    wait_for(lambda: (a := erasure_answer(worker, acc)) and a["erasures"][0]["state"] == "complete",
+             deadline_s=90, what="the erasure")
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        [request_id] = [str(r[0]) for r in conn.execute("SELECT request_id FROM erasure_proofs").fetchall()]
+
+    cert = tmp_path / "certificate.json"
+    exported = _lifecycle(settings, "proof", "export", request_id, "--out", str(cert))
+    assert exported.returncode == 0, exported.stderr.decode()
+    data = cert.read_bytes()
+    assert acc.encode() not in data and PII["email"].encode() not in data
+    body = json.loads(data)["certificate"]
+    assert body["request_id"] == request_id and body["keys_destroyed_at"] and body["items_erased"] >= 1
+    assert {s["store"] for s in body["stores"]} == set(settings.erasure_stores)
+
+    key = tmp_path / "published.key"
+    published = _lifecycle(settings, "proof", "key", "--raw")
+    assert published.returncode == 0
+    key.write_bytes(published.stdout)
+    offline = dataclasses.replace(settings, postgres_dsn=None, kafka_bootstrap=None, state_dir=tmp_path / "auditor")
+    ok = _lifecycle(offline, "proof", "verify", str(cert), "--public-key", str(key))
+    assert ok.returncode == 0 and b"valid" in ok.stdout, ok.stderr.decode()
+
+    for i in range(len(data)):  # every byte changed in turn: each a refusal
+        changed = bytearray(data)
+        changed[i] = (changed[i] + 1) % 256
+        try:
+            proofs.verify(bytes(changed))
+        except proofs.ProofRefused:
+            continue
+        raise AssertionError(f"a change at byte {i} was accepted")
+    tampered = tmp_path / "tampered.json"
+    tampered.write_bytes(data.replace(b'"reason":"', b'"reason":"x', 1))
+    refused = _lifecycle(offline, "proof", "verify", str(tampered))
+    assert refused.returncode == 1 and b"REFUSED" in refused.stderr
+
+    other = tmp_path / "other.key"
+    other.write_text(proofs.public_key_text(proofs.Ed25519PrivateKey.generate())["public_key"])
+    assert _lifecycle(offline, "proof", "verify", str(cert), "--public-key", str(other)).returncode == 1
