@@ -25,6 +25,7 @@ from lifecycle.embedded.process import free_port, spawn, stop_all
 from lifecycle.topics import apply_topics, load_spec
 from lifecycle_core.config import Settings
 from lifecycle_core.errors import StackError
+from streams.http_auth import init_tokens_file
 
 __all__ = ["running_pipeline", "supervised_pipeline", "Supervisor", "http_get", "wait_ready", "stack_file"]
 
@@ -211,6 +212,12 @@ def supervised_pipeline(settings: Settings, say: Callable[[str], None]) -> Itera
         if not live.redis_url and "redis" in live.erasure_stores:
             live = dataclasses.replace(live, erasure_stores=tuple(x for x in live.erasure_stores if x != "redis"))
             say("no redis-server and no LIFECYCLE_REDIS_URL: the redis store is not registered")
+        if not (live.http_token or live.read_token or live.keys_token or live.http_tokens_file):
+            # No token configured: one per scope, generated into the state folder, so that the
+            # HTTP API is usable and still closed to whoever merely reaches the port.
+            live = dataclasses.replace(live, http_tokens_file=live.state_dir / "secrets" / "http-tokens")
+            init_tokens_file(live)
+            say(f"HTTP bearer tokens (ingest, read, keys): {live.http_tokens_file}")
         (live.state_dir / "run" / "draining").unlink(missing_ok=True)
         report = apply_topics(live, load_spec(live.topic_spec))
         say(f"topics: {len(report.created)} created, {len(report.existing)} present, {len(report.drift)} drift")

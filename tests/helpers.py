@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import time
 import urllib.request
@@ -87,11 +88,17 @@ def opened_letter(settings: Any, msg: Any, letter: dict[str, Any]) -> tuple[byte
     from streams.sealing import open_letter
 
     sealed_for = next((v.decode() for k, v in msg.headers or [] if k == "lifecycle.dlq.sealed_for"), None)
-    keys = _LETTER_KEYS.get(settings.postgres_dsn)
-    if keys is None:
-        keys = _LETTER_KEYS[settings.postgres_dsn] = open_data_keys(settings, create=False)
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-        return open_letter(conn, keys, letter["original_key"], letter["original_value"], sealed_for)
+    found = _LETTER_KEYS.get(settings.postgres_dsn)
+    if found is None or found[1].closed:  # one connection per database: a test may open thousands
+        found = _LETTER_KEYS[settings.postgres_dsn] = (open_data_keys(settings, create=False),
+                                                       psycopg.connect(settings.postgres_dsn, autocommit=True))
+    return open_letter(found[1], found[0], letter["original_key"], letter["original_value"], sealed_for)
 
 
 _LETTER_KEYS: dict[str, Any] = {}
+
+
+@atexit.register
+def _close_letter_connections() -> None:
+    for _, conn in _LETTER_KEYS.values():
+        conn.close()

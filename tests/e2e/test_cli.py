@@ -53,6 +53,9 @@ def test_demo_runs_on_the_embedded_stack_twice_and_leaves_nothing_running(tmp_pa
             assert ("cleared the previous demo's state" in done.stdout) == (run == 2)
             for log in ("broker.log", "postgres.log", "worker.log"):
                 assert (state / "demo" / "logs" / log).exists()
+            tokens = state / "demo" / "secrets" / "http-tokens"  # no token configured: one per scope made
+            assert [line.split()[0] for line in tokens.read_text().splitlines()] == ["ingest", "read", "keys"]
+            assert tokens.stat().st_mode & 0o777 == 0o600
             _metrics_hold_the_catalogue_and_no_personal_data((state / "demo" / "demo-metrics.txt").read_text())
             assert wait_until_gone(str(state)) == []
     finally:
