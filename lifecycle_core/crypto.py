@@ -33,7 +33,7 @@ from lifecycle_core.errors import ConfigError
 from lifecycle_core.keys import create_key_file
 
 __all__ = ["PREFIX", "ERASED", "Forged", "KeyWrapper", "LocalMasterKey", "load_master_key", "master_key_file",
-           "is_sealed", "split", "seal_with", "open_with", "new_kid", "MasterKeyMismatch", "init_master_key"]
+           "split", "seal_with", "open_with", "new_kid", "MasterKeyMismatch", "init_master_key"]
 
 PREFIX = "lc1:"
 ERASED = "[erased]"  # what a value reads as once its subject's key is destroyed
@@ -52,10 +52,6 @@ class MasterKeyMismatch(ConfigError):
 
 def new_kid() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-
-
-def is_sealed(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
 
 
 def split(token: str) -> tuple[str, bytes]:

@@ -288,11 +288,6 @@ class DataKeys:
         self.forget(kids, hashes)
         return kids
 
-    def destroy_sync(self, conn: Any, subjects: Iterable[str], categories: Iterable[str]) -> list[str]:
-        hashes = self.subject_hashes(subjects)
-        kids = [row[0] for row in conn.execute(_DESTROY, self._destroy_params(hashes, categories)).fetchall()]
-        self.forget(kids, hashes)
-        return kids
 
 
 def check_master_key(conn: Any, wrapper: KeyWrapper) -> None:

@@ -22,18 +22,13 @@ from lifecycle_core.datakeys import DataKey, DataKeys
 from lifecycle_core.policy import Policy
 from schemas.catalog import Catalog, RecordType
 
-__all__ = ["ANNOTATION", "LOOKS_PERSONAL", "personal_fields", "key_pairs", "seal", "unseal", "datamap",
+__all__ = ["ANNOTATION", "LOOKS_PERSONAL", "key_pairs", "seal", "unseal", "datamap",
            "tokens_of"]
 
 ANNOTATION = "lifecycle.personal"
 # Field names that suggest personal data: each must be annotated one way or the other.
 LOOKS_PERSONAL = re.compile(r"(e-?mail|phone|name|(^|_|\b)ip($|_|\b)|user.?agent|domain|path|address|referr?er|"
                             r"birth|street|postcode|zip|city|ssn|iban|card)", re.IGNORECASE)
-
-
-def personal_fields(record: RecordType) -> tuple[tuple[str, str], ...]:
-    """(field, category) of every top-level field the schema marks personal."""
-    return record.personal
 
 
 def key_pairs(record: RecordType, subject: str) -> list[tuple[str, str]]:

@@ -64,9 +64,6 @@ class Tokens:
                 found = scopes if found is None else found | scopes
         return found
 
-    def first(self, scope: str) -> str | None:
-        """A token of ``scope`` (what the SDK and tests present)."""
-        return next((t.decode() for t, s in self.entries if scope in s), None)
 
 
 def load_tokens(settings: Settings) -> Tokens:
