@@ -53,4 +53,5 @@ def test_a_lock_not_granted_in_time_is_tried_again(settings):
         assert 2 < waited < 15  # lock_timeout (55P03) retried with backoff until the holder let go
     finally:
         release.cancel()
+        release.join()  # the holder's commit may still be reading its answer: close only after it
         holder.close()
