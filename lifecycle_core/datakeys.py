@@ -102,8 +102,6 @@ class DataKeys:
         self._by_kid: collections.OrderedDict[str, DataKey] = collections.OrderedDict()
         self._by_subject: collections.OrderedDict[tuple[str, str], DataKey] = collections.OrderedDict()
         self._hashes: dict[str, str] = {}
-        self.hits = 0
-        self.misses = 0
 
     # -- the cache ---------------------------------------------------------------------------
     def hash_of(self, subject: str) -> str:
@@ -130,13 +128,12 @@ class DataKeys:
         while len(cache) > self.max_entries:
             cache.popitem(last=False)
 
-    def forget(self, kids: Iterable[str] = (), subject_hashes: Iterable[str] = ()) -> None:
+    def forget(self, kids: Iterable[str], pairs: Iterable[tuple[str, str]]) -> None:
         """Drop keys from this process's cache (the erasure that destroyed them calls it)."""
         for kid in kids:
             self._by_kid.pop(kid, None)
-        hashes = set(subject_hashes)
-        for key in [k for k in self._by_subject if k[0] in hashes]:
-            del self._by_subject[key]
+        for pair in pairs:
+            self._by_subject.pop(pair, None)
 
     def _unwrap(self, kid: str, subject_hash: str, category: str, wrapped: bytes | None) -> DataKey:
         raw = self.wrapper.unwrap(kid, subject_hash, category, bytes(wrapped)) if wrapped else None
@@ -183,7 +180,6 @@ class DataKeys:
         for _ in range(3):  # a key another transaction created since this statement's snapshot: once more
             if not missing:
                 return found
-            self.misses += len(missing)
             self._take(conn.execute(_GET_OR_CREATE, self._create_params(missing)).fetchall(), True, found)
             missing = {k: v for k, v in missing.items() if k not in found}
         raise RuntimeError("data keys could not be created")
@@ -195,7 +191,6 @@ class DataKeys:
         for _ in range(3):
             if not missing:
                 return found
-            self.misses += len(missing)
             cur = await conn.execute(_GET_OR_CREATE, self._create_params(missing))
             self._take(await cur.fetchall(), False, found)
             missing = {k: v for k, v in missing.items() if k not in found}
@@ -239,13 +234,11 @@ class DataKeys:
     def load_sync(self, conn: Any, tokens: Iterable[object]) -> None:
         kids = self.opening_missing(tokens)
         if kids:
-            self.misses += len(kids)
             self._take_opening(kids, conn.execute(_BY_KID, (kids,)).fetchall())
 
     async def load(self, conn: Any, tokens: Iterable[object]) -> None:
         kids = self.opening_missing(tokens)
         if kids:
-            self.misses += len(kids)
             cur = await conn.execute(_BY_KID, (kids,))
             self._take_opening(kids, await cur.fetchall())
 
@@ -268,7 +261,6 @@ class DataKeys:
             raise Forged("sealed value names no data key")
         if entry.aead is None:
             return ERASED.encode()
-        self.hits += 1
         return open_with(entry.aead, blob, subject, field)
 
     # -- destruction ---------------------------------------------------------------------------
@@ -282,11 +274,11 @@ class DataKeys:
 
     async def destroy(self, conn: Any, subjects: Iterable[str], categories: Iterable[str]) -> list[str]:
         """Destroy the subjects' keys of ``categories`` in the caller's transaction; returns the kids."""
-        hashes = self.subject_hashes(subjects)
-        cur = await conn.execute(_DESTROY, self._destroy_params(hashes, categories))
-        kids = [row[0] for row in await cur.fetchall()]
-        self.forget(kids, hashes)
-        return kids
+        kids, hashes, cats = self._destroy_params(self.subject_hashes(subjects), categories)
+        cur = await conn.execute(_DESTROY, (kids, hashes, cats))
+        destroyed = [row[0] for row in await cur.fetchall()]
+        self.forget(destroyed, zip(hashes, cats, strict=True))
+        return destroyed
 
 
 
