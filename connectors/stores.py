@@ -11,7 +11,7 @@ from connectors.redis import RedisSink
 from lifecycle_core.config import Settings
 from lifecycle_core.errors import ConfigError
 
-__all__ = ["STORES", "make_sink", "retention_categories"]
+__all__ = ["STORES", "make_sink", "retention_categories", "database_grants"]
 
 STORES: dict[str, type[Sink]] = {
     "postgres": PostgresSink,
@@ -25,6 +25,11 @@ def retention_categories(name: str) -> tuple[str, ...]:
     """The data categories a shipped store sweeps by time (none for a store not shipped here)."""
     cls = STORES.get(name)
     return cls.retention_categories if cls is not None and issubclass(cls, RetentionSink) else ()
+
+
+def database_grants() -> dict[str, tuple[str, ...]]:
+    """What each shipped store's PostgreSQL role may touch (lifecycle_core/pgroles.py)."""
+    return {name: cls.database_grants for name, cls in STORES.items()}
 
 
 def make_sink(name: str, settings: Settings) -> Sink:

@@ -19,6 +19,13 @@ The protocol (CONTRACT.md section 3, docs/erasure.md):
      account_id: status erased / nothing_found / retained_legal_hold / failed, items_erased,
      signed with the store's key;
   4. then commit the offset. A redelivered order must be acknowledged again.
+An order with action `verify` asks the store to look again and delete nothing: answer with the
+same action and round, status nothing_found and items_found 0 when nothing of the subjects is
+left, status failed and items_found N when N items are. The erasure completes only when every
+store has verified. An order whose account_id is empty names its subjects by keyed hashes alone
+(`subject_hashes`, a later check of a completed erasure); a store that cannot compute those
+hashes answers failed (unchecked), as this one does. A new `round` means: erase again, even if
+the store has a receipt for the request.
 """
 
 from __future__ import annotations
@@ -77,19 +84,27 @@ def main() -> None:
                 order = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), order_schema)
                 store = json.loads(data_path.read_text()) if data_path.exists() else {}
                 ids = set(order.get("subjects") or []) | {order["account_id"]}
-                erased = sum(len(store.pop(i, [])) for i in ids)
-                tmp = data_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(store))
-                os.replace(tmp, data_path)  # the delete is durable before the ack
+                answer = {"request_id": order["request_id"], "account_id": order["account_id"] or None,
+                          "store": args.store, "items_erased": 0, "completed_at": int(time.time() * 1000),
+                          "error": None, "action": order.get("action", "erase"), "round": order.get("round", 0),
+                          "items_found": 0}
+                if answer["action"] == "verify" and not order["account_id"]:
+                    answer.update(status="failed", error="cannot match keyed hashes")
+                elif answer["action"] == "verify":
+                    left = sum(len(store.get(i, [])) for i in ids)
+                    answer.update(status="failed" if left else "nothing_found", items_found=left)
+                else:
+                    erased = sum(len(store.pop(i, [])) for i in ids)
+                    tmp = data_path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(store))
+                    os.replace(tmp, data_path)  # the delete is durable before the ack
+                    answer.update(status="erased" if erased else "nothing_found", items_erased=erased)
                 body = io.BytesIO()
-                fastavro.schemaless_writer(body, ack_schema, {
-                    "request_id": order["request_id"], "account_id": order["account_id"], "store": args.store,
-                    "status": "erased" if erased else "nothing_found", "items_erased": erased,
-                    "completed_at": int(time.time() * 1000), "error": None})
+                fastavro.schemaless_writer(body, ack_schema, answer)
                 value = struct.pack(">bI", 0, ack_id) + body.getvalue()
                 # Signed with the store's own key: the orchestrator believes no other ack (docs/erasure.md).
                 signature = hmac.new(ack_key, value, hashlib.sha256).hexdigest().encode()
-                producer.send(f"{args.prefix}erasure-acks", key=order["account_id"].encode(), value=value,
+                producer.send(f"{args.prefix}erasure-acks", key=order["request_id"].encode(), value=value,
                               headers=[("lifecycle.signature", signature)]).get(timeout=30)
         consumer.commit()
     consumer.close()

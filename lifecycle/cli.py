@@ -52,10 +52,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     _need_broker(settings, "worker")
     import faust
 
-    from connectors.stores import retention_categories
+    from connectors.stores import database_grants, retention_categories
     from streams.app import build_app
 
-    pipeline = build_app(settings, swept_by=retention_categories)
+    pipeline = build_app(settings, swept_by=retention_categories, store_grants=database_grants())
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
     return 0
@@ -187,6 +187,33 @@ def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if statuses else 1
 
 
+def cmd_erasure_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Make completed erasures due for verification: the worker sends verify orders at its next
+    tick; a store that finds data again regresses the proof and re-opens the erasure."""
+    import asyncio
+    import uuid
+
+    from streams.db import connect
+    from streams.erasure import reverify
+
+    try:
+        ids = [uuid.UUID(r) for r in args.request_ids] or None
+    except ValueError:
+        raise LifecycleError("request ids: expected UUIDs (as `lifecycle erasure status` shows)") from None
+
+    async def run() -> int:
+        conn = await connect(settings.postgres_dsn or "")
+        try:
+            async with conn.transaction():
+                return await reverify(conn, ids)
+        finally:
+            await conn.close()
+
+    count = asyncio.run(run())
+    _say(f"{count} completed erasure(s) due for verification at the worker's next tick")
+    return 0 if count or not ids else 1
+
+
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """Show the hash keys' fingerprints, or rotate: a new current key, the older ones kept."""
     from lifecycle_core.keys import key_file, open_keyring, rotate_key_file
@@ -216,6 +243,10 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"HTTP tokens written to {settings.http_tokens_file} (one per scope: ingest, read, keys)",
                       file=sys.stderr)
             open_data_keys(settings, open_keyring(settings, create=False), create=False)
+            from lifecycle_core.pgroles import init_passwords
+
+            if (folder := init_passwords(settings, settings.erasure_stores)) is not None:
+                print(f"PostgreSQL role passwords in {folder} (one per component)", file=sys.stderr)
         keys = open_keyring(settings, create=False)
     print(json.dumps({"current": keys.fingerprints()[0], "older": list(keys.fingerprints()[1:])}))
     return 0
@@ -447,6 +478,9 @@ def _parser() -> argparse.ArgumentParser:
     status = erasure.add_parser("status", help="an account's erasures, store by store")
     status.add_argument("account")
     status.set_defaults(fn=cmd_erasure_status, reads="database")
+    again = erasure.add_parser("verify", help="have every store check completed erasures again at the next tick")
+    again.add_argument("request_ids", nargs="*", help="request ids (default: every completed erasure)")
+    again.set_defaults(fn=cmd_erasure_verify, reads="database")
     keys = sub.add_parser("keys", help="the hash key behind every pseudonym").add_subparsers(dest="action",
                                                                                           required=True)
     keys.add_parser("init", help="create the key file if there is none; print fingerprints").set_defaults(

@@ -78,10 +78,14 @@ def _iso(value: dt.datetime | None) -> str | None:
 def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any]:
     """The certificate body of a completed erasure (``conn``: sync psycopg), from its proof row."""
     row = conn.execute("SELECT request_id, account_hash, reason, opened_at, completed_at, keys_destroyed_at, "
-                       "keys_kept, stores FROM erasure_proofs WHERE request_id::text = %s", (request_id,)).fetchone()
+                       "keys_kept, stores, state, regressions, regressed_at, last_verified_at FROM erasure_proofs "
+                       "WHERE request_id::text = %s", (request_id,)).fetchone()
     if row is None:
         raise LifecycleError(f"no completed erasure {request_id} (only a complete one has a proof)")
-    rid, account_hash, reason, opened, completed, destroyed, kept, stores = row
+    rid, account_hash, reason, opened, completed, destroyed, kept, stores, state, regressions, regressed, last = row
+    if state != "complete":
+        raise LifecycleError(f"erasure {request_id} is {state}: a later verification found data again and the "
+                             "erasure is open until every store has erased and verified again (docs/erasure.md)")
     stores = list(stores or [])
     return {
         "format": FORMAT,
@@ -94,7 +98,12 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
         "keys_kept_for_legal_hold": sorted(kept or []),
         "stores": [{"store": s["store"], "status": s["status"], "items_erased": s["items_erased"],
                     "acknowledged_at": _iso(dt.datetime.fromtimestamp(s["acknowledged_at"] / 1000, dt.UTC))
-                    if s.get("acknowledged_at") else None} for s in stores],
+                    if s.get("acknowledged_at") else None,
+                    "verified_at": _iso(dt.datetime.fromtimestamp(s["verified_at"] / 1000, dt.UTC))
+                    if s.get("verified_at") else None} for s in stores],
+        "last_verified_at": _iso(last),
+        "regressions": regressions,
+        "last_regressed_at": _iso(regressed),
         "items_erased": sum(int(s["items_erased"]) for s in stores),
         "policy_version": hashlib.sha256(settings.retention_policy.read_bytes()).hexdigest()[:16],
         "issued_at": _iso(dt.datetime.now(dt.UTC)),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,12 @@ class Settings:
     erasure_deadline_days: int = 30
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
     erasure_retry_s: int = 30
+    erasure_reverify_days: int = 30  # a completed erasure is verified again this often (0: never)
     files_root: Path | None = None
+    # Least privilege in PostgreSQL (lifecycle_core/pgroles.py): a role per component.
+    postgres_roles: bool = True
+    postgres_role_prefix: str = "lifecycle_"
+    postgres_roles_dir: Path | None = None  # default <state_dir>/secrets/postgres-roles
     outbox_batch: int = 2000  # records per outbox relay round
 
     @classmethod
@@ -135,6 +141,7 @@ class Settings:
             ("READ_TOKEN", "read_token"),
             ("STORE_KEY", "store_key"),
             ("KEYS_URL", "keys_url"),
+            ("POSTGRES_ROLE_PREFIX", "postgres_role_prefix"),
         ):
             value = get(name)
             if value is not None:
@@ -154,6 +161,10 @@ class Settings:
             kw["proof_key_file"] = Path(raw)
         if (raw := get("HTTP_TOKENS_FILE")) is not None:
             kw["http_tokens_file"] = Path(raw)
+        if (raw := get("POSTGRES_ROLES_DIR")) is not None:
+            kw["postgres_roles_dir"] = Path(raw)
+        if (raw := get("POSTGRES_ROLES")) is not None:
+            kw["postgres_roles"] = _bool("POSTGRES_ROLES", raw)
         if (raw := get("MASTER_KEY_FILE")) is not None:
             kw["master_key_file"] = Path(raw)
         if (raw := get("ENCRYPT_PERSONAL_DATA")) is not None:
@@ -175,7 +186,7 @@ class Settings:
             kw["files_root"] = Path(raw)
         for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0),
                               ("MAX_FUTURE_S", 0),
-                              ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1),
+                              ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1), ("ERASURE_REVERIFY_DAYS", 0),
                               ("OUTBOX_BATCH", 1), ("DATA_KEY_CACHE_S", 0),
                               ("HTTP_BODY_TIMEOUT_S", 1), ("HTTP_MAX_IN_FLIGHT", 1)):
             if (raw := get(name)) is not None:
@@ -196,6 +207,9 @@ class Settings:
                 f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL: one of {sorted(protocols)}, "
                 f"got {self.kafka_security_protocol!r}"
             )
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", self.postgres_role_prefix):
+            raise ConfigError(f"{ENV_PREFIX}POSTGRES_ROLE_PREFIX: lower-case letters, digits and _, starting with a "
+                              f"letter, at most 40; got {self.postgres_role_prefix!r}")
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
             raise ConfigError(f"{ENV_PREFIX}KAFKA_SASL_MECHANISM is required with SASL")
 

@@ -21,8 +21,8 @@ from typing import Any
 from lifecycle_core.crypto import KeyWrapper
 from lifecycle_core.errors import ConfigError
 
-__all__ = ["DDL", "SIGNATURE_HEADER", "ensure_store_keys", "load_store_keys", "sign_ack", "ack_signature_problem",
-           "add_store_key"]
+__all__ = ["DDL", "ensure_table", "SIGNATURE_HEADER", "ensure_store_keys", "load_store_keys", "sign_ack",
+           "ack_signature_problem", "add_store_key"]
 
 SIGNATURE_HEADER = "lifecycle.signature"
 DDL = """
@@ -39,7 +39,7 @@ def _wrap(wrapper: KeyWrapper, store: str, key: bytes) -> bytes:
 
 def ensure_store_keys(conn: Any, wrapper: KeyWrapper, stores: Iterable[str]) -> None:
     """Create the keys the stores lack (``conn``: sync psycopg, autocommit)."""
-    conn.execute(DDL)
+    ensure_table(conn)
     for store in stores:
         conn.execute("INSERT INTO store_keys (store, wrapped) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                      (store, _wrap(wrapper, store, secrets.token_bytes(32))))
@@ -50,7 +50,7 @@ def add_store_key(conn: Any, wrapper: KeyWrapper, store: str, *, replace: bool =
     for every configured store), the one it has otherwise; ``replace`` rotates it."""
     if not 0 < len(store) <= 64 or not store.isprintable():
         raise ConfigError("a store name is 1 to 64 printable characters")
-    conn.execute(DDL)
+    ensure_table(conn)
     if not replace:
         row = conn.execute("SELECT wrapped FROM store_keys WHERE store = %s", (store,)).fetchone()
         if row is not None:
@@ -61,8 +61,15 @@ def add_store_key(conn: Any, wrapper: KeyWrapper, store: str, *, replace: bool =
     return key
 
 
+def ensure_table(conn: Any) -> None:
+    """Create store_keys where it does not exist yet: a role that may only read or write it may
+    not run even CREATE TABLE IF NOT EXISTS."""
+    if conn.execute("SELECT to_regclass('store_keys')").fetchone()[0] is None:
+        conn.execute(DDL)
+
+
 def load_store_keys(conn: Any, wrapper: KeyWrapper) -> dict[str, bytes]:
-    conn.execute(DDL)
+    ensure_table(conn)
     return {store: wrapper.unwrap(store, "store-key", "acknowledgements", bytes(wrapped))
             for store, wrapped in conn.execute("SELECT store, wrapped FROM store_keys").fetchall()}
 

@@ -27,6 +27,7 @@ from lifecycle_core.crypto import KeyWrapper
 from lifecycle_core.datakeys import open_data_keys
 from lifecycle_core.errors import LifecycleError
 from lifecycle_core.keys import Keyring, key_file, open_keyring
+from lifecycle_core.pgroles import as_component, setup_roles
 from lifecycle_core.policy import load_policy
 from lifecycle_core.storekeys import ack_signature_problem, ensure_store_keys, load_store_keys
 from schemas.catalog import Catalog, load_catalog
@@ -141,9 +142,11 @@ def build_app(
     clock: Clock | None = None,
     catalog: Catalog | None = None,
     swept_by: Callable[[str], Iterable[str]] = lambda store: (),
+    store_grants: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Pipeline:
     """Build the Faust app with every agent registered. ``swept_by`` names the categories each
-    store sweeps by time, so their metrics exist from the start; the shell passes the stores'
+    store sweeps by time, so their metrics exist from the start, and ``store_grants`` what each
+    store's database role may touch (lifecycle_core/pgroles.py); the shell passes the stores'
     (the pipeline itself knows no store: connectors/ stands beside it, not below)."""
     catalog = catalog or load_catalog()
     policy = load_policy(settings.retention_policy)  # refused at start when invalid
@@ -183,8 +186,9 @@ def build_app(
     )
     codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
     clock = clock or make_clock(settings.clock)
-    keys = prepare_database(settings, clock)
+    keys = prepare_database(settings, clock, store_grants or {})
     data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
+    settings = as_component(settings, "worker")  # from here on, the worker's own role
     pipeline = Pipeline(
         app=app,
         settings=settings,
@@ -215,12 +219,14 @@ def build_app(
     return pipeline
 
 
-def prepare_database(settings: Settings, clock: Clock) -> Keyring:
-    """Apply the schema, resume the event-time clock, and return the hash keyring, refused when it
-    is not the one this database was set up with (lifecycle_core/keys.py)."""
+def prepare_database(settings: Settings, clock: Clock, store_grants: Mapping[str, tuple[str, ...]]) -> Keyring:
+    """Apply the schema and every component's role, resume the event-time clock, and return the
+    hash keyring, refused when it is not the one this database was set up with
+    (lifecycle_core/keys.py)."""
     if not settings.postgres_dsn:
         raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
-    apply_schema(settings.postgres_dsn)
+    apply_schema(settings.postgres_dsn, lambda conn: setup_roles(conn, settings, settings.erasure_stores,
+                                                                   store_grants))
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO erasure_stores (store) SELECT unnest(%s::text[]) ON CONFLICT (store) DO UPDATE "
                      "SET active = true", (list(settings.erasure_stores),))

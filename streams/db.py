@@ -28,11 +28,15 @@ SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 T = TypeVar("T")
 
 
-def apply_schema(dsn: str) -> None:
+def apply_schema(dsn: str, then: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+    """Apply schema.sql, then ``then`` (the roles and grants), under one lock: workers starting
+    together take turns."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(7400001)")  # workers starting together
+        conn.execute("SELECT pg_advisory_lock(7400001)")
         try:
             conn.execute(SCHEMA_SQL)
+            if then is not None:
+                then(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(7400001)")
 
@@ -75,12 +79,17 @@ def describe(exc: BaseException) -> str:
 
 
 class Database:
-    """One async connection, reopened when it breaks."""
+    """One async connection, reopened when it breaks. Tasks take turns: a connection holds one
+    transaction at a time, and two tasks interleaving theirs on it (the intake resuming its offsets
+    while a batch opens data keys) were seen to crash the worker. A call nested in the task's own
+    transaction runs in it (a savepoint)."""
 
     def __init__(self, dsn: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS):
         self.dsn = dsn
         self.statement_timeout_ms = statement_timeout_ms
         self.conn: psycopg.AsyncConnection[Any] | None = None
+        self._turn = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
 
     async def get(self) -> psycopg.AsyncConnection[Any]:
         if self.conn is None or self.conn.closed or self.conn.broken:
@@ -93,6 +102,17 @@ class Database:
         return await with_retry(what, lambda: self._once(fn))
 
     async def _once(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        task = asyncio.current_task()
+        if task is not None and self._holder is task:
+            return await self._transaction(fn)
+        async with self._turn:
+            self._holder = task
+            try:
+                return await self._transaction(fn)
+            finally:
+                self._holder = None
+
+    async def _transaction(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         conn = await self.get()
         try:
             async with conn.transaction():

@@ -20,6 +20,7 @@ wall clock (an operational cadence); overdue is measured on the policy clock aga
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -31,11 +32,13 @@ from schemas.statuses import SUCCESS, AckStatus
 from streams.context import Context, Row
 from streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
 
-__all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status"]
+__all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status",
+           "reverify"]
 
 _SUCCESS_SQL = ", ".join(f"'{s}'" for s in sorted(SUCCESS))  # constants of the contract, not input
 _NAMESPACE = uuid.UUID("5b0f3c1e-8a4e-4a8e-9a35-6a2f3c0d9e11")
 _RETRY_MAX_S = 6 * 3600
+_REVERIFY_BATCH = 500  # completed erasures verified again per tick
 
 
 async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
@@ -78,18 +81,20 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
         subjects = [account, *visitors]
         opened = event["occurred_at"]
         deadline = opened + ctx.settings.erasure_deadline_days * DAY_MS
-        requests.append((request_id, account, keys.pseudonym(account), subjects, reason, account in held,
-                         ms_to_dt(opened), ms_to_dt(deadline)))
+        requests.append((request_id, account, keys.pseudonym(account), subjects, [keys.pseudonym(s) for s in subjects],
+                         reason, account in held, ms_to_dt(opened), ms_to_dt(deadline)))
         progress.extend((request_id, store) for store in stores)
         suppressed.append((keys.pseudonym(account), request_id, False))
         suppressed.extend((keys.pseudonym(v), request_id, True) for v in visitors)
-        rows.append(_order(ctx, request_id, account, subjects, reason, opened, deadline, account in held))
+        rows.append(_order(ctx, _Request(request_id, account, subjects, reason, opened, deadline, account in held, 0,
+                                         [keys.pseudonym(s) for s in subjects])))
         rows.append((ctx.settings.topic("accounts"), account.encode(), None))
         rows.extend((ctx.settings.topic("consents"), s.encode(), None) for s in subjects)
     async with conn.cursor() as c:
         await c.executemany(
-            "INSERT INTO erasure_requests (request_id, account_id, account_hash, subjects, reason, legal_hold, "
-            "opened_at, deadline) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", requests)
+            "INSERT INTO erasure_requests (request_id, account_id, account_hash, subjects, subject_hashes, reason, "
+            "legal_hold, opened_at, deadline) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            requests)
         await c.executemany("INSERT INTO erasure_progress (request_id, store) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                             progress)
         await c.executemany(
@@ -134,12 +139,42 @@ async def _shared_with_live_accounts(conn: psycopg.AsyncConnection[Any], ctx: Co
     return {v for v, a in others if a not in erased}
 
 
-def _order(ctx: Context, request_id: uuid.UUID, account_id: str, subjects: list[str], reason: str, opened: int,
-           deadline: int, legal_hold: bool) -> Row:
-    return ctx.record("tombstones", account_id, "DeletionOrder", {
-        "request_id": str(request_id), "account_id": account_id, "reason": reason, "issued_at": opened,
-        "deadline": deadline, "categories": ctx.policy.erased_at_closure(legal_hold), "legal_hold": legal_hold,
-        "subjects": subjects, "pseudonymise": ctx.policy.pseudonymised_at_closure(legal_hold),
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """What an order is built from. ``account_id`` is None once the erasure completed: the order
+    then names its subjects by their keyed hashes alone."""
+
+    request_id: uuid.UUID
+    account_id: str | None
+    subjects: list[str]
+    reason: str
+    opened_ms: int
+    deadline_ms: int
+    legal_hold: bool
+    round: int
+    subject_hashes: list[str]
+
+
+# Columns of erasure_requests r that make a _Request, in order.
+_REQUEST_COLUMNS = ("r.request_id, r.account_id, r.subjects, r.reason, r.opened_at, r.deadline, r.legal_hold, "
+                    "r.round, coalesce(r.subject_hashes, ARRAY[r.account_hash])")
+
+
+def _request(row: tuple[Any, ...]) -> _Request:
+    rid, account, subjects, reason, opened, deadline, hold, round_, hashes = row
+    return _Request(rid, account, list(subjects or ([account] if account else [])), reason, dt_to_ms(opened),
+                    dt_to_ms(deadline), hold, round_, list(hashes))
+
+
+def _order(ctx: Context, req: _Request, action: str = "erase") -> Row:
+    key = req.account_id or req.subject_hashes[0]
+    return ctx.record("tombstones", key, "DeletionOrder", {
+        "request_id": str(req.request_id), "account_id": req.account_id or "", "reason": req.reason,
+        "issued_at": req.opened_ms, "deadline": req.deadline_ms,
+        "categories": ctx.policy.erased_at_closure(req.legal_hold), "legal_hold": req.legal_hold,
+        "subjects": req.subjects if req.account_id else [],
+        "pseudonymise": ctx.policy.pseudonymised_at_closure(req.legal_hold),
+        "action": action, "round": req.round, "subject_hashes": req.subject_hashes,
     })
 
 
@@ -159,12 +194,13 @@ async def publish_status(conn: psycopg.AsyncConnection[Any], ctx: Context, reque
 async def _statuses(conn: psycopg.AsyncConnection[Any], where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT r.request_id, r.account_hash, r.state, r.reason, r.opened_at, r.deadline, r.completed_at, "
-        "r.keys_destroyed_at, p.store, p.status, p.items_erased, p.attempts, p.acknowledged_at, p.error "
+        "r.keys_destroyed_at, p.store, p.status, p.items_erased, p.attempts, p.acknowledged_at, p.error, "
+        "p.verified_at, p.items_found "
         f"FROM erasure_requests r LEFT JOIN erasure_progress p USING (request_id) WHERE {where} "
         "ORDER BY r.opened_at, r.request_id, p.store", params)
     out: dict[str, dict[str, Any]] = {}
     for (rid, ahash, state, reason, opened, deadline, completed, destroyed, store, status, items, attempts, acked,
-         error) in await cur.fetchall():
+         error, verified, found) in await cur.fetchall():
         entry = out.setdefault(str(rid), {
             "request_id": str(rid), "account_hash": ahash, "state": state, "reason": reason,
             "opened_at": dt_to_ms(opened), "deadline": dt_to_ms(deadline),
@@ -172,25 +208,70 @@ async def _statuses(conn: psycopg.AsyncConnection[Any], where: str, params: tupl
             "keys_destroyed_at": dt_to_ms(destroyed) if destroyed else None, "stores": []})
         if store is not None:
             entry["stores"].append({"store": store, "status": status, "items_erased": items, "attempts": attempts,
-                                    "acknowledged_at": dt_to_ms(acked) if acked else None, "error": error})
+                                    "acknowledged_at": dt_to_ms(acked) if acked else None, "error": error,
+                                    "verified_at": dt_to_ms(verified) if verified else None, "items_found": found})
     return list(out.values())
 
 
 _ACK = """
 UPDATE erasure_progress p
 SET status = a.status, items_erased = a.items, acknowledged_at = a.at, error = a.error
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::text[])
-     AS a(request_id, store, status, items, at, error)
-WHERE p.request_id = a.request_id AND p.store = a.store
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::int[])
+     AS a(request_id, store, status, items, at, error, round), erasure_requests r
+WHERE p.request_id = a.request_id AND p.store = a.store AND r.request_id = p.request_id AND a.round = r.round
   AND p.status NOT IN ({success})
 RETURNING p.request_id, p.store, a.status, extract(epoch FROM (now() - p.last_issued_at))
+"""
+# Every store acknowledged success in this round: ask them all to look again.
+_ASK_VERIFY = f"""
+UPDATE erasure_requests r SET verify_issued_at = now(), verify_attempts = 1
+WHERE r.request_id = ANY(%s) AND r.state = 'open' AND r.verify_issued_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM erasure_progress p WHERE p.request_id = r.request_id
+                  AND p.status NOT IN ({{success}}))
+RETURNING {_REQUEST_COLUMNS}
+"""
+# A verify answer counts for a store whose success is in, in the request's current round, once
+# its verify order went out (or the erasure completed: a later verification).
+_VERIFIED = """
+UPDATE erasure_progress p
+SET verified_at = CASE WHEN a.found = 0 AND a.status IN ({success}) THEN a.at ELSE p.verified_at END,
+    items_found = a.found
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::int[])
+     AS a(request_id, store, status, found, at, round), erasure_requests r
+WHERE p.request_id = a.request_id AND p.store = a.store AND r.request_id = p.request_id AND a.round = r.round
+  AND p.status IN ({success}) AND (r.state = 'complete' OR r.verify_issued_at IS NOT NULL)
+RETURNING p.request_id, p.store, a.found, r.state, a.found = 0 AND a.status IN ({success})
+"""
+# Data found again: a new round. The store that found it erases again (pending); every store
+# verifies again after that; a completed erasure re-opens and its proof is marked regressed.
+_FOUND = f"""
+WITH found AS (
+    SELECT * FROM unnest(%(rids)s::uuid[], %(stores)s::text[]) AS f(request_id, store)
+), bumped AS (
+    UPDATE erasure_requests r SET round = r.round + 1, verify_issued_at = NULL, verify_attempts = 0,
+           state = 'open', completed_at = NULL
+    WHERE r.request_id IN (SELECT request_id FROM found)
+    RETURNING {_REQUEST_COLUMNS}
+), reset AS (
+    UPDATE erasure_progress p
+    SET verified_at = NULL,
+        status = CASE WHEN (p.request_id, p.store) IN (SELECT request_id, store FROM found) THEN 'pending'
+                 ELSE p.status END,
+        attempts = 1, last_issued_at = now()
+    WHERE p.request_id IN (SELECT request_id FROM found)
+), regressed AS (
+    UPDATE erasure_proofs e SET state = 'regressed', regressed_at = now(), regressions = e.regressions + 1
+    WHERE e.request_id IN (SELECT request_id FROM found) AND e.state = 'complete'
+    RETURNING e.request_id
+)
+SELECT b.*, (SELECT count(*) FROM regressed) FROM bumped b
 """
 _COMPLETE = """
 WITH ready AS (
     SELECT r.request_id FROM erasure_requests r
     WHERE r.state = 'open' AND r.request_id = ANY(%(touched)s)
       AND NOT EXISTS (SELECT 1 FROM erasure_progress p WHERE p.request_id = r.request_id
-                      AND p.status NOT IN ({success}))
+                      AND (p.status NOT IN ({success}) OR p.verified_at IS NULL))
 ), done AS (
     UPDATE erasure_requests r SET state = 'complete', completed_at = GREATEST(r.opened_at, %(now)s),
            account_id = NULL, subjects = NULL
@@ -198,14 +279,17 @@ WITH ready AS (
     RETURNING r.request_id, r.account_hash, r.reason, r.opened_at, r.completed_at, r.keys_destroyed_at, r.keys_kept
 )
 INSERT INTO erasure_proofs (request_id, account_hash, reason, opened_at, completed_at, keys_destroyed_at,
-                            keys_kept, stores)
+                            keys_kept, stores, state, last_verified_at, reverify_at)
 SELECT d.request_id, d.account_hash, d.reason, d.opened_at, d.completed_at, d.keys_destroyed_at, d.keys_kept,
        (SELECT jsonb_agg(jsonb_build_object(
                    'store', p.store, 'status', p.status, 'items_erased', p.items_erased,
-                   'acknowledged_at', (extract(epoch FROM p.acknowledged_at) * 1000)::bigint) ORDER BY p.store)
-        FROM erasure_progress p WHERE p.request_id = d.request_id)
+                   'acknowledged_at', (extract(epoch FROM p.acknowledged_at) * 1000)::bigint,
+                   'verified_at', (extract(epoch FROM p.verified_at) * 1000)::bigint) ORDER BY p.store)
+        FROM erasure_progress p WHERE p.request_id = d.request_id),
+       'complete', now(), now() + make_interval(days => %(reverify_days)s)
 FROM done d
-ON CONFLICT DO NOTHING
+ON CONFLICT (request_id) DO UPDATE SET state = 'complete', completed_at = EXCLUDED.completed_at,
+    stores = EXCLUDED.stores, last_verified_at = EXCLUDED.last_verified_at, reverify_at = EXCLUDED.reverify_at
 RETURNING request_id, extract(epoch FROM (completed_at - opened_at))
 """
 # A visitor's entry holds while its erasure is open and lapses a cookie's lifetime after completion
@@ -216,6 +300,8 @@ FROM erasure_requests r
 WHERE r.request_id = s.request_id AND r.request_id = ANY(%(done)s) AND s.expires_at = 'infinity'
 """
 _ACK = _ACK.replace("{success}", _SUCCESS_SQL)
+_ASK_VERIFY = _ASK_VERIFY.replace("{success}", _SUCCESS_SQL)
+_VERIFIED = _VERIFIED.replace("{success}", _SUCCESS_SQL)
 _COMPLETE = _COMPLETE.replace("{success}", _SUCCESS_SQL)
 _RANK = {status: 0 if status in SUCCESS else 1 for status in AckStatus}  # a success is never overwritten
 _MAX_MS = 253_402_300_799_999  # 9999-12-31, the last instant PostgreSQL and Python both hold
@@ -233,6 +319,10 @@ def ack_problem(ack: dict[str, Any]) -> str | None:
         return "store: empty, too long or not printable"
     if not 0 <= ack["items_erased"] <= _MAX_ITEMS:
         return "items_erased: out of range"
+    if not 0 <= ack.get("items_found", 0) <= _MAX_ITEMS:
+        return "items_found: out of range"
+    if not 0 <= ack.get("round", 0) < 2**31:
+        return "round: out of range"
     if not 0 <= ack["completed_at"] <= _MAX_MS:
         return "completed_at: out of range"
     return None
@@ -240,32 +330,22 @@ def ack_problem(ack: dict[str, Any]) -> str | None:
 
 async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: list[dict[str, Any]]) -> int:
     """Record acknowledgements (each passed ``ack_problem``) and complete the requests they finish,
-    set-based: a batch of acks costs two statements. The first success stands (a redelivered order is acknowledged again
-    with nothing more erased); a failure never overwrites a success. Returns how many completed."""
-    best: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
-    for ack in acks:
-        key = (uuid.UUID(ack["request_id"]), ack["store"])
-        if key not in best or _RANK.get(ack["status"], 1) < _RANK.get(best[key]["status"], 1):
-            best[key] = ack
-    if not best:
-        return 0
-    cols: list[list[Any]] = [[], [], [], [], [], []]
-    for (rid, store), ack in best.items():
-        error = (ack.get("error") or None) and ack["error"][:200].replace("\x00", "")  # text holds no NUL
-        for col, value in zip(cols, (rid, store, ack["status"], ack["items_erased"], ms_to_dt(ack["completed_at"]),
-                                     error), strict=True):
-            col.append(value)
-    cur = await conn.execute(_ACK, cols)
-    touched = set()
-    for rid, store, status, waited in await cur.fetchall():
-        touched.add(rid)
-        label = store if store in ctx.settings.erasure_stores else "other"
-        ctx.metrics.ack_latency.labels(label).observe(max(float(waited), 0.0))
-        if status == "failed":
-            ctx.metrics.store_failures.labels(label).inc()
+    set-based: a batch costs a fixed number of statements. Erase answers: the first success
+    stands (a redelivered order is acknowledged again with nothing more erased); a failure never
+    overwrites a success; once every store succeeded, every store is asked to verify. Verify
+    answers: clean ones verify the store; one that finds data starts a new round. A request
+    completes when every store succeeded and verified. Returns how many completed."""
+    touched: set[uuid.UUID] = set()
+    if erased := _best([a for a in acks if a.get("action", "erase") != "verify"]):
+        touched |= await _apply_erase_acks(conn, ctx, erased)
+    if verified := _best([a for a in acks if a.get("action") == "verify"]):
+        touched |= await _apply_verify_acks(conn, ctx, verified)
     if not touched:
         return 0
-    cur = await conn.execute(_COMPLETE, {"touched": list(touched), "now": ms_to_dt(ctx.clock.now_ms())})
+    cur = await conn.execute(_ASK_VERIFY, (list(touched),))
+    await ctx.enqueue(conn, [_order(ctx, _request(row), "verify") for row in await cur.fetchall()])
+    cur = await conn.execute(_COMPLETE, {"touched": list(touched), "now": ms_to_dt(ctx.clock.now_ms()),
+                                         "reverify_days": ctx.settings.erasure_reverify_days or 36500})
     done = await cur.fetchall()
     if done:
         await conn.execute(_VISITORS_LAPSE, {"done": [rid for rid, _ in done]})
@@ -276,19 +356,94 @@ async def apply_acks(conn: psycopg.AsyncConnection[Any], ctx: Context, acks: lis
     return len(done)
 
 
+def _best(acks: list[dict[str, Any]]) -> dict[tuple[uuid.UUID, str], dict[str, Any]]:
+    """One ack per (request, store): the latest round, and within it a success over a failure."""
+    best: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+    for ack in acks:
+        key = (uuid.UUID(ack["request_id"]), ack["store"])
+        old = best.get(key)
+        if old is None or (ack.get("round", 0), -_RANK.get(ack["status"], 1)) > \
+                (old.get("round", 0), -_RANK.get(old["status"], 1)):
+            best[key] = ack
+    return best
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as columns, for one ``unnest`` of arrays per statement."""
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
+async def _apply_erase_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
+                            best: dict[tuple[uuid.UUID, str], dict[str, Any]]) -> set[uuid.UUID]:
+    cur = await conn.execute(_ACK, _columns([
+        (rid, store, ack["status"], ack["items_erased"], ms_to_dt(ack["completed_at"]),
+         (ack.get("error") or None) and ack["error"][:200].replace("\x00", ""),  # text holds no NUL
+         ack.get("round", 0)) for (rid, store), ack in best.items()]))
+    touched = set()
+    for rid, store, status, waited in await cur.fetchall():
+        touched.add(rid)
+        label = store if store in ctx.settings.erasure_stores else "other"
+        ctx.metrics.ack_latency.labels(label).observe(max(float(waited), 0.0))
+        if status == "failed":
+            ctx.metrics.store_failures.labels(label).inc()
+    return touched
+
+
+async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
+                             best: dict[tuple[uuid.UUID, str], dict[str, Any]]) -> set[uuid.UUID]:
+    cur = await conn.execute(_VERIFIED, _columns([
+        (rid, store, ack["status"], ack.get("items_found", 0), ms_to_dt(ack["completed_at"]), ack.get("round", 0))
+        for (rid, store), ack in best.items()]))
+    touched: set[uuid.UUID] = set()
+    found: list[tuple[uuid.UUID, str]] = []
+    verified_complete: list[uuid.UUID] = []
+    for rid, store, items, state, verified in await cur.fetchall():
+        touched.add(rid)
+        label = store if store in ctx.settings.erasure_stores else "other"
+        ctx.metrics.verifications.labels(label, "found" if items else "clean" if verified else "unchecked").inc()
+        if items:
+            found.append((rid, store))
+        elif state == "complete" and verified:
+            verified_complete.append(rid)
+    if verified_complete:
+        await conn.execute("UPDATE erasure_proofs SET last_verified_at = now() WHERE request_id = ANY(%s) "
+                           "AND state = 'complete'", (verified_complete,))
+    if found:
+        cur = await conn.execute(_FOUND, {"rids": [r for r, _ in found], "stores": [s for _, s in found]})
+        rows = await cur.fetchall()
+        await ctx.enqueue(conn, [_order(ctx, _request(row[:-1])) for row in rows])
+        ctx.metrics.regressions.inc(int(rows[0][-1]) if rows else 0)
+    return touched
+
+
 async def erasure_tick(conn: psycopg.AsyncConnection[Any], ctx: Context, now_ms: int) -> None:
-    """Re-issue orders to stores that failed or stayed silent; refresh the gauges."""
+    """Re-issue orders to stores that failed or stayed silent, verify orders that went unanswered,
+    and verify orders for completed erasures due to be checked again; refresh the gauges."""
     cur = await conn.execute(
-        "UPDATE erasure_progress p SET attempts = p.attempts + 1, last_issued_at = now() "
+        "WITH due AS (UPDATE erasure_progress p SET attempts = p.attempts + 1, last_issued_at = now() "
         "FROM erasure_requests r WHERE r.request_id = p.request_id AND r.state = 'open' "
         "AND p.status IN ('pending', 'failed') "
         "AND p.last_issued_at + make_interval(secs => least(%s * power(2, p.attempts - 1), %s)) <= now() "
-        "RETURNING r.request_id, r.account_id, r.subjects, r.reason, r.opened_at, r.deadline, r.legal_hold",
-        (ctx.settings.erasure_retry_s, _RETRY_MAX_S))
-    due = {row[0]: row for row in await cur.fetchall()}
-    orders = [_order(ctx, rid, acc, list(subjects or [acc]), reason, dt_to_ms(opened), dt_to_ms(deadline), hold)
-              for rid, acc, subjects, reason, opened, deadline, hold in due.values() if acc]
-    await ctx.enqueue(conn, orders)
+        f"RETURNING p.request_id) SELECT {_REQUEST_COLUMNS} FROM erasure_requests r "
+        "WHERE r.request_id IN (SELECT request_id FROM due)", (ctx.settings.erasure_retry_s, _RETRY_MAX_S))
+    orders = [_order(ctx, _request(row)) for row in await cur.fetchall()]
+    cur = await conn.execute(
+        "UPDATE erasure_requests r SET verify_attempts = r.verify_attempts + 1, verify_issued_at = now() "
+        "WHERE r.state = 'open' AND r.verify_issued_at IS NOT NULL "
+        "AND r.verify_issued_at + make_interval(secs => least(%s * power(2, r.verify_attempts - 1), %s)) <= now() "
+        "AND EXISTS (SELECT 1 FROM erasure_progress p WHERE p.request_id = r.request_id AND p.verified_at IS NULL) "
+        f"RETURNING {_REQUEST_COLUMNS}", (ctx.settings.erasure_retry_s, _RETRY_MAX_S))
+    verifies = [_order(ctx, _request(row), "verify") for row in await cur.fetchall()]
+    if ctx.settings.erasure_reverify_days:
+        cur = await conn.execute(
+            "WITH due AS (UPDATE erasure_proofs e SET reverify_at = now() + make_interval(days => %s) "
+            "WHERE e.request_id IN (SELECT request_id FROM erasure_proofs WHERE state = 'complete' "
+            "AND coalesce(reverify_at, '-infinity') <= now() ORDER BY reverify_at NULLS FIRST LIMIT %s) "
+            f"RETURNING e.request_id) SELECT {_REQUEST_COLUMNS} FROM erasure_requests r "
+            "WHERE r.request_id IN (SELECT request_id FROM due) AND r.state = 'complete'",
+            (ctx.settings.erasure_reverify_days, _REVERIFY_BATCH))
+        verifies += [_order(ctx, _request(row), "verify") for row in await cur.fetchall()]
+    await ctx.enqueue(conn, orders + verifies)
     ctx.metrics.orders_reissued.inc(len(orders))
     cur = await conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE deadline < %s), min(opened_at) FROM erasure_requests "
@@ -297,6 +452,14 @@ async def erasure_tick(conn: psycopg.AsyncConnection[Any], ctx: Context, now_ms:
     ctx.metrics.erasures_pending.set(pending)
     ctx.metrics.erasures_overdue.set(overdue)
     ctx.metrics.oldest_pending_erasure.set(dt_to_ms(oldest) / 1000 if oldest else 0)
+
+
+async def reverify(conn: psycopg.AsyncConnection[Any], request_ids: list[uuid.UUID] | None) -> int:
+    """Make completed erasures (all of them, or those given) due for verification at the next
+    tick (`lifecycle erasure verify`). Returns how many."""
+    cur = await conn.execute("UPDATE erasure_proofs SET reverify_at = now() WHERE state = 'complete' "
+                             "AND (%s::uuid[] IS NULL OR request_id = ANY(%s::uuid[]))", (request_ids, request_ids))
+    return cur.rowcount
 
 
 async def erasure_status(conn: psycopg.AsyncConnection[Any], keys: Keyring, account_id: str) -> list[dict[str, Any]]:

@@ -69,6 +69,8 @@ class Metrics:
     ack_latency: Histogram
     store_failures: Counter
     orders_reissued: Counter
+    verifications: Counter
+    regressions: Counter
     retention_orders: Counter
     retention_items_deleted: Counter
     retention_overdue: Gauge
@@ -207,6 +209,14 @@ class Metrics:
             orders_reissued=Counter(f"{prefix}erasure_orders_reissued",
                                     "Deletion orders issued again to a store that failed or stayed silent.",
                                     registry=registry),
+            verifications=Counter(f"{prefix}erasure_verifications",
+                                  "Verify answers from stores, by result: `clean` (nothing left), `found` "
+                                  "(the store still holds data of an erasure it acknowledged) or `unchecked` "
+                                  "(the store could not look).",
+                                  ["store", "result"], registry=registry),
+            regressions=Counter(f"{prefix}erasure_proofs_regressed",
+                                "Completed erasures a later verification contradicted (the proof is regressed "
+                                "and the erasure re-opened).", registry=registry),
             retention_orders=Counter(f"{prefix}retention_orders_issued",
                                      "Retention orders issued, by data category (deploy/retention.yaml).",
                                      ["category"], registry=registry),
@@ -232,6 +242,8 @@ class Metrics:
         )
         for store in stores:
             m.retention_failures.labels(store)
+            for result in ("clean", "found", "unchecked"):
+                m.verifications.labels(store, result)
             for category in set(categories) & set(swept_by(store)):
                 m.retention_items_deleted.labels(category, store)
         for category in categories:

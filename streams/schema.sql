@@ -110,8 +110,10 @@ CREATE INDEX IF NOT EXISTS session_logs_ended ON session_logs (ended_at);
 
 -- The month partition holding ``t``, created on first use. Named session_logs_pYYYYMM: the
 -- retention sweep reads the bounds from the name. Two workers racing to create it both succeed.
+-- SECURITY DEFINER: the worker's role creates partitions as their owner
+-- (lifecycle_core/pgroles.py), without CREATE on the schema itself.
 CREATE OR REPLACE FUNCTION session_logs_partition(t timestamptz) RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
     lower_bound timestamptz := date_trunc('month', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     name text := 'session_logs_p' || to_char(t AT TIME ZONE 'UTC', 'YYYYMM');
@@ -272,6 +274,23 @@ ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS keys_destroyed_at timestam
 ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS keys_kept text[];
 ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS keys_destroyed_at timestamptz;
 ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS keys_kept text[];
+-- Verified erasure (docs/erasure.md): after every store acknowledged, every store is asked to look
+-- again (verify); complete needs all of them verified. A verification that finds data starts a new
+-- round (round + 1: stores erase again instead of answering from their receipt of the first), and
+-- a completed proof it contradicts is marked regressed until the new round completes. The keyed
+-- hashes of the subjects stay, so that a completed erasure can be verified without its ids.
+ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS subject_hashes text[];
+ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS round int NOT NULL DEFAULT 0;
+ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS verify_issued_at timestamptz;
+ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS verify_attempts int NOT NULL DEFAULT 0;
+ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS verified_at timestamptz;
+ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS items_found bigint NOT NULL DEFAULT 0;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'complete';
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS regressions int NOT NULL DEFAULT 0;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS regressed_at timestamptz;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS last_verified_at timestamptz;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS reverify_at timestamptz;
+CREATE INDEX IF NOT EXISTS erasure_proofs_reverify ON erasure_proofs (reverify_at) WHERE state = 'complete';
 -- Keyed hashes of every identifier of an erased account: late events are recognised without
 -- keeping the identifiers themselves.
 CREATE TABLE IF NOT EXISTS suppressed_subjects (
@@ -319,3 +338,9 @@ CREATE TABLE IF NOT EXISTS ingest_journal (
     sent_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS ingest_journal_unsent ON ingest_journal (accepted_at) WHERE sent_at IS NULL;
+
+-- The postgres store's receipts (connectors/postgres/sink.py): one per request and round, written
+-- in the transaction of its deletes.
+CREATE TABLE IF NOT EXISTS erasure_receipts (
+    request_id uuid NOT NULL, store text NOT NULL, status text NOT NULL, items bigint NOT NULL,
+    erased_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (request_id, store));

@@ -22,6 +22,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lifecycle_core.clock import latest_plausible
+from lifecycle_core.pgroles import component_dsn
 from lifecycle_core.timeutil import ms_to_dt
 from schemas.errors import ValidationFailed
 from schemas.validate import from_json, subject_key
@@ -53,7 +54,7 @@ def register_views(pipeline: Pipeline) -> None:
     rejected = pipeline.metrics.events_rejected
     for reason in HTTP_REASONS:
         rejected.labels("http", reason)
-    db = Database(settings.postgres_dsn or "")
+    db = Database(component_dsn(settings, "reader"))  # the reads: a role that can do nothing else
     journal_db = Database(settings.postgres_dsn or "")
     journal_lock = asyncio.Lock()  # one connection: its transactions one at a time
     draining = settings.state_dir / "run" / "draining"  # written by `up` on Ctrl-C (lifecycle/supervisor.py)
@@ -243,7 +244,8 @@ def register_views(pipeline: Pipeline) -> None:
                 for key in ("opened_at", "deadline", "completed_at", "keys_destroyed_at"):
                     status[key] = _iso(status[key]) if status[key] is not None else None
                 for store in status["stores"]:
-                    store["acknowledged_at"] = _iso(store["acknowledged_at"]) if store["acknowledged_at"] else None
+                    for key in ("acknowledged_at", "verified_at"):
+                        store[key] = _iso(store[key]) if store[key] else None
             return self.json({"erasures": statuses})
 
     @app.page("/v1/subjects/{subject_id}/consent")

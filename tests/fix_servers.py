@@ -54,6 +54,7 @@ def settings(servers: Settings, tmp_path: Path) -> Settings:
         servers,
         topic_prefix=f"t{tag}.",
         postgres_dsn=_own_database(servers.postgres_dsn or "", f"t{tag}"),
+        postgres_role_prefix=f"t{tag}_",  # roles are the cluster's: each test's database its own
         state_dir=tmp_path / "state",
         http_port=free_port(),
         http_token=f"token-{tag}",

@@ -11,10 +11,15 @@ produced and confirmed by the broker (acks=all); only then are the offsets commi
 anywhere in between redelivers the batch, and the sink's idempotence turns that into the same
 acknowledgement again. A store that cannot be reached keeps its batch, retries with backoff, and
 tells the orchestrator with a ``failed`` acknowledgement (at most once a minute).
+
+A verify order (``action: verify``) deletes nothing: the sink looks again (``Sink.verify``) and
+the answer says how many items are left. Orders that name their subjects by keyed hashes alone
+(a completed erasure checked again) are matched against the ids the store holds first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -36,6 +41,8 @@ from lifecycle_core.backoff import Backoff
 from lifecycle_core.config import Settings
 from lifecycle_core.crypto import load_master_key
 from lifecycle_core.errors import ConfigError
+from lifecycle_core.keys import Keyring, load_keyring
+from lifecycle_core.pgroles import component_dsn
 from lifecycle_core.storekeys import load_store_keys, sign_ack
 from schemas.codec import Codec
 from schemas.errors import DecodeError
@@ -84,6 +91,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                                               **settings.kafka_client_kwargs()),
                                 store_key(settings, sink.name))
     sweeper = _Sweeper(sink, producer, codec, settings, metrics)
+    resolver = _Resolver(sink, settings)
     last_poll = metrics.last_poll.labels(sink.name)
     unavailable = metrics.unavailable.labels(sink.name)
     last_failed_ack = 0.0
@@ -103,6 +111,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
             if not messages:
                 continue
             orders: dict[str, ErasureOrder] = {}
+            verifies: dict[str, ErasureOrder] = {}
             sweeps: dict[str, RetentionOrder] = {}
             for msg in messages:
                 retention = msg.topic == retention_topic
@@ -115,12 +124,15 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                 if retention:
                     sweeps[value["category"]] = RetentionOrder.from_record(value)  # the latest counts
                 else:
-                    orders.setdefault(value["request_id"], ErasureOrder.from_record(value))
+                    order = ErasureOrder.from_record(value)
+                    pending = verifies if order.action == "verify" else orders
+                    if order.request_id not in pending or pending[order.request_id].round < order.round:
+                        pending[order.request_id] = order  # the latest round counts
             backoff = Backoff(first_s=0.2, max_s=10.0)
             outcomes: dict[str, Outcome] = {}
             while orders and not stop.is_set():
                 try:
-                    outcomes = sink.erase(list(orders.values()))
+                    outcomes = resolver.erase(list(orders.values()))
                     break
                 except TransientStoreError as exc:
                     unavailable.inc()
@@ -137,6 +149,8 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
             _ack(producer, codec, settings, sink.name, orders.values(), outcomes)
             for outcome in outcomes.values():
                 metrics.orders.labels(sink.name, outcome.status).inc()
+            if verifies and not _verify(resolver, producer, codec, settings, list(verifies.values()), stop):
+                break
             if not sweeper.run(list(sweeps.values()), stop):
                 break
             consumer.commit()
@@ -243,8 +257,8 @@ def store_key(settings: Settings, store: str) -> bytes:
     import psycopg
 
     wrapper = load_master_key(settings, create=False)
-    with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
-        keys = load_store_keys(conn, wrapper)
+    with psycopg.connect(component_dsn(settings, f"store-{store}"), autocommit=True, connect_timeout=10) as conn:
+        keys = load_store_keys(conn, wrapper)  # its own row alone (row-level security)
     if store not in keys:
         raise ConfigError(f"no ack key for store {store!r}: start the worker with it in LIFECYCLE_ERASURE_STORES, "
                           f"or run `lifecycle store add {store}`")
@@ -259,19 +273,90 @@ def _maybe_die(folder: str, outcomes: dict[str, Outcome]) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _Resolver:
+    """Orders that name their subjects by keyed hashes alone (the erasure completed before, and the
+    pipeline forgot the ids) are matched against the ids the store holds, hashed with the
+    pipeline's keyring; an order that matches nothing is answered without asking the store."""
+
+    def __init__(self, sink: Sink, settings: Settings):
+        self.sink, self.settings = sink, settings
+        self._keys: Keyring | None = None
+
+    def resolve(self, orders: list[ErasureOrder]) -> tuple[list[ErasureOrder], list[ErasureOrder]]:
+        """(orders to hand to the store, orders that match nothing there)."""
+        hashed = [o for o in orders if o.by_hash_only]
+        if not hashed:
+            return orders, []
+        if self._keys is None:
+            self._keys = load_keyring(self.settings, create=False)
+        wanted = {h for o in hashed for h in o.subject_hashes}
+        ids: dict[str, str] = {}
+        for subject in self.sink.subject_ids():
+            for candidate in self._keys.candidates(subject):
+                if candidate in wanted:
+                    ids[candidate] = subject
+        ready, empty = [o for o in orders if not o.by_hash_only], []
+        for order in hashed:
+            subjects = tuple(ids[h] for h in order.subject_hashes if h in ids)
+            if not subjects:
+                empty.append(order)
+                continue
+            account = ids.get(order.subject_hashes[0], "")
+            ready.append(dataclasses.replace(order, account_id=account, subjects=subjects))
+        return ready, empty
+
+    def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
+        ready, empty = self.resolve(orders)
+        outcomes = self.sink.erase(ready) if ready else {}
+        return {**outcomes, **{o.request_id: Outcome(AckStatus.NOTHING_FOUND) for o in empty}}
+
+    def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
+        ready, empty = self.resolve(orders)
+        found = self.sink.verify(ready) if ready else {}
+        return {**found, **{o.request_id: 0 for o in empty}}
+
+
+def _verify(resolver: _Resolver, producer: Any, codec: Codec, settings: Settings, orders: list[ErasureOrder],
+            stop: threading.Event) -> bool:
+    """Answer verify orders (docs/erasure.md): nothing_found when the store holds nothing more,
+    failed with items_found when it does. False if stopped before the answer."""
+    backoff = Backoff(first_s=0.2, max_s=10.0)
+    while not stop.is_set():
+        try:
+            found = resolver.verify(orders)
+            break
+        except TransientStoreError as exc:
+            log.warning("store %s unavailable to verify (%s); retrying", resolver.sink.name,
+                        type(exc.__cause__ or exc).__name__)
+            stop.wait(backoff.next_delay())
+    else:
+        return False
+    outcomes = {rid: Outcome(AckStatus.NOTHING_FOUND) if not n else
+                Outcome(AckStatus.FAILED, 0, f"{n} item(s) still held") for rid, n in found.items()}
+    _ack(producer, codec, settings, resolver.sink.name, orders, outcomes, found)
+    for rid, n in found.items():
+        if n:
+            log.warning("store %s still holds %d item(s) of erasure %s", resolver.sink.name, n, rid)
+    return True
+
+
 def _ack(producer: Any, codec: Codec, settings: Settings, store: str, orders: Any,
-         outcomes: dict[str, Outcome]) -> None:
+         outcomes: dict[str, Outcome], found: dict[str, int] | None = None) -> None:
     futures = []
     for order in orders:
         outcome = outcomes.get(order.request_id)
         if outcome is None:
             continue
+        # An order by hash alone is answered by hash alone: the ids it matched stay in the store.
+        account = None if order.by_hash_only else order.account_id
         value = codec.encode("ErasureAck", {
-            "request_id": order.request_id, "account_id": order.account_id, "store": store,
+            "request_id": order.request_id, "account_id": account, "store": store,
             "status": outcome.status, "items_erased": outcome.items, "completed_at": _now_ms(),
-            "error": outcome.error,
+            "error": outcome.error, "action": order.action, "round": order.round,
+            "items_found": (found or {}).get(order.request_id, 0),
         })
-        futures.append(producer.send(settings.topic("erasure-acks"), key=order.account_id.encode(), value=value))
+        key = (account or (order.subject_hashes[0] if order.subject_hashes else order.request_id)).encode()
+        futures.append(producer.send(settings.topic("erasure-acks"), key=key, value=value))
     producer.flush(timeout=30)
     for fut in futures:
         fut.get(timeout=30)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import uuid
+from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
 from lifecycle_core.config import Settings
@@ -30,12 +32,30 @@ class ErasureOrder:
     legal_hold: bool
     categories: tuple[str, ...]  # erase these (deploy/retention.yaml)
     pseudonymise: tuple[str, ...] = ()  # keep these with the identifiers replaced; keep the rest as is
+    action: str = "erase"  # or "verify": look again, delete nothing
+    round: int = 0  # one more each time a verification found data again
+    subject_hashes: tuple[str, ...] = ()  # keyed hashes, the account's first; alone once the ids are gone
 
     @classmethod
     def from_record(cls, value: dict[str, Any]) -> ErasureOrder:
-        subjects = tuple(value.get("subjects") or ()) or (value["account_id"],)
+        subjects = tuple(value.get("subjects") or ()) or ((value["account_id"],) if value["account_id"] else ())
         return cls(value["request_id"], value["account_id"], subjects, bool(value.get("legal_hold")),
-                   tuple(value.get("categories") or ()), tuple(value.get("pseudonymise") or ()))
+                   tuple(value.get("categories") or ()), tuple(value.get("pseudonymise") or ()),
+                   value.get("action") or "erase", int(value.get("round") or 0),
+                   tuple(value.get("subject_hashes") or ()))
+
+    @property
+    def receipt_id(self) -> str:
+        """What a store keys its receipt on: the request for the first round, a new id for each
+        later one (data found again is erased again, not answered from the first receipt)."""
+        if not self.round:
+            return self.request_id
+        return str(uuid.uuid5(uuid.UUID(self.request_id), f"round-{self.round}"))
+
+    @property
+    def by_hash_only(self) -> bool:
+        """The order names its subjects by keyed hashes alone (the erasure completed before)."""
+        return not self.account_id and bool(self.subject_hashes)
 
     def keeps(self, category: str) -> bool:
         """Whether this order leaves ``category`` in place (a legal hold covers it). An order
@@ -86,6 +106,10 @@ class Sink(abc.ABC):
     the first run is reported again). Delivery: at-least-once orders, exactly-once in effect."""
 
     name: ClassVar[str]
+    # What the store's PostgreSQL role may do, as statements run by the schema setup ({role}: the
+    # store's role; {owner}: the owner of the session-log partitions); none for a store that
+    # keeps nothing in the pipeline's database (lifecycle_core/pgroles.py).
+    database_grants: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abc.abstractmethod
@@ -96,6 +120,17 @@ class Sink(abc.ABC):
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
         """Erase every order's account; return outcomes by request id, after the commit. Raise
         TransientStoreError when the store cannot be reached (the batch is retried)."""
+
+    @abc.abstractmethod
+    def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
+        """Look again, deleting nothing: how many items of what each order erases (its categories
+        and those it pseudonymises) the store still holds for its subjects, by request id. Raise
+        TransientStoreError when the store cannot be reached."""
+
+    @abc.abstractmethod
+    def subject_ids(self) -> Iterable[str]:
+        """Every subject id (account or visitor id) the store holds data for. An order that
+        names its subjects by keyed hashes alone is matched against these (runner.py)."""
 
     def tick(self) -> None:
         """Periodic work between batches (a projection to refresh); none by default."""

@@ -70,7 +70,7 @@ class FilesSink(RetentionSink):
             raise TransientStoreError("files root unavailable") from exc
 
     def _erase_one(self, order: ErasureOrder) -> Outcome:
-        receipt = self.receipts / f"{order.request_id}.json"
+        receipt = self.receipts / f"{order.receipt_id}.json"
         if receipt.exists():
             data = json.loads(receipt.read_text())
             return Outcome(AckStatus(data["status"]), data["items"])
@@ -82,7 +82,7 @@ class FilesSink(RetentionSink):
         if order.keeps("documents_and_files"):
             status = AckStatus.RETAINED_LEGAL_HOLD if folder.exists() else status
             return self._receipt(receipt, Outcome(status, 0))
-        doomed = self.trash / order.request_id
+        doomed = self.trash / order.receipt_id
         if folder.exists():
             os.replace(folder, doomed)  # atomic: the account's name is gone at once
         if doomed.exists():
@@ -99,6 +99,30 @@ class FilesSink(RetentionSink):
             if status == AckStatus.NOTHING_FOUND:
                 status = AckStatus.ERASED if items else AckStatus.NOTHING_FOUND
         return self._receipt(receipt, Outcome(status, items))
+
+    def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
+        try:
+            return {o.request_id: self._left(o) for o in orders}
+        except OSError as exc:
+            raise TransientStoreError("files root unavailable") from exc
+
+    def _left(self, order: ErasureOrder) -> int:
+        if order.keeps("documents_and_files"):
+            return 0
+        try:
+            folder = account_folder(self.root, order.account_id)
+        except ValueError:
+            return 0
+        billing = folder / "billing"
+        return sum(1 for p in folder.rglob("*") if p.is_file()
+                   and not (order.keeps(BILLING) and p.is_relative_to(billing)))
+
+    def subject_ids(self) -> list[str]:
+        try:
+            return [e.name for e in self.root.iterdir() if e.is_dir() and not e.name.startswith("_")] \
+                if self.root.is_dir() else []
+        except OSError as exc:
+            raise TransientStoreError("files root unavailable") from exc
 
     @staticmethod
     def _receipt(receipt: Path, outcome: Outcome) -> Outcome:

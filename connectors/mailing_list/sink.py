@@ -12,12 +12,15 @@ from __future__ import annotations
 from connectors.base.pg import SinkConnection
 from connectors.base.sink import AckStatus, ErasureOrder, Outcome, Sink, required
 from lifecycle_core.config import Settings
+from lifecycle_core.pgroles import component_dsn
 
 __all__ = ["MailingListSink"]
 
 _SCHEMA = """
 SELECT pg_advisory_xact_lock(7400002);
-CREATE SCHEMA IF NOT EXISTS mailing;
+DO $$ BEGIN  -- even IF NOT EXISTS needs CREATE on the database, which the store's role lacks
+    IF to_regnamespace('mailing') IS NULL THEN CREATE SCHEMA mailing; END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS mailing.list_members (
     account_id text PRIMARY KEY, email text NOT NULL, added_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS mailing.receipts (
@@ -41,10 +44,19 @@ class MailingListSink(Sink):
     """Delivery: at-least-once orders, exactly-once in effect (receipts in the same transaction)."""
 
     name = "mailing-list"
+    database_grants = (
+        "CREATE SCHEMA IF NOT EXISTS mailing AUTHORIZATION {role}",
+        "ALTER SCHEMA mailing OWNER TO {role}",
+        "ALTER TABLE IF EXISTS mailing.list_members OWNER TO {role}",
+        "ALTER TABLE IF EXISTS mailing.receipts OWNER TO {role}",
+        "GRANT USAGE ON SCHEMA public TO {role}",
+        "GRANT SELECT ON marketing_audience TO {role}",
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MailingListSink:
-        return cls(required(settings.postgres_dsn, "LIFECYCLE_POSTGRES_DSN"))
+        required(settings.postgres_dsn, "LIFECYCLE_POSTGRES_DSN")
+        return cls(component_dsn(settings, "store-mailing-list"))
 
     def __init__(self, dsn: str):
         self.db = SinkConnection(dsn, _SCHEMA, "mailing list database")
@@ -60,9 +72,10 @@ class MailingListSink(Sink):
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
         with self.db.transaction() as conn:
+            request_of = {o.receipt_id: o.request_id for o in orders}
             cur = conn.execute("SELECT request_id::text, status, items FROM mailing.receipts "
-                               "WHERE request_id = ANY(%s::uuid[])", ([o.request_id for o in orders],))
-            done = {rid: Outcome(AckStatus(status), items) for rid, status, items in cur.fetchall()}
+                               "WHERE request_id = ANY(%s::uuid[])", (list(request_of),))
+            done = {request_of[rid]: Outcome(AckStatus(status), items) for rid, status, items in cur.fetchall()}
             todo = [o for o in orders if o.request_id not in done]
             owner = {s: o.request_id for o in todo for s in o.subjects}
             counts = {o.request_id: 0 for o in todo}
@@ -75,8 +88,22 @@ class MailingListSink(Sink):
                         for rid, n in counts.items()}
             with conn.cursor() as c:
                 c.executemany("INSERT INTO mailing.receipts VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                              [(rid, o.status, o.items) for rid, o in outcomes.items()])
+                              [(o.receipt_id, outcomes[o.request_id].status, outcomes[o.request_id].items)
+                               for o in todo])
             return {**done, **outcomes}
+
+    def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
+        owner = {s: o.request_id for o in orders for s in o.subjects}
+        found = {o.request_id: 0 for o in orders}
+        with self.db.transaction() as conn:
+            cur = conn.execute("SELECT account_id FROM mailing.list_members WHERE account_id = ANY(%s)", (list(owner),))
+            for (account,) in cur.fetchall():
+                found[owner[account]] += 1
+        return found
+
+    def subject_ids(self) -> list[str]:
+        with self.db.transaction() as conn:
+            return [row[0] for row in conn.execute("SELECT account_id FROM mailing.list_members").fetchall()]
 
     def close(self) -> None:
         self.db.close()

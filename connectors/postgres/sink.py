@@ -32,6 +32,7 @@ from connectors.base.sink import (
     required,
 )
 from lifecycle_core.config import Settings
+from lifecycle_core.pgroles import component_dsn
 from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["PostgresSink", "ACCOUNT_TABLES", "SUBJECT_TABLES", "BATCH_ROWS"]
@@ -47,11 +48,6 @@ SUBJECT_TABLES = (("consent_history", "subject_id", "consent_history"),
                   ("traffic_pending", "visitor_id", "raw_analytics_events"),
                   ("traffic_pending", "account_id", "raw_analytics_events"))
 BATCH_ROWS = 5000
-_RECEIPTS = """
-CREATE TABLE IF NOT EXISTS erasure_receipts (
-    request_id uuid NOT NULL, store text NOT NULL, status text NOT NULL, items bigint NOT NULL,
-    erased_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (request_id, store))
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,21 +78,30 @@ class PostgresSink(RetentionSink):
 
     name = "postgres"
     retention_categories = tuple(SWEPT)
+    database_grants = (
+        "GRANT USAGE ON SCHEMA public TO {role}",
+        "GRANT SELECT, DELETE ON " + ", ".join(sorted({t for t, _ in ACCOUNT_TABLES} | {t for t, _, _ in SUBJECT_TABLES}
+                                                      | {s.table for s in SWEPT.values()})) + " TO {role}",
+        "GRANT SELECT ON consent_current, newsletter TO {role}",  # what a consent still in force keeps
+        "GRANT SELECT, INSERT ON erasure_receipts TO {role}",
+        "GRANT {owner} TO {role}",  # month partitions of session_logs: detached and dropped
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresSink:
-        return cls(required(settings.postgres_dsn, "LIFECYCLE_POSTGRES_DSN"))
+        required(settings.postgres_dsn, "LIFECYCLE_POSTGRES_DSN")
+        return cls(component_dsn(settings, "store-postgres"))
 
     def __init__(self, dsn: str):
         self.dsn = dsn
-        self.db = SinkConnection(dsn, _RECEIPTS, "postgres")
+        self.db = SinkConnection(dsn, "SELECT 1", "postgres")  # its receipts table is in streams/schema.sql
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
+        request_of = {o.receipt_id: o.request_id for o in orders}
         with self.db.transaction() as conn:
             cur = conn.execute("SELECT request_id::text, status, items FROM erasure_receipts "
-                               "WHERE store = %s AND request_id = ANY(%s::uuid[])",
-                               (self.name, [o.request_id for o in orders]))
-            done = {rid: Outcome(AckStatus(status), items) for rid, status, items in cur.fetchall()}
+                               "WHERE store = %s AND request_id = ANY(%s::uuid[])", (self.name, list(request_of)))
+            done = {request_of[rid]: Outcome(AckStatus(status), items) for rid, status, items in cur.fetchall()}
             todo = [o for o in orders if o.request_id not in done]
             if not todo:
                 return done
@@ -113,8 +118,24 @@ class PostgresSink(RetentionSink):
             with conn.cursor() as c:
                 c.executemany("INSERT INTO erasure_receipts (request_id, store, status, items) "
                               "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                              [(rid, self.name, o.status, o.items) for rid, o in outcomes.items()])
+                              [(o.receipt_id, self.name, outcomes[o.request_id].status, outcomes[o.request_id].items)
+                               for o in todo])
             return {**done, **outcomes}
+
+    def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
+        found = {o.request_id: 0 for o in orders}
+        with self.db.transaction() as conn:
+            for table, category in ACCOUNT_TABLES:
+                _count_left(conn, orders, table, "account_id", category, found, by_subject=False)
+            for table, column, category in SUBJECT_TABLES:
+                _count_left(conn, orders, table, column, category, found, by_subject=True)
+        return found
+
+    def subject_ids(self) -> list[str]:
+        union = " UNION ".join(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL" for table, column in
+                               [(t, "account_id") for t, _ in ACCOUNT_TABLES] + [(t, c) for t, c, _ in SUBJECT_TABLES])
+        with self.db.transaction() as conn:
+            return [row[0] for row in conn.execute(union).fetchall()]
 
     @staticmethod
     def _erase_table(conn: psycopg.Connection[Any], orders: list[ErasureOrder], table: str, column: str,
@@ -158,6 +179,18 @@ class PostgresSink(RetentionSink):
 
     def close(self) -> None:
         self.db.close()
+
+
+def _count_left(conn: psycopg.Connection[Any], orders: list[ErasureOrder], table: str, column: str, category: str,
+                found: dict[str, int], *, by_subject: bool) -> None:
+    """Add to ``found`` the rows of ``table`` still held for subjects whose order erases ``category``."""
+    owner = {subject: o.request_id for o in orders if not o.keeps(category)
+             for subject in (o.subjects if by_subject else (o.account_id,)) if subject}
+    if owner:
+        cur = conn.execute(f"SELECT {column}, count(*) FROM {table} WHERE {column} = ANY(%s) GROUP BY 1",
+                           (list(owner),))
+        for subject, count in cur.fetchall():
+            found[owner[subject]] += int(count)
 
 
 def _expired(swept: _Swept, cutoff: dt.datetime | None, held: list[str]) -> tuple[str, list[Any]]:

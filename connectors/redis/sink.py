@@ -46,7 +46,7 @@ class RedisSink(Sink):
             raise TransientStoreError("redis unreachable") from exc
 
     def _erase_one(self, order: ErasureOrder) -> Outcome:
-        receipt = f"lifecycle:receipt:{self.name}:{order.request_id}"
+        receipt = f"lifecycle:receipt:{self.name}:{order.receipt_id}"
         stored = self.client.get(receipt)
         if stored is not None:
             status, count = (stored.decode() if isinstance(stored, bytes) else str(stored)).split(":")
@@ -65,6 +65,33 @@ class RedisSink(Sink):
         outcome = Outcome(AckStatus.ERASED if items else AckStatus.NOTHING_FOUND, items)
         self.client.set(receipt, f"{outcome.status}:{outcome.items}", ex=RECEIPT_TTL_S)
         return outcome
+
+    def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
+        try:
+            indexes = list(self.client.scan_iter(match=INDEX_PATTERN, count=1000))
+            found = {}
+            for order in orders:
+                keys = sum(1 for s in order.subjects
+                           for _ in self.client.scan_iter(match=account_keys_pattern(s), count=1000))
+                members = sum(int(m) for index in indexes if order.subjects
+                              for m in self.client.smismember(index, list(order.subjects)))
+                found[order.request_id] = keys + members
+            return found
+        except self._errors as exc:
+            raise TransientStoreError("redis unreachable") from exc
+
+    def subject_ids(self) -> set[str]:
+        try:
+            ids: set[str] = set()
+            for key in self.client.scan_iter(match="*{*}*", count=1000):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                if not text.startswith("lifecycle:receipt:") and "{" in text and "}" in text.split("{", 1)[1]:
+                    ids.add(text.split("{", 1)[1].split("}", 1)[0])
+            for index in self.client.scan_iter(match=INDEX_PATTERN, count=1000):
+                ids.update(m.decode() if isinstance(m, bytes) else str(m) for m in self.client.smembers(index))
+            return ids
+        except self._errors as exc:
+            raise TransientStoreError("redis unreachable") from exc
 
     def close(self) -> None:
         self.client.close()

@@ -158,9 +158,11 @@ def test_worker_without_a_broker_says_what_to_do(tmp_path):
 def test_keys_init_creates_the_configured_key_files(tmp_path):
     """What compose's one-shot `hash-key` service runs: the files the environment names (hash key,
     master key, HTTP tokens) are created (mode 0600), and a second run keeps them."""
-    files = [tmp_path / "secrets" / name for name in ("hash.key", "master.key", "http-tokens")]
+    roles = tmp_path / "secrets" / "postgres-roles"
+    files = [tmp_path / "secrets" / name for name in ("hash.key", "master.key", "http-tokens")] + [
+        roles / f"{c}.password" for c in ("worker", "reader", "store-postgres", "store-mailing-list")]
     env = _env(tmp_path / "state", LIFECYCLE_HASH_KEY_FILE=str(files[0]), LIFECYCLE_MASTER_KEY_FILE=str(files[1]),
-               LIFECYCLE_HTTP_TOKENS_FILE=str(files[2]))
+               LIFECYCLE_HTTP_TOKENS_FILE=str(files[2]), LIFECYCLE_POSTGRES_ROLES_DIR=str(roles))
     first = subprocess.run(_lifecycle("keys", "init"), env=env, capture_output=True, timeout=60)
     assert first.returncode == 0, first.stderr.decode()
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)

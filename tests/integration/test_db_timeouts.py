@@ -55,3 +55,22 @@ def test_a_lock_not_granted_in_time_is_tried_again(settings):
         release.cancel()
         release.join()  # the holder's commit may still be reading its answer: close only after it
         holder.close()
+
+
+def test_tasks_sharing_one_database_take_turns_and_a_nested_call_joins_its_transaction(settings):
+    """Seen in a cold worker: the intake resuming its offsets while a batch opened data keys on the
+    same connection crashed it (OutOfOrderTransactionNesting)."""
+    async def scenario():
+        db = Database(settings.postgres_dsn)
+
+        async def slow(conn):
+            await conn.execute("SELECT pg_sleep(0.2)")
+            return await db.run("nested", lambda c: c.execute("SELECT 1"))  # the same task: a savepoint
+
+        try:
+            await asyncio.gather(*(db.run(f"task {i}", slow) for i in range(4)))
+        finally:
+            if db.conn is not None:
+                await db.conn.close()
+
+    asyncio.run(scenario())

@@ -18,10 +18,11 @@ from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
 
 
-def _ack(request_id, account, store):
+def _ack(request_id, account, store, action="erase"):
     return Codec().encode("ErasureAck", {"request_id": request_id, "account_id": account, "store": store,
-                                         "status": "erased", "items_erased": 1, "completed_at": T0 + 2 * HOUR,
-                                         "error": None})
+                                         "status": "erased" if action == "erase" else "nothing_found",
+                                         "items_erased": 1, "completed_at": T0 + 2 * HOUR, "error": None,
+                                         "action": action})
 
 
 def _stores(worker, account):
@@ -63,6 +64,13 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
         wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "pending"}, what="crm's own ack")
         audit_ack = _ack(request_id, acc, "audit")
         producer.send(topic, key=acc.encode(), value=audit_ack, headers=sign_ack(audit, audit_ack))
+        producer.flush(30)
+        wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "erased"}, what="audit's own ack")
+        time.sleep(1)  # acknowledged is not complete: every store must verify first
+        assert erasure_answer(worker, acc)["erasures"][0]["state"] == "open"
+        for store, key in (("crm", audit), ("crm", crm), ("audit", audit)):  # the first is forged
+            verified = _ack(request_id, None, store, action="verify")
+            producer.send(topic, key=request_id.encode(), value=verified, headers=sign_ack(key, verified))
         producer.flush(30)
         wait_for(lambda: erasure_answer(worker, acc)["erasures"][0]["state"] == "complete", what="complete")
     finally:
