@@ -11,7 +11,8 @@ from connectors.redis import RedisSink
 from lifecycle_core.config import Settings
 from lifecycle_core.errors import ConfigError
 
-__all__ = ["STORES", "make_sink", "retention_categories", "database_grants"]
+__all__ = ["STORES", "make_sink", "retention_categories", "database_grants",
+           "held_categories"]
 
 STORES: dict[str, type[Sink]] = {
     "postgres": PostgresSink,
@@ -30,6 +31,12 @@ def retention_categories(name: str) -> tuple[str, ...]:
 def database_grants() -> dict[str, tuple[str, ...]]:
     """What each shipped store's PostgreSQL role may touch (lifecycle_core/pgroles.py)."""
     return {name: cls.database_grants for name, cls in STORES.items()}
+
+
+def held_categories(name: str) -> tuple[str, ...] | None:
+    """The categories a shipped store keeps; None for a store not shipped here."""
+    cls = STORES.get(name)
+    return cls.holds if cls is not None else None
 
 
 def make_sink(name: str, settings: Settings) -> Sink:

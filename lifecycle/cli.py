@@ -149,8 +149,11 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.base.runner import categories_of
     from connectors.stores import make_sink
     from lifecycle_core.keys import open_keyring
+    from lifecycle_core.pgroles import as_component
 
-    open_keyring(settings)  # refused here when empty or not the database's, before any order is read
+    # Refused here when empty or not the database's, before any order is read; with the store's
+    # own role, which reads the fingerprints and nothing else of the key tables.
+    open_keyring(as_component(settings, f"store-{args.store}"), read_only=True)
     sink = make_sink(args.store, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -212,6 +215,61 @@ def cmd_erasure_verify(settings: Settings, args: argparse.Namespace) -> int:
     count = asyncio.run(run())
     _say(f"{count} completed erasure(s) due for verification at the worker's next tick")
     return 0 if count or not ids else 1
+
+
+def cmd_erasure_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """The restore guard (streams/replay.py): ask for a replay (and wait for it), or list them."""
+    import asyncio
+    import datetime as dt
+    import time
+
+    from streams.db import connect
+    from streams.replay import replay_report, request_replay
+
+    async def run(fn: Any) -> Any:
+        conn = await connect(settings.postgres_dsn or "")
+        try:
+            async with conn.transaction():
+                return await fn(conn)
+        finally:
+            await conn.close()
+
+    async def report(conn: Any) -> Any:
+        return await replay_report(conn)
+
+    if args.action == "replays":
+        print(json.dumps({"replays": asyncio.run(run(report))}, indent=2))
+        return 0
+    since = None
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise LifecycleError(f"--since: not an ISO 8601 date: {args.since!r}") from None
+        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+
+    async def ask(conn: Any) -> Any:
+        cur = await conn.execute("SELECT 1 FROM erasure_stores WHERE store = %s AND active", (args.store,))
+        if await cur.fetchone() is None:
+            raise LifecycleError(f"--store: {args.store!r} is not a registered store (LIFECYCLE_ERASURE_STORES)")
+        return await request_replay(conn, args.store, since)
+
+    asked = asyncio.run(run(ask))
+    print(f"replay {asked['replay_id']}: {asked['proofs']} completed erasure(s) to check on {args.store} at the "
+          "worker's next tick", file=sys.stderr, flush=True)  # stdout holds the JSON answer alone
+    end = time.monotonic() + args.wait
+    while args.wait:
+        [mine] = [r for r in asyncio.run(run(report)) if r["replay_id"] == asked["replay_id"]]
+        if mine["checked"] >= mine["proofs"] and not mine["erasing_again"]:
+            print(json.dumps(mine, indent=2))
+            return 0
+        if time.monotonic() > end:
+            print(json.dumps(mine, indent=2))
+            print(f"replay {asked['replay_id']} not finished after {args.wait:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    print(json.dumps(asked, indent=2))
+    return 0
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -420,6 +478,26 @@ def cmd_store_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_records(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the record of processing (GDPR Art. 30) as Markdown and JSON (lifecycle/records.py)."""
+    from connectors.stores import held_categories
+    from lifecycle.records import build_record, load_processing, problems, to_markdown, write
+    from lifecycle_core.policy import load_policy
+
+    policy = load_policy(settings.retention_policy)
+    processing = load_processing()
+    stores = {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in settings.erasure_stores}
+    record = build_record(settings, stores, processing)
+    for problem in problems(record, processing):
+        _say(f"record of processing: {problem}")
+    if args.out:
+        for path in write(record, Path(args.out)):
+            _say(f"wrote {path}")
+    else:
+        print(to_markdown(record), end="")
+    return 0
+
+
 def cmd_datamap(settings: Settings, args: argparse.Namespace) -> int:
     """Print the data map: each personal field of each record, its category and its retention."""
     from lifecycle_core.policy import load_policy
@@ -446,6 +524,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--visitors", type=int, default=300)
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
+    records = sub.add_parser("records", help="the record of processing (GDPR Art. 30), Markdown and JSON")
+    records.add_argument("--out", default=None, help="a folder for record-of-processing.md and .json "
+                                                     "(default: the Markdown on standard output)")
+    records.set_defaults(fn=cmd_records)
     datamap = sub.add_parser("datamap", help="the personal fields of every record: category and retention")
     datamap.add_argument("--json", action="store_true", help="JSON instead of a table")
     datamap.set_defaults(fn=cmd_datamap)
@@ -481,6 +563,14 @@ def _parser() -> argparse.ArgumentParser:
     again = erasure.add_parser("verify", help="have every store check completed erasures again at the next tick")
     again.add_argument("request_ids", nargs="*", help="request ids (default: every completed erasure)")
     again.set_defaults(fn=cmd_erasure_verify, reads="database")
+    replay = erasure.add_parser("replay", help="re-apply completed erasures to a store restored from a backup")
+    replay.add_argument("--store", required=True, help="the restored store")
+    replay.add_argument("--since", default=None, help="erasures completed from this date (ISO 8601; default: all)")
+    replay.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                        help="wait up to this long until the store answered for every erasure")
+    replay.set_defaults(fn=cmd_erasure_replay, reads="database")
+    erasure.add_parser("replays", help="every replay and how far it got").set_defaults(
+        fn=cmd_erasure_replay, reads="database")
     keys = sub.add_parser("keys", help="the hash key behind every pseudonym").add_subparsers(dest="action",
                                                                                           required=True)
     keys.add_parser("init", help="create the key file if there is none; print fingerprints").set_defaults(

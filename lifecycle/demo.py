@@ -189,6 +189,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
                         and total(m, "lifecycle_retention_items_deleted_total") > 0)
         time.sleep(1.5)  # one more tick and relay round, so the report reads settled tables
         ok = _report(live, scrape(live), sent, len(bad), say)
+        _record_of_processing(live, say)
         say(f"metrics of every process saved to {save_metrics(live)}")
         say(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
@@ -284,6 +285,22 @@ _REPORT_SQL = {
     "data keys (live, destroyed: what the log holds of those subjects is unreadable)":
         "SELECT count(*) FILTER (WHERE wrapped IS NOT NULL), count(*) FILTER (WHERE wrapped IS NULL) FROM data_keys",
 }
+
+
+def _record_of_processing(live: Settings, say: Callable[[str], None]) -> None:
+    """The record of processing (GDPR Art. 30) of what the demo ran, written beside its state."""
+    from connectors.stores import held_categories
+    from lifecycle.records import build_record, load_processing, write
+    from lifecycle_core.policy import load_policy
+
+    policy = load_policy(live.retention_policy)
+    stores = {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in live.erasure_stores}
+    record = build_record(live, stores, load_processing())
+    md, _ = write(record, live.state_dir / "records")
+    say(f"record of processing (GDPR Art. 30): {len(record['activities'])} categories, "
+        f"{len(record['recipients'])} recipients, written to {md} (and .json)")
+    for activity in record["activities"][:3]:
+        say(f"  {activity['category']}: {activity['time_limit']}; purpose: \"{activity['purpose']}\"")
 
 
 def _report(live: Settings, metrics: dict[str, float], sent: int, bad: int, say: Callable[[str], None]) -> bool:

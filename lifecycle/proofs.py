@@ -78,14 +78,15 @@ def _iso(value: dt.datetime | None) -> str | None:
 def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any]:
     """The certificate body of a completed erasure (``conn``: sync psycopg), from its proof row."""
     row = conn.execute("SELECT request_id, account_hash, reason, opened_at, completed_at, keys_destroyed_at, "
-                       "keys_kept, stores, state, regressions, regressed_at, last_verified_at FROM erasure_proofs "
-                       "WHERE request_id::text = %s", (request_id,)).fetchone()
+                       "keys_kept, stores, state, regressions, regressed_at, last_verified_at, replays, replayed_at "
+                       "FROM erasure_proofs WHERE request_id::text = %s", (request_id,)).fetchone()
     if row is None:
         raise LifecycleError(f"no completed erasure {request_id} (only a complete one has a proof)")
-    rid, account_hash, reason, opened, completed, destroyed, kept, stores, state, regressions, regressed, last = row
+    (rid, account_hash, reason, opened, completed, destroyed, kept, stores, state, regressions, regressed, last,
+     replays, replayed) = row
     if state != "complete":
-        raise LifecycleError(f"erasure {request_id} is {state}: a later verification found data again and the "
-                             "erasure is open until every store has erased and verified again (docs/erasure.md)")
+        raise LifecycleError(f"erasure {request_id} is {state}: a later check found data again, and the erasure "
+                             "is open until every store has erased and verified again (docs/erasure.md)")
     stores = list(stores or [])
     return {
         "format": FORMAT,
@@ -104,6 +105,8 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
         "last_verified_at": _iso(last),
         "regressions": regressions,
         "last_regressed_at": _iso(regressed),
+        "replays": replays,  # a store restored from a backup, found holding the data and erased again
+        "last_replayed_at": _iso(replayed),
         "items_erased": sum(int(s["items_erased"]) for s in stores),
         "policy_version": hashlib.sha256(settings.retention_policy.read_bytes()).hexdigest()[:16],
         "issued_at": _iso(dt.datetime.now(dt.UTC)),

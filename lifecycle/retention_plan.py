@@ -4,6 +4,7 @@ would issue, so the plan and the sweep cannot disagree on what is expired."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
@@ -54,7 +55,8 @@ def plan_lines(settings: Settings, at_ms: int | None, out: Callable[[str], None]
     sinks = []
     for store in settings.erasure_stores:
         try:
-            sinks.append(make_sink(store, settings))
+            # The operator's plan reads with the DSN's own role (it erases nothing).
+            sinks.append(make_sink(store, dataclasses.replace(settings, postgres_roles=False)))
         except ConfigError as exc:
             out(f"store {store}: skipped ({exc})")
     out(f"retention plan at {ms_to_dt(now).isoformat()} ({policy.path}); nothing is erased")

@@ -28,8 +28,8 @@ from typing import Any
 from lifecycle_core.config import Settings
 from lifecycle_core.errors import ConfigError
 
-__all__ = ["Keyring", "KeyMismatch", "load_keyring", "check_keyring", "open_keyring", "key_file", "init_key_file",
-           "rotate_key_file", "create_key_file", "MIN_KEY_BYTES"]
+__all__ = ["HASH_KEYS_DDL", "Keyring", "KeyMismatch", "load_keyring", "check_keyring", "open_keyring", "key_file",
+           "init_key_file", "rotate_key_file", "create_key_file", "MIN_KEY_BYTES"]
 
 MIN_KEY_BYTES = 16
 _FINGERPRINT_INPUT = b"lifecycle/hash-key-fingerprint/v1"
@@ -127,7 +127,7 @@ def create_key_file(path: Path, key: bytes, *, encode: bool = True) -> None:
         tmp.unlink(missing_ok=True)
 
 
-_HASH_KEYS_DDL = """
+HASH_KEYS_DDL = """
 CREATE TABLE IF NOT EXISTS hash_keys (
     fingerprint text PRIMARY KEY,
     active      boolean NOT NULL DEFAULT true,
@@ -135,15 +135,19 @@ CREATE TABLE IF NOT EXISTS hash_keys (
 )"""
 
 
-def open_keyring(settings: Settings, *, create: bool = True) -> Keyring:
+def open_keyring(settings: Settings, *, create: bool = True, read_only: bool = False) -> Keyring:
     """The keyring, checked against the database when one is configured: what every process
-    calls at start, so that none runs with an empty or a changed key."""
+    calls at start, so that none runs with an empty or a changed key. ``read_only``: compare
+    only (a connector's role reads the fingerprints and may not register them)."""
     keys = load_keyring(settings, create=create)
     if settings.postgres_dsn:
         import psycopg
 
         with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
-            check_keyring(conn, keys)
+            if read_only:
+                _compare(conn, keys)
+            else:
+                check_keyring(conn, keys)
     return keys
 
 
@@ -157,7 +161,7 @@ def check_keyring(conn: Any, keyring: Keyring) -> None:
     """Refuse a key the database was not set up with (``conn``: a psycopg connection in autocommit)."""
     conn.execute("SELECT pg_advisory_lock(7400002)")  # processes starting together register once
     try:
-        conn.execute(_HASH_KEYS_DDL)
+        conn.execute(HASH_KEYS_DDL)
         _check(conn, keyring)
     finally:
         conn.execute("SELECT pg_advisory_unlock(7400002)")
@@ -166,9 +170,16 @@ def check_keyring(conn: Any, keyring: Keyring) -> None:
 def _check(conn: Any, keyring: Keyring) -> None:
     if not conn.execute("SELECT 1 FROM hash_keys LIMIT 1").fetchone():
         register_keyring(conn, keyring)  # the database's first start
-    ring = keyring.fingerprints()
     # A rotation interrupted after its file was written: the file is the truth, finish it.
-    conn.execute("UPDATE hash_keys SET active = true WHERE fingerprint = %s AND NOT active", (ring[0],))
+    conn.execute("UPDATE hash_keys SET active = true WHERE fingerprint = %s AND NOT active",
+                 (keyring.fingerprints()[0],))
+    _compare(conn, keyring)
+
+
+def _compare(conn: Any, keyring: Keyring) -> None:
+    if conn.execute("SELECT to_regclass('hash_keys')").fetchone()[0] is None:
+        raise KeyMismatch("this database has no hash key registered yet: start the worker first")
+    ring = keyring.fingerprints()
     known = {row[0] for row in conn.execute("SELECT fingerprint FROM hash_keys WHERE active").fetchall()}
     missing = sorted(known - set(ring))
     if ring[0] not in known or missing:

@@ -28,7 +28,7 @@ from typing import Any
 
 from lifecycle_core.config import Settings
 from lifecycle_core.errors import ConfigError
-from lifecycle_core.keys import create_key_file
+from lifecycle_core.keys import HASH_KEYS_DDL, create_key_file
 from lifecycle_core.storekeys import ensure_table as ensure_store_keys_table
 
 __all__ = ["role_name", "component_dsn", "as_component", "setup_roles", "roles_dir", "init_passwords",
@@ -48,7 +48,7 @@ _WORKER = (
 )
 _READER = (
     "GRANT USAGE ON SCHEMA public TO {role}",
-    "GRANT SELECT ON consent_current, newsletter, erasure_requests, erasure_progress TO {role}",
+    "GRANT SELECT ON consent_current, consent_history, newsletter, erasure_requests, erasure_progress TO {role}",
 )
 
 
@@ -139,6 +139,7 @@ def setup_roles(conn: Any, settings: Settings, stores: Iterable[str],
     # A store reads its own ack key and no other (the worker reads and writes them all).
     worker = sql.Identifier(role_name(settings, "worker"))
     ensure_store_keys_table(conn)
+    conn.execute(HASH_KEYS_DDL)
     conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON store_keys TO {}").format(worker))
     conn.execute("ALTER TABLE store_keys ENABLE ROW LEVEL SECURITY")
     conn.execute("DROP POLICY IF EXISTS worker_all ON store_keys")
@@ -147,6 +148,7 @@ def setup_roles(conn: Any, settings: Settings, stores: Iterable[str],
         role = role_name(settings, f"store-{store}")
         policy = sql.Identifier(f"own_key_{role}")
         conn.execute(sql.SQL("GRANT SELECT ON store_keys TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON hash_keys TO {}").format(sql.Identifier(role)))  # fingerprints
         conn.execute(sql.SQL("DROP POLICY IF EXISTS {} ON store_keys").format(policy))
         conn.execute(sql.SQL("CREATE POLICY {} ON store_keys FOR SELECT TO {} USING (store = {})").format(
             policy, sql.Identifier(role), sql.Literal(store)))

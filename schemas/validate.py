@@ -8,6 +8,7 @@ to values that came from JSON and from the wire alike.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -158,6 +159,9 @@ def from_json(obj: Any, catalog: Catalog | None = None, not_after_ms: int | None
     return record, value
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _rules(record: RecordType, value: dict[str, Any], not_after_ms: int | None = None) -> list[FieldError]:
     errors = []
     occurred = value.get("occurred_at")
@@ -171,6 +175,9 @@ def _rules(record: RecordType, value: dict[str, Any], not_after_ms: int | None =
         uuid.UUID(str(value.get("event_id")))
     except ValueError:
         errors.append(FieldError("event_id", "not a UUID"))
+    notice = value.get("notice_hash")
+    if notice is not None and not _SHA256_HEX.fullmatch(str(notice)):
+        errors.append(FieldError("notice_hash", "64 lower-case hex digits expected (the SHA-256 of the notice shown)"))
     rule = _KEY_RULE.get(record.topic)
     if rule in ("account_id", "visitor_id") and not value.get(rule):
         errors.append(FieldError(rule, f"is required on {record.topic}"))

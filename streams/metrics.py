@@ -211,8 +211,9 @@ class Metrics:
                                     registry=registry),
             verifications=Counter(f"{prefix}erasure_verifications",
                                   "Verify answers from stores, by result: `clean` (nothing left), `found` "
-                                  "(the store still holds data of an erasure it acknowledged) or `unchecked` "
-                                  "(the store could not look).",
+                                  "(the store still holds data of an erasure it acknowledged), `unchecked` "
+                                  "(the store could not look) or `replayed` (found by a replay on a store "
+                                  "restored from a backup, and erased again).",
                                   ["store", "result"], registry=registry),
             regressions=Counter(f"{prefix}erasure_proofs_regressed",
                                 "Completed erasures a later verification contradicted (the proof is regressed "
@@ -242,7 +243,7 @@ class Metrics:
         )
         for store in stores:
             m.retention_failures.labels(store)
-            for result in ("clean", "found", "unchecked"):
+            for result in ("clean", "found", "unchecked", "replayed"):
                 m.verifications.labels(store, result)
             for category in set(categories) & set(swept_by(store)):
                 m.retention_items_deleted.labels(category, store)

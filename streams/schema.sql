@@ -344,3 +344,24 @@ CREATE INDEX IF NOT EXISTS ingest_journal_unsent ON ingest_journal (accepted_at)
 CREATE TABLE IF NOT EXISTS erasure_receipts (
     request_id uuid NOT NULL, store text NOT NULL, status text NOT NULL, items bigint NOT NULL,
     erased_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (request_id, store));
+
+-- Replays of completed erasures on a store restored from a backup (streams/replay.py): what was
+-- asked; each proof names the store it is being replayed on until that store answered, and counts
+-- the replays that found data.
+CREATE TABLE IF NOT EXISTS erasure_replays (
+    replay_id    uuid PRIMARY KEY,
+    store        text NOT NULL,
+    since        timestamptz,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    proofs       int NOT NULL
+);
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS replay_id uuid;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS replay_store text;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS replays int NOT NULL DEFAULT 0;
+ALTER TABLE erasure_proofs ADD COLUMN IF NOT EXISTS replayed_at timestamptz;
+
+-- Consent receipts (streams/receipts.py): the hash of the notice shown with each choice.
+ALTER TABLE consent_history ADD COLUMN IF NOT EXISTS notice_hash text;
+ALTER TABLE consent_current ADD COLUMN IF NOT EXISTS notice_hash text;
+ALTER TABLE newsletter ADD COLUMN IF NOT EXISTS policy_version text;
+ALTER TABLE newsletter ADD COLUMN IF NOT EXISTS notice_hash text;

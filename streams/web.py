@@ -31,6 +31,7 @@ from streams.erasure import erasure_status
 from streams.http_auth import BodyTooLarge, BodyTooSlow, read_body
 from streams.journal import journal_accept, journal_mark_sent
 from streams.processors.consent import consent_state
+from streams.receipts import consent_receipts
 from streams.sealing import seal_events
 
 if TYPE_CHECKING:
@@ -261,7 +262,8 @@ def register_views(pipeline: Pipeline) -> None:
             if len(subject_id) > 256:
                 return self.json({"errors": [_problem(None, "subject_id", "too long")]}, status=400)
             try:
-                state = await db.run("consent query", lambda conn: consent_state(conn, [subject_id], now))
+                state, receipts = await db.run("consent query", lambda conn: _consent_with_receipts(conn, subject_id,
+                                                                                                     now))
             except Exception as exc:
                 log.warning("consent query failed: %s", describe(exc))
                 return self.json({"error": "database unavailable"}, status=503)
@@ -279,7 +281,12 @@ def register_views(pipeline: Pipeline) -> None:
                     for p in subject["purposes"]
                 },
                 "newsletter": subject["newsletter"],
+                "receipts": receipts,  # docs/consent.md#receipts
             })
+
+    async def _consent_with_receipts(conn: Any, subject_id: str, now: int) -> tuple[Any, Any]:
+        return (await consent_state(conn, [subject_id], now),
+                await consent_receipts(conn, subject_id, now, pipeline.context.policy))
 
 
 def _iso(ms: int) -> str:

@@ -110,6 +110,9 @@ class Sink(abc.ABC):
     # store's role; {owner}: the owner of the session-log partitions); none for a store that
     # keeps nothing in the pipeline's database (lifecycle_core/pgroles.py).
     database_grants: ClassVar[tuple[str, ...]] = ()
+    # The data categories the store keeps (deploy/retention.yaml): the record of processing lists
+    # it as their recipient (lifecycle/records.py).
+    holds: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abc.abstractmethod

@@ -49,6 +49,7 @@ class FilesSink(RetentionSink):
 
     name = "files"
     retention_categories = (BILLING,)
+    holds = ("documents_and_files", BILLING)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FilesSink:

@@ -44,6 +44,7 @@ class MailingListSink(Sink):
     """Delivery: at-least-once orders, exactly-once in effect (receipts in the same transaction)."""
 
     name = "mailing-list"
+    holds = ("newsletter_audience",)
     database_grants = (
         "CREATE SCHEMA IF NOT EXISTS mailing AUTHORIZATION {role}",
         "ALTER SCHEMA mailing OWNER TO {role}",

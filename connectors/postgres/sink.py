@@ -78,6 +78,7 @@ class PostgresSink(RetentionSink):
 
     name = "postgres"
     retention_categories = tuple(SWEPT)
+    holds = tuple(sorted({c for _, c in ACCOUNT_TABLES} | {c for _, _, c in SUBJECT_TABLES} | set(SWEPT)))
     database_grants = (
         "GRANT USAGE ON SCHEMA public TO {role}",
         "GRANT SELECT, DELETE ON " + ", ".join(sorted({t for t, _ in ACCOUNT_TABLES} | {t for t, _, _ in SUBJECT_TABLES}

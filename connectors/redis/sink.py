@@ -28,6 +28,7 @@ class RedisSink(Sink):
     """Delivery: at-least-once orders, exactly-once in effect (a receipt key per request)."""
 
     name = "redis"
+    holds = ("account_profile", "session_logs")  # cached profiles and live sessions
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisSink:

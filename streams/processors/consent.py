@@ -27,25 +27,28 @@ __all__ = ["ConsentProcessor", "COOKIE_LIFETIME_MONTHS", "consent_state", "publi
 COOKIE_LIFETIME_MONTHS = 13
 
 _HISTORY = """
-INSERT INTO consent_history (event_id, subject_id, event_type, purposes, policy_version, occurred_at, source)
-VALUES (%(event_id)s, %(subject)s, %(event_type)s, %(purposes)s, %(policy_version)s, %(at)s, %(source)s)
+INSERT INTO consent_history (event_id, subject_id, event_type, purposes, policy_version, occurred_at, source,
+                             notice_hash)
+VALUES (%(event_id)s, %(subject)s, %(event_type)s, %(purposes)s, %(policy_version)s, %(at)s, %(source)s,
+        %(notice_hash)s)
 ON CONFLICT (event_id) DO NOTHING
 """
 # Event time decides: an older decision arriving late never overrides a newer one.
 _DECIDE = """
-INSERT INTO consent_current (subject_id, purpose, granted, given_at, expires_at, policy_version, expired_at)
-VALUES (%(subject)s, %(purpose)s, %(granted)s, %(at)s, %(expires)s, %(policy_version)s, NULL)
+INSERT INTO consent_current (subject_id, purpose, granted, given_at, expires_at, policy_version, expired_at,
+                             notice_hash)
+VALUES (%(subject)s, %(purpose)s, %(granted)s, %(at)s, %(expires)s, %(policy_version)s, NULL, %(notice_hash)s)
 ON CONFLICT (subject_id, purpose) DO UPDATE SET
     granted = EXCLUDED.granted, given_at = EXCLUDED.given_at, expires_at = EXCLUDED.expires_at,
-    policy_version = EXCLUDED.policy_version, expired_at = NULL
+    policy_version = EXCLUDED.policy_version, expired_at = NULL, notice_hash = EXCLUDED.notice_hash
 WHERE consent_current.given_at <= EXCLUDED.given_at
 """
 _NEWSLETTER = """
-INSERT INTO newsletter (subject_id, subscribed, email, updated_at)
-VALUES (%(subject)s, %(subscribed)s, %(email)s, %(at)s)
+INSERT INTO newsletter (subject_id, subscribed, email, updated_at, policy_version, notice_hash)
+VALUES (%(subject)s, %(subscribed)s, %(email)s, %(at)s, %(policy_version)s, %(notice_hash)s)
 ON CONFLICT (subject_id) DO UPDATE SET
     subscribed = EXCLUDED.subscribed, email = COALESCE(EXCLUDED.email, newsletter.email),
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at, policy_version = EXCLUDED.policy_version, notice_hash = EXCLUDED.notice_hash
 WHERE newsletter.updated_at <= EXCLUDED.updated_at
 """
 _EXPIRE = """
@@ -106,7 +109,7 @@ class ConsentProcessor:
                 kind, subject, at_ms = event["event_type"], _subject(event), event["occurred_at"]
                 base = {"event_id": event["event_id"], "subject": subject, "event_type": kind,
                         "at": ms_to_dt(at_ms), "source": event["source"],
-                        "policy_version": event.get("policy_version")}
+                        "policy_version": event.get("policy_version"), "notice_hash": event.get("notice_hash")}
                 if kind in ("consent.cookies_granted", "consent.cookies_withdrawn"):
                     granted = kind == "consent.cookies_granted"
                     await cur.execute(_HISTORY, {**base, "purposes": list(event["purposes"])})

@@ -92,7 +92,9 @@ def test_prometheus_scrapes_the_pipeline_and_sees_the_counters_move(tmp_path):
 
         status, body = http_get(f"http://127.0.0.1:{prom_port}/api/v1/rules", timeout_s=5)
         rules = [r["name"] for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
-        assert len(rules) == 10 and "LifecycleErasureOverdue" in rules
+        ours = yaml.safe_load((PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+        assert sorted(rules) == sorted(r["alert"] for g in ours["groups"] for r in g["rules"])
+        assert "LifecycleErasureOverdue" in rules and "LifecycleErasureProofRegressed" in rules
 
         status, body = http_get(f"http://127.0.0.1:{prom_port}/api/v1/labels", timeout_s=5)
         values = []
