@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A downstream store written by another team, joining the erasure protocol on the topics alone.
 
-It uses no code of this project: kafka-python, fastavro, and the published .avsc files. The
-store itself is a JSON file mapping account ids to records (a stand-in for any database).
+It uses no code of this project: kafka-python, fastavro, cryptography and the published .avsc
+files. The store itself is a JSON file mapping account ids to records (a stand-in for any database).
 
     lifecycle store add crm --out crm.key     # once, by the pipeline's operator: the store's ack key
     python examples/foreign_store.py --bootstrap 127.0.0.1:9092 --store crm --data crm.json --key-file crm.key
@@ -26,6 +26,13 @@ store has verified. An order whose account_id is empty names its subjects by key
 (`subject_hashes`, a later check of a completed erasure); a store that cannot compute those
 hashes answers failed (unchecked), as this one does. A new `round` means: erase again, even if
 the store has a receipt for the request.
+
+Access orders (docs/access.md) come on <prefix>access-orders: answer with AccessAnswer records on
+<prefix>erasure-acks, signed the same way, holding one JSON document ({"store", "holds",
+"items", "data"}) cut into parts, each sealed to the order's answer_key: a fresh X25519 key,
+HKDF-SHA256 (salt: its public key then the answer key; info "lifecycle-access-answer/1") into an
+AES-256-GCM key, associated data "request_id NUL store NUL part NUL parts"; the part is the
+ephemeral public key, the 12-byte nonce and the ciphertext.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ import time
 from pathlib import Path
 
 import fastavro
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -52,6 +63,34 @@ def schema_id(schema: dict) -> int:
     """The built-in registry's id rule (docs/schemas.md)."""
     v = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
     return ((v ^ (v >> 31) ^ (v >> 62)) & 0x7FFFFFFF) or 1
+
+
+def seal(answer_key: bytes, part: bytes, aad: bytes) -> bytes:
+    """One part of an access answer sealed to the order's key (the format above)."""
+    mine = X25519PrivateKey.generate()
+    ephemeral = mine.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    shared = mine.exchange(X25519PublicKey.from_public_bytes(answer_key))
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + answer_key,
+               info=b"lifecycle-access-answer/1").derive(shared)
+    nonce = os.urandom(12)
+    return ephemeral + nonce + AESGCM(key).encrypt(nonce, part, aad)
+
+
+def access_answer(order: dict, store: dict, name: str, schema: dict, schema_id_: int) -> bytes:
+    """What this store holds about the order's subjects, as one AccessAnswer (one part suffices
+    for a small store; a large one cuts the document into parts of a few hundred KB)."""
+    ids = set(order["subjects"]) | {order["account_id"]}
+    records = {i: store[i] for i in sorted(ids) if i in store}
+    items = sum(len(v) for v in records.values())
+    document = json.dumps({"store": name, "holds": ["account_profile"], "items": items,
+                           "data": {"records": records}}).encode()
+    aad = f"{order['request_id']}\0{name}\0{0}\0{1}".encode()
+    answer = {"request_id": order["request_id"], "store": name, "part": 0, "parts": 1, "items": items,
+              "sealed": seal(order["answer_key"], document, aad), "completed_at": int(time.time() * 1000),
+              "error": None}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema, answer)
+    return struct.pack(">bI", 0, schema_id_) + body.getvalue()
 
 
 def main() -> None:
@@ -66,10 +105,14 @@ def main() -> None:
     ack_key = bytes.fromhex(Path(args.key_file).read_text().strip())
 
     order_schema = fastavro.parse_schema(json.loads((SCHEMAS / "DeletionOrder.avsc").read_text()))
+    access_schema = fastavro.parse_schema(json.loads((SCHEMAS / "AccessOrder.avsc").read_text()))
     ack_raw = json.loads((SCHEMAS / "ErasureAck.avsc").read_text())
     ack_schema, ack_id = fastavro.parse_schema(ack_raw), schema_id(ack_raw)
+    answer_raw = json.loads((SCHEMAS / "AccessAnswer.avsc").read_text())
+    answer_schema, answer_id = fastavro.parse_schema(answer_raw), schema_id(answer_raw)
 
-    consumer = KafkaConsumer(f"{args.prefix}tombstones", bootstrap_servers=args.bootstrap,
+    consumer = KafkaConsumer(f"{args.prefix}tombstones", f"{args.prefix}access-orders",
+                             bootstrap_servers=args.bootstrap,
                              group_id=f"{args.prefix}store-{args.store}", enable_auto_commit=False,
                              auto_offset_reset="earliest", session_timeout_ms=6000)
     producer = KafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
@@ -81,8 +124,15 @@ def main() -> None:
             for msg in batch:
                 if msg.value is None or msg.value[0] != 0:
                     continue
-                order = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), order_schema)
                 store = json.loads(data_path.read_text()) if data_path.exists() else {}
+                if msg.topic == f"{args.prefix}access-orders":
+                    access = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), access_schema)
+                    value = access_answer(access, store, args.store, answer_schema, answer_id)
+                    signature = hmac.new(ack_key, value, hashlib.sha256).hexdigest().encode()
+                    producer.send(f"{args.prefix}erasure-acks", key=access["request_id"].encode(), value=value,
+                                  headers=[("lifecycle.signature", signature)]).get(timeout=30)
+                    continue
+                order = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), order_schema)
                 ids = set(order.get("subjects") or []) | {order["account_id"]}
                 answer = {"request_id": order["request_id"], "account_id": order["account_id"] or None,
                           "store": args.store, "items_erased": 0, "completed_at": int(time.time() * 1000),

@@ -39,7 +39,7 @@ from kafka import KafkaConsumer, TopicPartition
 ERASED = "[erased]"
 TOPICS = ["account-events", "session-events", "consent-events", "analytics-events", "accounts", "consents",
           "session-logs", "traffic-aggregates", "tombstones", "erasure-acks", "erasure-status", "retention-orders",
-          "dead-letters"]
+          "access-orders", "dead-letters"]
 
 
 def schema_id(schema: dict) -> int:

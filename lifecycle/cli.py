@@ -162,7 +162,8 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     if settings.metrics_port is not None:
         metrics.serve(settings.http_host, settings.metrics_port)
         _say(f"connector {sink.name}: metrics on http://{settings.http_host}:{settings.metrics_port}/metrics")
-    _say(f"connector {sink.name}: consuming {settings.topic('tombstones')} and {settings.topic('retention-orders')}")
+    _say(f"connector {sink.name}: consuming {settings.topic('tombstones')}, {settings.topic('retention-orders')} "
+         f"and {settings.topic('access-orders')}")
     run_connector(settings, sink, stop, metrics)
     return 0
 
@@ -311,14 +312,79 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    """Everything held about one account, as JSON on standard output."""
+    """Everything the pipeline's database and files hold about one account, as JSON on standard
+    output; with ``--archive``, the access archive gathered from every store (docs/access.md)."""
     if not settings.postgres_dsn:
         raise LifecycleError("`lifecycle export` needs LIFECYCLE_POSTGRES_DSN")
+    if args.archive:
+        return _export_archive(settings, args)
     from lifecycle.export import export_account
 
     data = export_account(settings.postgres_dsn, settings.files_dir, args.account)
     print(json.dumps(data, indent=2, sort_keys=True))
     return 0 if data["profile"] else 1
+
+
+def _ledger_context(settings: Settings) -> Any:
+    """What the worker's ledger functions need, for a command that writes to the ledger itself
+    (its records go through the outbox, which the running worker relays)."""
+    from prometheus_client import CollectorRegistry
+
+    from lifecycle_core.clock import make_clock
+    from lifecycle_core.datakeys import open_data_keys
+    from lifecycle_core.keys import open_keyring
+    from lifecycle_core.policy import load_policy
+    from schemas.catalog import load_catalog
+    from schemas.codec import Codec
+    from schemas.registry import make_registry
+    from streams.context import Context
+    from streams.metrics import Metrics
+
+    catalog = load_catalog()
+    keys = open_keyring(settings, create=False)
+    return Context(settings=settings, clock=make_clock(settings.clock), keys=keys,
+                   codec=Codec(make_registry(settings.schema_registry_url, catalog), catalog,
+                               topic_prefix=settings.topic_prefix),
+                   metrics=Metrics.create(CollectorRegistry(), catalog), policy=load_policy(settings.retention_policy),
+                   data_keys=open_data_keys(settings, keys, create=False))
+
+
+def _export_archive(settings: Settings, args: argparse.Namespace) -> int:
+    """Open (or find) the account's access request, wait for every store, write the zip."""
+    import asyncio
+    import time
+    from pathlib import Path
+
+    from streams.access import access_state, open_access
+    from streams.db import connect
+
+    ctx = _ledger_context(settings)
+
+    async def run(opening: bool) -> Any:
+        conn = await connect(settings.postgres_dsn or "")
+        try:
+            async with conn.transaction():
+                return await (open_access if opening else access_state)(conn, ctx, args.account)
+        finally:
+            await conn.close()
+
+    state = asyncio.run(run(True))
+    if state is None:
+        raise LifecycleError(f"no account {args.account!r} in the pipeline (never registered, or erased)")
+    print(f"access request {state['request_id']}: asked {len(state['stores'])} store(s), deadline "
+          f"{state['deadline']}", file=sys.stderr, flush=True)
+    end = time.monotonic() + args.wait
+    while state["archive"] is None:
+        if time.monotonic() > end:
+            state.pop("archive")
+            print(json.dumps(state, indent=2))
+            print(f"not every store has answered after {args.wait:.0f} s; run again later", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+        state = asyncio.run(run(False)) or state
+    Path(args.archive).write_bytes(state.pop("archive"))
+    print(json.dumps({**state, "archive": args.archive}, indent=2))
+    return 0
 
 
 def cmd_retention_plan(settings: Settings, args: argparse.Namespace) -> int:
@@ -550,8 +616,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", default=None, help="only letters from this contract topic")
     replay.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the group join")
     replay.set_defaults(fn=cmd_dlq_replay, reads="broker")
-    export = sub.add_parser("export", help="everything held about an account, as JSON")
+    export = sub.add_parser("export", help="everything held about an account, as JSON, or its access archive")
     export.add_argument("account")
+    export.add_argument("--archive", default=None, metavar="FILE",
+                        help="gather what every store holds through an access order and write the zip here")
+    export.add_argument("--wait", type=float, default=120.0, help="seconds to wait for every store (--archive)")
     export.set_defaults(fn=cmd_export, reads="database")
     connector = sub.add_parser("connector", help="run one downstream store's erasure connector")
     connector.add_argument("store", help="postgres, redis, files or mailing-list")

@@ -190,6 +190,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
         time.sleep(1.5)  # one more tick and relay round, so the report reads settled tables
         ok = _report(live, scrape(live), sent, len(bad), say)
         _record_of_processing(live, say)
+        ok = _access_export(live, say, tag) and ok
         say(f"metrics of every process saved to {save_metrics(live)}")
         say(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
@@ -301,6 +302,46 @@ def _record_of_processing(live: Settings, say: Callable[[str], None]) -> None:
         f"{len(record['recipients'])} recipients, written to {md} (and .json)")
     for activity in record["activities"][:3]:
         say(f"  {activity['category']}: {activity['time_limit']}; purpose: \"{activity['purpose']}\"")
+
+
+def _access_export(live: Settings, say: Callable[[str], None], tag: str) -> bool:
+    """One person's copy of their data (GDPR Art. 15, 20), asked as a client would, over HTTP
+    with a read token: every store answers the access order (docs/access.md)."""
+    import io
+    import zipfile
+
+    import psycopg
+
+    from lifecycle.supervisor import http_get
+    from streams.http_auth import load_tokens
+
+    with psycopg.connect(live.postgres_dsn or "") as conn:
+        row = conn.execute("SELECT account_id FROM accounts WHERE status IN ('active', 'registered') "
+                           "AND account_id LIKE %s ORDER BY 1 LIMIT 1", (f"acc-{tag}%",)).fetchone()
+    if row is None:
+        say("access export: no active account to ask for")
+        return False
+    token = next((t.decode() for t, scopes in load_tokens(live).entries if "read" in scopes), None)
+    url = f"http://{live.http_host}:{live.http_port}/v1/accounts/{row[0]}/export"
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        status, body = http_get(url, timeout_s=10, token=token)
+        if status == 200:
+            path = live.state_dir / f"access-{row[0]}.zip"
+            path.write_bytes(body)
+            manifest = json.loads(zipfile.ZipFile(io.BytesIO(body)).read("manifest.json"))
+            say(f"access export (GDPR Art. 15, 20) of {row[0]}: {len(body)} bytes written to {path}")
+            for entry in manifest["files"]:
+                say(f"  {entry['path']}: {entry['items']} item(s), sha256 {entry['sha256'][:16]}...")
+            say(f"  provided by the person: {', '.join(manifest['provided'])}; observed: "
+                f"{', '.join(manifest['observed'])}; recipients: {len(manifest['recipients'])} stores")
+            return True
+        if status != 202:
+            say(f"access export: HTTP {status}")
+            return False
+        time.sleep(0.5)
+    say("access export: not every store answered within 60 s")
+    return False
 
 
 def _report(live: Settings, metrics: dict[str, float], sent: int, bad: int, say: Callable[[str], None]) -> bool:

@@ -20,26 +20,15 @@ from typing import Any
 
 import yaml
 
-from lifecycle_core.config import PROJECT_ROOT, Settings
-from lifecycle_core.errors import ConfigError
+from lifecycle_core.config import Settings
 from lifecycle_core.policy import Policy, load_policy
+from lifecycle_core.processing import PROCESSING_FILE, load_processing
 from schemas.catalog import load_catalog
 from schemas.personal import datamap
 
 __all__ = ["PROCESSING_FILE", "load_processing", "build_record", "problems", "to_markdown", "table_names"]
 
-PROCESSING_FILE = PROJECT_ROOT / "deploy" / "processing.yaml"
 _CATEGORY_KEYS = {"subjects", "data", "purpose", "basis", "source"}
-
-
-def load_processing(path: Path = PROCESSING_FILE) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("categories"), dict):
-        raise ConfigError(f"{path}: expected a mapping with `categories`")
-    return data
 
 
 def _retention(policy: Policy, name: str) -> dict[str, Any]:

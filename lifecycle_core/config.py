@@ -101,6 +101,7 @@ class Settings:
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
     erasure_retry_s: int = 30
     erasure_reverify_days: int = 30  # a completed erasure is verified again this often (0: never)
+    access_keep_days: int = 7  # an access archive is kept this long for the person to fetch (docs/access.md)
     files_root: Path | None = None
     # Least privilege in PostgreSQL (lifecycle_core/pgroles.py): a role per component.
     postgres_roles: bool = True
@@ -187,6 +188,7 @@ class Settings:
         for name, minimum in (("SESSION_IDLE_TIMEOUT_S", 1), ("TRAFFIC_K", 1), ("TRAFFIC_GRACE_S", 0),
                               ("MAX_FUTURE_S", 0),
                               ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1), ("ERASURE_REVERIFY_DAYS", 0),
+                              ("ACCESS_KEEP_DAYS", 1),
                               ("OUTBOX_BATCH", 1), ("DATA_KEY_CACHE_S", 0),
                               ("HTTP_BODY_TIMEOUT_S", 1), ("HTTP_MAX_IN_FLIGHT", 1)):
             if (raw := get(name)) is not None:

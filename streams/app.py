@@ -34,6 +34,7 @@ from schemas.catalog import Catalog, load_catalog
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from schemas.registry import make_registry
+from streams.access import access_tick, answer_problem, apply_answers
 from streams.db import Database, apply_schema, describe, with_retry
 from streams.erasure import ack_problem, apply_acks, erasure_tick
 from streams.http_auth import load_tokens, middleware
@@ -345,6 +346,10 @@ def _register_background(pipeline: Pipeline) -> None:
         except Exception as exc:
             log.warning("erasure tick failed: %s", describe(exc))
         try:
+            await tick_db.run("access tick", lambda conn: access_tick(conn, pipeline.context, now))
+        except Exception as exc:
+            log.warning("access tick failed: %s", describe(exc))
+        try:
             await tick_db.run("retention tick",
                               lambda conn: retention_tick(conn, pipeline.context, pipeline.context.policy, now))
         except Exception as exc:
@@ -409,6 +414,7 @@ async def _handle_acks(pipeline: Pipeline, db: Database, registry_down: Any, mes
                                on_retry=lambda exc: registry_down.inc())
     good: list[tuple[Any, dict[str, Any]]] = []
     sweeps: list[dict[str, Any]] = []
+    answers: list[tuple[Any, dict[str, Any]]] = []
     pending: list[Any] = []
 
     async def reject(msg: Any, rejected: Rejected) -> None:
@@ -423,29 +429,40 @@ async def _handle_acks(pipeline: Pipeline, db: Database, registry_down: Any, mes
             await reject(msg, Rejected(forged[0], "ForgedAck", forged[1], stage="erasure-acks"))
         elif outcome.record.short_name == "RetentionAck":
             sweeps.append(outcome.value)
+        elif outcome.record.short_name == "AccessAnswer":
+            if (problem := answer_problem(outcome.value)) is not None:
+                await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
+            else:
+                answers.append((msg, outcome.value))
         elif (problem := ack_problem(outcome.value)) is not None:
             await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
         else:
             good.append((msg, outcome.value))
-    if good:
+    async def isolating(what: str, apply: Callable[[Any, list[dict[str, Any]]], Awaitable[Any]],
+                        items: list[tuple[Any, dict[str, Any]]]) -> None:
+        """Apply the batch; when it fails (not transiently), item by item, dead-lettering the one that fails."""
         try:
-            await db.run("erasure acks", lambda conn: apply_acks(conn, pipeline.context, [a for _, a in good]))
-        except Exception as exc:  # not transient: find the ack that fails, apply the others
-            log.warning("ack batch failed with %s; applying ack by ack", describe(exc))
-            for msg, ack in good:
+            await db.run(what, lambda conn: apply(conn, [a for _, a in items]))
+        except Exception as exc:
+            log.warning("%s: batch failed with %s; applying one by one", what, describe(exc))
+            for msg, item in items:
                 try:
-                    await db.run("erasure ack", functools.partial(_apply_one_ack, ctx=pipeline.context, ack=ack))
+                    await db.run(what, functools.partial(apply_one, apply=apply, item=item))
                 except Exception as single:
                     await reject(msg, Rejected("processing_failed", type(single).__name__,
                                                f"{describe(single)} while applying", stage="erasure-acks"))
+
+    async def apply_one(conn: Any, *, apply: Any, item: dict[str, Any]) -> Any:
+        return await apply(conn, [item])
+
+    if good:
+        await isolating("erasure acks", lambda conn, acks: apply_acks(conn, pipeline.context, acks), good)
     if sweeps:
         await db.run("retention acks", lambda conn: apply_retention_acks(conn, pipeline.context, sweeps))
+    if answers:
+        await isolating("access answers", lambda conn, items: apply_answers(conn, pipeline.context, items), answers)
     for fut in pending:
         await fut
-
-
-async def _apply_one_ack(conn: psycopg.AsyncConnection[Any], *, ctx: Context, ack: dict[str, Any]) -> int:
-    return await apply_acks(conn, ctx, [ack])
 
 
 async def _tick_one(conn: psycopg.AsyncConnection[Any], *, processor: Any, now: int, ctx: Context) -> None:

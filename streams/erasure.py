@@ -29,6 +29,7 @@ import psycopg
 from lifecycle_core.keys import Keyring
 from lifecycle_core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
 from schemas.statuses import SUCCESS, AckStatus
+from streams.access import forget_access
 from streams.context import Context, Row
 from streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
 
@@ -102,6 +103,7 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
             "VALUES (%s, %s, CASE WHEN %s THEN 'infinity'::timestamptz END) ON CONFLICT (subject_hash) DO UPDATE "
             "SET request_id = EXCLUDED.request_id, expires_at = CASE WHEN suppressed_subjects.expires_at IS NULL "
             "THEN NULL ELSE EXCLUDED.expires_at END", suppressed)
+    await forget_access(conn, [h for a in accounts for h in keys.candidates(a)])  # its archive holds personal data
     await _destroy_keys(conn, ctx, [(rid, [a, *(v for v in links[a] if v not in shared)], a in held)
                                     for rid, (a, _, _) in zip(request_ids, todo, strict=True)])
     await ctx.enqueue(conn, rows)

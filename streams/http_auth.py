@@ -1,7 +1,7 @@
 """Who may call what on the HTTP port: bearer tokens with scopes, checked before any `/v1` view
 runs, a cap on requests in flight, and a body read whole, within a cap and a deadline.
 
-Scopes: `ingest` (POST /v1/events), `read` (consent, erasure status), `keys` (the key service).
+Scopes: `ingest` (POST /v1/events), `read` (consent, erasure status, access export), `keys` (the key service).
 Tokens: `LIFECYCLE_HTTP_TOKEN` (ingest), `LIFECYCLE_READ_TOKEN` (read), `LIFECYCLE_KEYS_TOKEN`
 (keys), each a comma-separated list so that an old and a new token work side by side while
 callers move over; and `LIFECYCLE_HTTP_TOKENS_FILE`, one `SCOPE[,SCOPE...] TOKEN` a line. A `/v1`
@@ -34,6 +34,7 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/v1/events/?$"), "ingest"),
     ("GET", re.compile(r"^/v1/subjects/[^/]+/consent/?$"), "read"),
     ("GET", re.compile(r"^/v1/accounts/[^/]+/erasure/?$"), "read"),
+    ("GET", re.compile(r"^/v1/accounts/[^/]+/export/?$"), "read"),
     ("POST", re.compile(r"^/v1/keys(/lookup)?/?$"), "keys"),
 )
 

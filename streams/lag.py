@@ -1,8 +1,8 @@
 """Consumer lag of every consumer group of the pipeline, measured by the worker itself.
 
 For each group (the workers' intake group `<prefix>worker` on the input topics, their Faust group
-`<prefix>worker-acks` on `erasure-acks`, and each store's group on `tombstones` and
-`retention-orders`), per topic: the sum over partitions of the log-end offset minus the group's
+`<prefix>worker-acks` on `erasure-acks`, and each store's group on `tombstones`,
+`retention-orders` and `access-orders`), per topic: the sum over partitions of the log-end offset minus the group's
 committed offset (or the log start, where the group has committed nothing yet). Exported as
 ``lifecycle_consumer_lag{topic,group}`` and, so that a consumer that stopped moving can be told
 from one that is merely behind, ``lifecycle_consumer_committed_offset{topic,group}``. Labels are
@@ -26,7 +26,7 @@ def pipeline_groups(settings: Settings, input_topics: list[str]) -> dict[str, li
     """Group role -> the contract topics it consumes."""
     groups = {"worker": [*input_topics, "erasure-acks"]}
     for store in settings.erasure_stores:
-        groups[f"store-{store}"] = ["tombstones", "retention-orders"]
+        groups[f"store-{store}"] = ["tombstones", "retention-orders", "access-orders"]
     return groups
 
 

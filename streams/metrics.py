@@ -71,6 +71,11 @@ class Metrics:
     orders_reissued: Counter
     verifications: Counter
     regressions: Counter
+    access_opened: Counter
+    access_completed: Counter
+    access_pending: Gauge
+    access_overdue: Gauge
+    access_parts_refused: Counter
     retention_orders: Counter
     retention_items_deleted: Counter
     retention_overdue: Gauge
@@ -218,6 +223,18 @@ class Metrics:
             regressions=Counter(f"{prefix}erasure_proofs_regressed",
                                 "Completed erasures a later verification contradicted (the proof is regressed "
                                 "and the erasure re-opened).", registry=registry),
+            access_opened=Counter(f"{prefix}access_requests_opened",
+                                  "Access requests opened (GDPR Art. 15 and 20; docs/access.md).", registry=registry),
+            access_completed=Counter(f"{prefix}access_requests_completed",
+                                     "Access requests answered by every store, their archive assembled.",
+                                     registry=registry),
+            access_pending=Gauge(f"{prefix}access_requests_pending", "Access requests open now.", registry=registry),
+            access_overdue=Gauge(f"{prefix}access_requests_overdue",
+                                 "Open access requests past their one-month deadline (policy clock).",
+                                 registry=registry),
+            access_parts_refused=Counter(f"{prefix}access_parts_refused",
+                                         "Stores' access answers whose sealed parts did not open (the store is "
+                                         "asked again).", registry=registry),
             retention_orders=Counter(f"{prefix}retention_orders_issued",
                                      "Retention orders issued, by data category (deploy/retention.yaml).",
                                      ["category"], registry=registry),

@@ -365,3 +365,43 @@ ALTER TABLE consent_history ADD COLUMN IF NOT EXISTS notice_hash text;
 ALTER TABLE consent_current ADD COLUMN IF NOT EXISTS notice_hash text;
 ALTER TABLE newsletter ADD COLUMN IF NOT EXISTS policy_version text;
 ALTER TABLE newsletter ADD COLUMN IF NOT EXISTS notice_hash text;
+
+-- Access requests (streams/access.py, docs/access.md). account_id, subjects and the wrapped
+-- private half of the answer key live only while the request is open; the archive (personal
+-- data) until expires_at, or until the account's erasure opens.
+CREATE TABLE IF NOT EXISTS access_requests (
+    request_id     uuid PRIMARY KEY,
+    account_hash   text NOT NULL,
+    account_id     text,
+    subjects       text[],
+    opened_at      timestamptz NOT NULL,
+    deadline       timestamptz NOT NULL,
+    state          text NOT NULL DEFAULT 'open',  -- open, complete, expired
+    box_key        bytea,
+    answer_key     bytea NOT NULL,
+    completed_at   timestamptz,
+    archive        bytea,
+    archive_sha256 text,
+    expires_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS access_requests_hash ON access_requests (account_hash);
+CREATE TABLE IF NOT EXISTS access_progress (
+    request_id     uuid NOT NULL REFERENCES access_requests ON DELETE CASCADE,
+    store          text NOT NULL,
+    status         text NOT NULL DEFAULT 'pending',  -- pending, answered, failed
+    parts          int,
+    items          bigint,
+    attempts       int NOT NULL DEFAULT 1,
+    last_issued_at timestamptz NOT NULL DEFAULT now(),
+    answered_at    timestamptz,
+    error          text,
+    PRIMARY KEY (request_id, store)
+);
+CREATE TABLE IF NOT EXISTS access_parts (
+    request_id uuid NOT NULL,
+    store      text NOT NULL,
+    part       int NOT NULL,
+    sealed     bytea NOT NULL,
+    PRIMARY KEY (request_id, store, part),
+    FOREIGN KEY (request_id, store) REFERENCES access_progress ON DELETE CASCADE
+);

@@ -26,6 +26,7 @@ from lifecycle_core.pgroles import component_dsn
 from lifecycle_core.timeutil import ms_to_dt
 from schemas.errors import ValidationFailed
 from schemas.validate import from_json, subject_key
+from streams.access import open_access
 from streams.db import Database, describe
 from streams.erasure import erasure_status
 from streams.http_auth import BodyTooLarge, BodyTooSlow, read_body
@@ -248,6 +249,30 @@ def register_views(pipeline: Pipeline) -> None:
                     for key in ("acknowledged_at", "verified_at"):
                         store[key] = _iso(store[key]) if store[key] else None
             return self.json({"erasures": statuses})
+
+    access_db = Database(settings.postgres_dsn or "")  # opening a request writes: the worker's role
+
+    @app.page("/v1/accounts/{account_id}/export")
+    class Export(faust.web.View):
+        async def get(self, request: Any, account_id: str) -> Any:
+            """The account's access archive (docs/access.md): the first call opens the request,
+            202 while the stores answer, 200 with the zip once every store has."""
+            if not 0 < len(account_id) <= 256:
+                return self.json({"errors": [_problem(None, "account_id", "1 to 256 characters")]}, status=400)
+            try:
+                state = await access_db.run("access request", lambda conn: open_access(
+                    conn, pipeline.context, account_id))
+            except Exception as exc:
+                log.warning("access request failed: %s", describe(exc))
+                return self.json({"error": "database unavailable"}, status=503)
+            if state is None:
+                return self.json({"error": "no such account"}, status=404)
+            archive = state.pop("archive")
+            if archive is None:
+                return self.json(state, status=202, headers={"Retry-After": "5"})
+            return self.bytes(archive, content_type="application/zip", headers={
+                "Content-Disposition": f'attachment; filename="access-{state["request_id"]}.zip"',
+                "X-Archive-SHA256": state["archive_sha256"]})
 
     @app.page("/v1/subjects/{subject_id}/consent")
     class Consent(faust.web.View):

@@ -12,6 +12,10 @@ anywhere in between redelivers the batch, and the sink's idempotence turns that 
 acknowledgement again. A store that cannot be reached keeps its batch, retries with backoff, and
 tells the orchestrator with a ``failed`` acknowledgement (at most once a minute).
 
+An access order (from `access-orders`) changes nothing: the sink gathers what it holds about the
+subjects (``Sink.export``) and the answer goes back in parts, each sealed to the order's key
+(lifecycle_core/boxes.py) and signed like any acknowledgement (docs/access.md).
+
 A verify order (``action: verify``) deletes nothing: the sink looks again (``Sink.verify``) and
 the answer says how many items are left. Orders that name their subjects by keyed hashes alone
 (a completed erasure checked again) are matched against the ids the store holds first.
@@ -20,15 +24,18 @@ the answer says how many items are left. Orders that name their subjects by keye
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from connectors.base.metrics import ConnectorMetrics
 from connectors.base.sink import (
+    AccessOrder,
     AckStatus,
     ErasureOrder,
     Outcome,
@@ -38,6 +45,7 @@ from connectors.base.sink import (
     TransientStoreError,
 )
 from lifecycle_core.backoff import Backoff
+from lifecycle_core.boxes import BoxError, part_aad, seal_to
 from lifecycle_core.config import Settings
 from lifecycle_core.crypto import load_master_key
 from lifecycle_core.errors import ConfigError
@@ -51,8 +59,10 @@ from schemas.registry import make_registry
 __all__ = ["run_connector", "group_id", "categories_of", "store_key"]
 
 log = logging.getLogger("lifecycle.connector")
+_T = TypeVar("_T")
 BATCH = 100
 FAILED_ACK_EVERY_S = 60.0
+PART_BYTES = 512 * 1024  # of an access answer, before sealing: a part stays far under the broker's 1 MB
 TICK_S = 2.0
 # Fault injection (tests only): SIGKILL the connector after its deletes committed and before the
 # ack, once per request (a marker file per request in this folder remembers it happened).
@@ -84,8 +94,8 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
         client_id=f"lifecycle-store-{sink.name}",
         **settings.kafka_client_kwargs(),
     )
-    consumer.assign(_all_partitions(consumer, [settings.topic("tombstones"), settings.topic("retention-orders")],
-                                    stop))
+    consumer.assign(_all_partitions(consumer, [settings.topic("tombstones"), settings.topic("retention-orders"),
+                                               settings.topic("access-orders")], stop))
     producer = _SigningProducer(KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
                                               client_id=f"lifecycle-store-{sink.name}",
                                               **settings.kafka_client_kwargs()),
@@ -96,7 +106,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     unavailable = metrics.unavailable.labels(sink.name)
     last_failed_ack = 0.0
     last_tick = 0.0
-    retention_topic = settings.topic("retention-orders")
+    retention_topic, access_topic = settings.topic("retention-orders"), settings.topic("access-orders")
     try:
         while not stop.is_set():
             if time.monotonic() - last_tick > TICK_S:
@@ -113,15 +123,20 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
             orders: dict[str, ErasureOrder] = {}
             verifies: dict[str, ErasureOrder] = {}
             sweeps: dict[str, RetentionOrder] = {}
+            accesses: dict[str, AccessOrder] = {}
             for msg in messages:
                 retention = msg.topic == retention_topic
+                contract = "retention-orders" if retention else "access-orders" if msg.topic == access_topic \
+                    else "tombstones"
                 try:
-                    value = codec.decode(msg.value, topic="retention-orders" if retention else "tombstones").value
+                    value = codec.decode(msg.value, topic=contract).value
                 except DecodeError as exc:
                     log.warning("skipping an unreadable order at %s[%d]@%d: %s", msg.topic, msg.partition,
                                 msg.offset, exc.reason)
                     continue
-                if retention:
+                if contract == "access-orders":
+                    accesses[value["request_id"]] = AccessOrder.from_record(value)
+                elif retention:
                     sweeps[value["category"]] = RetentionOrder.from_record(value)  # the latest counts
                 else:
                     order = ErasureOrder.from_record(value)
@@ -152,6 +167,8 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
             if verifies and not _verify(resolver, producer, codec, settings, list(verifies.values()), stop):
                 break
             if not sweeper.run(list(sweeps.values()), stop):
+                break
+            if accesses and not _answer_access(sink, producer, codec, settings, list(accesses.values()), stop):
                 break
             consumer.commit()
     finally:
@@ -316,20 +333,25 @@ class _Resolver:
         return {**found, **{o.request_id: 0 for o in empty}}
 
 
+def _retrying(store: str, what: str, fn: Callable[[], _T], stop: threading.Event) -> _T | None:
+    """``fn()`` once the store answers (retried with backoff while it is unreachable); None if
+    stopped first."""
+    backoff = Backoff(first_s=0.2, max_s=10.0)
+    while not stop.is_set():
+        try:
+            return fn()
+        except TransientStoreError as exc:
+            log.warning("store %s unavailable %s (%s); retrying", store, what, type(exc.__cause__ or exc).__name__)
+            stop.wait(backoff.next_delay())
+    return None
+
+
 def _verify(resolver: _Resolver, producer: Any, codec: Codec, settings: Settings, orders: list[ErasureOrder],
             stop: threading.Event) -> bool:
     """Answer verify orders (docs/erasure.md): nothing_found when the store holds nothing more,
     failed with items_found when it does. False if stopped before the answer."""
-    backoff = Backoff(first_s=0.2, max_s=10.0)
-    while not stop.is_set():
-        try:
-            found = resolver.verify(orders)
-            break
-        except TransientStoreError as exc:
-            log.warning("store %s unavailable to verify (%s); retrying", resolver.sink.name,
-                        type(exc.__cause__ or exc).__name__)
-            stop.wait(backoff.next_delay())
-    else:
+    found = _retrying(resolver.sink.name, "to verify", lambda: resolver.verify(orders), stop)
+    if found is None:
         return False
     outcomes = {rid: Outcome(AckStatus.NOTHING_FOUND) if not n else
                 Outcome(AckStatus.FAILED, 0, f"{n} item(s) still held") for rid, n in found.items()}
@@ -337,6 +359,37 @@ def _verify(resolver: _Resolver, producer: Any, codec: Codec, settings: Settings
     for rid, n in found.items():
         if n:
             log.warning("store %s still holds %d item(s) of erasure %s", resolver.sink.name, n, rid)
+    return True
+
+
+def _answer_access(sink: Sink, producer: Any, codec: Codec, settings: Settings, orders: list[AccessOrder],
+                   stop: threading.Event) -> bool:
+    """Answer access orders: what the store holds, in sealed parts. False if stopped first."""
+    held = _retrying(sink.name, "for an access order", lambda: sink.export(orders), stop)
+    if held is None:
+        return False
+    futures = []
+    for order in orders:
+        found = held.get(order.request_id)
+        document = json.dumps({"store": sink.name, "holds": list(sink.holds), "items": found.items if found else 0,
+                               "data": found.data if found else {}}, sort_keys=True).encode()
+        chunks = [document[i:i + PART_BYTES] for i in range(0, len(document), PART_BYTES)]
+        answers: list[dict[str, Any]] = []
+        try:
+            for part, chunk in enumerate(chunks):
+                sealed = seal_to(order.answer_key, chunk, part_aad(order.request_id, sink.name, part, len(chunks)))
+                answers.append({"part": part, "parts": len(chunks), "sealed": sealed, "error": None})
+        except BoxError as exc:
+            answers = [{"part": 0, "parts": 0, "sealed": b"", "error": str(exc)}]
+        for answer in answers:
+            value = codec.encode("AccessAnswer", {
+                "request_id": order.request_id, "store": sink.name, "items": found.items if found else 0,
+                "completed_at": _now_ms(), **answer})
+            futures.append(producer.send(settings.topic("erasure-acks"), key=order.request_id.encode(), value=value))
+    producer.flush(timeout=30)
+    for fut in futures:
+        fut.get(timeout=30)
+    log.info("store %s answered %d access order(s)", sink.name, len(orders))
     return True
 
 

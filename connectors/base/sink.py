@@ -5,7 +5,9 @@ implementing it; the runner (runner.py) does the Kafka side."""
 from __future__ import annotations
 
 import abc
+import base64
 import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import Iterable
 from typing import Any, ClassVar, Self
@@ -15,7 +17,7 @@ from lifecycle_core.errors import ConfigError, LifecycleError
 from schemas.statuses import AckStatus
 
 __all__ = ["ErasureOrder", "Outcome", "Sink", "RetentionSink", "TransientStoreError", "RetentionOrder", "Expiry",
-           "AckStatus", "required"]
+           "AckStatus", "required", "AccessOrder", "Held", "jsonable"]
 
 
 class TransientStoreError(LifecycleError):
@@ -63,6 +65,31 @@ class ErasureOrder:
         if not self.categories and not self.pseudonymise:
             return False
         return category not in self.categories and category not in self.pseudonymise
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessOrder:
+    """An access order as read from `access-orders`: what the store holds about these subjects,
+    for a copy the person asked for (docs/access.md)."""
+
+    request_id: str
+    account_id: str
+    subjects: tuple[str, ...]  # the account id and every visitor id linked to it
+    answer_key: bytes  # the X25519 public key the answer is sealed to
+
+    @classmethod
+    def from_record(cls, value: dict[str, Any]) -> AccessOrder:
+        subjects = tuple(value.get("subjects") or ()) or (value["account_id"],)
+        return cls(value["request_id"], value["account_id"], subjects, bytes(value["answer_key"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """What a store holds about an access order's subjects: JSON-ready data (what it is called
+    in the store, then the items: rows, keys, files) and how many items."""
+
+    data: dict[str, Any]
+    items: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +162,11 @@ class Sink(abc.ABC):
         """Every subject id (account or visitor id) the store holds data for. An order that
         names its subjects by keyed hashes alone is matched against these (runner.py)."""
 
+    @abc.abstractmethod
+    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+        """What the store holds about each order's subjects, by request id, changing nothing.
+        Raise TransientStoreError when the store cannot be reached."""
+
     def tick(self) -> None:
         """Periodic work between batches (a projection to refresh); none by default."""
         return None
@@ -156,6 +188,19 @@ class RetentionSink(Sink):
     @abc.abstractmethod
     def plan(self, order: RetentionOrder) -> int:
         """How many items ``expire(order)`` would erase now; erases nothing."""
+
+
+def jsonable(value: Any) -> Any:
+    """A stored value as JSON holds it: times in ISO 8601 (UTC), bytes in base64."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, (bytes, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
 def required(value: str | None, name: str) -> str:

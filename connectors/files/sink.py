@@ -15,6 +15,9 @@ the cutoff, in account folders (held accounts excepted) and under ``_retained``.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -22,13 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.base.sink import (
+    AccessOrder,
     AckStatus,
     ErasureOrder,
     Expiry,
+    Held,
     Outcome,
     RetentionOrder,
     RetentionSink,
     TransientStoreError,
+    jsonable,
 )
 from lifecycle_core.config import Settings
 from lifecycle_core.keys import Keyring, load_keyring
@@ -36,6 +42,7 @@ from lifecycle_core.keys import Keyring, load_keyring
 __all__ = ["FilesSink", "account_folder"]
 
 BILLING = "billing_records"
+EXPORT_INLINE_BYTES = 8 * 1024 * 1024  # larger files are listed in an access export, not copied
 
 
 def account_folder(root: Path, account_id: str) -> Path:
@@ -117,6 +124,30 @@ class FilesSink(RetentionSink):
         billing = folder / "billing"
         return sum(1 for p in folder.rglob("*") if p.is_file()
                    and not (order.keeps(BILLING) and p.is_relative_to(billing)))
+
+    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+        try:
+            return {o.request_id: self._held(o) for o in orders}
+        except OSError as exc:
+            raise TransientStoreError("files root unavailable") from exc
+
+    def _held(self, order: AccessOrder) -> Held:
+        try:
+            folder = account_folder(self.root, order.account_id)
+        except ValueError:
+            return Held({"files": []}, 0)
+        files = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
+            body = path.read_bytes()
+            entry = {"path": str(path.relative_to(folder)), "size": len(body),
+                     "modified": jsonable(dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)),
+                     "sha256": hashlib.sha256(body).hexdigest()}
+            if len(body) <= EXPORT_INLINE_BYTES:
+                entry["content_base64"] = base64.b64encode(body).decode()
+            else:  # named with its hash; the privacy contact hands it over apart
+                entry["content_omitted"] = f"larger than {EXPORT_INLINE_BYTES} bytes"
+            files.append(entry)
+        return Held({"files": files}, len(files))
 
     def subject_ids(self) -> list[str]:
         try:

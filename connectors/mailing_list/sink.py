@@ -9,8 +9,10 @@ marketing mail.
 
 from __future__ import annotations
 
+from psycopg.rows import dict_row
+
 from connectors.base.pg import SinkConnection
-from connectors.base.sink import AckStatus, ErasureOrder, Outcome, Sink, required
+from connectors.base.sink import AccessOrder, AckStatus, ErasureOrder, Held, Outcome, Sink, jsonable, required
 from lifecycle_core.config import Settings
 from lifecycle_core.pgroles import component_dsn
 
@@ -101,6 +103,16 @@ class MailingListSink(Sink):
             for (account,) in cur.fetchall():
                 found[owner[account]] += 1
         return found
+
+    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+        out = {}
+        with self.db.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+            for order in orders:
+                cur.execute("SELECT * FROM mailing.list_members WHERE account_id = ANY(%s) ORDER BY 1",
+                            (list(order.subjects),))
+                rows = [jsonable(row) for row in cur.fetchall()]
+                out[order.request_id] = Held({"list_members": rows}, len(rows))
+        return out
 
     def subject_ids(self) -> list[str]:
         with self.db.transaction() as conn:

@@ -19,16 +19,20 @@ import datetime as dt
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from connectors.base.pg import SinkConnection
 from connectors.base.sink import (
+    AccessOrder,
     AckStatus,
     ErasureOrder,
     Expiry,
+    Held,
     Outcome,
     RetentionOrder,
     RetentionSink,
     TransientStoreError,
+    jsonable,
     required,
 )
 from lifecycle_core.config import Settings
@@ -132,6 +136,15 @@ class PostgresSink(RetentionSink):
                 _count_left(conn, orders, table, column, category, found, by_subject=True)
         return found
 
+    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+        out = {}
+        with self.db.transaction() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one consistent copy
+            for order in orders:
+                data = held_rows(conn, order.account_id, order.subjects)
+                out[order.request_id] = Held(data, sum(len(rows) for rows in data.values()))
+        return out
+
     def subject_ids(self) -> list[str]:
         union = " UNION ".join(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL" for table, column in
                                [(t, "account_id") for t, _ in ACCOUNT_TABLES] + [(t, c) for t, c, _ in SUBJECT_TABLES])
@@ -180,6 +193,23 @@ class PostgresSink(RetentionSink):
 
     def close(self) -> None:
         self.db.close()
+
+
+def held_rows(conn: psycopg.Connection[Any], account_id: str, subjects: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Every row of the store's tables that names the account or one of its subjects, by table."""
+    columns: dict[str, list[str]] = {}
+    for table, _ in ACCOUNT_TABLES:
+        columns.setdefault(table, []).append("account_id")
+    for table, column, _ in SUBJECT_TABLES:
+        columns.setdefault(table, []).append(column)
+    wanted = sorted(set(subjects) | {account_id})
+    out = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for table, cols in columns.items():
+            where = " OR ".join(f"{c} = ANY(%(ids)s)" for c in cols)
+            cur.execute(f"SELECT * FROM {table} WHERE {where} ORDER BY 1", {"ids": wanted})
+            out[table] = [jsonable(row) for row in cur.fetchall()]
+    return out
 
 
 def _count_left(conn: psycopg.Connection[Any], orders: list[ErasureOrder], table: str, column: str, category: str,

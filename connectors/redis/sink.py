@@ -10,13 +10,55 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base.sink import AckStatus, ErasureOrder, Outcome, Sink, TransientStoreError, required
+from connectors.base.sink import (
+    AccessOrder,
+    AckStatus,
+    ErasureOrder,
+    Held,
+    Outcome,
+    Sink,
+    TransientStoreError,
+    jsonable,
+    required,
+)
 from lifecycle_core.config import Settings
 
 __all__ = ["RedisSink", "account_keys_pattern", "INDEX_PATTERN"]
 
 INDEX_PATTERN = "lifecycle:index:*"
 RECEIPT_TTL_S = 90 * 86400
+
+
+def _dump(client: Any, key: Any) -> Any:
+    """A key's value as JSON holds it, whatever its type."""
+    kind = client.type(key)
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    value: Any = None
+    if kind == "string":
+        value = client.get(key)
+    elif kind == "hash":
+        value = client.hgetall(key)
+    elif kind == "list":
+        value = client.lrange(key, 0, -1)
+    elif kind == "set":
+        value = sorted(client.smembers(key))
+    elif kind == "zset":
+        value = client.zrange(key, 0, -1, withscores=True)
+    return {"type": kind, "value": jsonable(_text(value))}
+
+
+def _text(value: Any) -> Any:
+    """Redis answers bytes; what decodes as UTF-8 reads as text."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text(v) for v in value]
+    return value
 
 
 def account_keys_pattern(account_id: str) -> str:
@@ -80,6 +122,23 @@ class RedisSink(Sink):
             return found
         except self._errors as exc:
             raise TransientStoreError("redis unreachable") from exc
+
+    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+        try:
+            return {o.request_id: self._held(o) for o in orders}
+        except self._errors as exc:
+            raise TransientStoreError("redis unreachable") from exc
+
+    def _held(self, order: AccessOrder) -> Held:
+        keys: dict[str, Any] = {}
+        for subject in order.subjects:
+            for key in self.client.scan_iter(match=account_keys_pattern(subject), count=1000):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                keys[name] = _dump(self.client, key)
+        indexes = sorted(name.decode() if isinstance(name, bytes) else str(name) for name in
+                         self.client.scan_iter(match=INDEX_PATTERN, count=1000)
+                         if any(self.client.smismember(name, list(order.subjects))))
+        return Held({"keys": keys, "listed_in": indexes}, len(keys) + len(indexes))
 
     def subject_ids(self) -> set[str]:
         try:

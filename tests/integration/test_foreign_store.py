@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import zipfile
 
 from lifecycle.embedded.process import stop_process
+from lifecycle.supervisor import http_get
 from lifecycle_core.config import PROJECT_ROOT
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, event, wait_for
@@ -34,8 +37,14 @@ def test_a_foreign_store_acknowledges_and_completes_the_erasure(settings, tmp_pa
                                       "--store", "crm", "--data", str(data), "--key-file", str(key)],
                                      stdout=log, stderr=subprocess.STDOUT)
         _emit(settings, event("account.registered", T0, account="acc-crm", email="c@example.test", first_name="C",
-                              last_name="R"),
-              event("account.closed", T0 + HOUR, account="acc-crm"))
+                              last_name="R"))
+        # An access order first (docs/access.md): the store's answer, sealed and signed, is the archive.
+        body = wait_for(lambda: _exported(settings, worker, "acc-crm"), deadline_s=60, what="the access archive")
+        manifest = json.loads(zipfile.ZipFile(io.BytesIO(body)).read("manifest.json"))
+        assert [f["store"] for f in manifest["files"]] == ["crm"]
+        assert json.loads(zipfile.ZipFile(io.BytesIO(body)).read("stores/crm.json"))["data"] == \
+            {"records": {"acc-crm": [{"note": "called"}, {"note": "emailed"}]}}
+        _emit(settings, event("account.closed", T0 + HOUR, account="acc-crm"))
         answer = wait_for(lambda: _complete(worker, "acc-crm"), deadline_s=60, what="the foreign store's ack")
         [crm] = answer["erasures"][0]["stores"]
         assert (crm["store"], crm["status"], crm["items_erased"]) == ("crm", "erased", 2)
@@ -44,3 +53,8 @@ def test_a_foreign_store_acknowledges_and_completes_the_erasure(settings, tmp_pa
         if store is not None:
             stop_process(store, signal.SIGTERM, timeout_s=10)
         worker.stop()
+
+
+def _exported(settings, worker, account):
+    status, body = http_get(worker.url(f"/v1/accounts/{account}/export"), timeout_s=10, token=settings.read_token)
+    return body if status == 200 else None

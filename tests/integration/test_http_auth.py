@@ -24,6 +24,7 @@ from tests.helpers import post
 ROUTES = {
     ("POST", "/v1/events"): "ingest",
     ("GET", "/v1/accounts/{account_id}/erasure"): "read",
+    ("GET", "/v1/accounts/{account_id}/export"): "read",
     ("GET", "/v1/subjects/{subject_id}/consent"): "read",
     ("POST", "/v1/keys"): "keys",
     ("POST", "/v1/keys/lookup"): "keys",

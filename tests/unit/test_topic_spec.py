@@ -7,7 +7,7 @@ from lifecycle_core.errors import TopicSpecError
 CONTRACT_TOPICS = {
     "account-events", "session-events", "consent-events", "analytics-events", "accounts", "consents",
     "session-logs", "tombstones", "erasure-acks", "erasure-status", "traffic-aggregates", "dead-letters",
-    "retention-orders",
+    "retention-orders", "access-orders",
 }
 COMPACTED = {"accounts", "consents", "erasure-status", "retention-orders"}
 
