@@ -88,7 +88,10 @@ class _Listener(ConsumerRebalanceListener):
             pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.intake.resume(list(assigned))
+        # Not while a batch is applied: one fetched from Kafka's committed offset before this seek
+        # would be applied, then read again from PostgreSQL's (a dead letter sent twice).
+        async with self.intake.busy:
+            await self.intake.resume(list(assigned))
 
 
 class IntakeLoop:
@@ -116,6 +119,10 @@ class IntakeLoop:
         self._registry_down = m.registry_errors.labels("intake")
         # Stored positions not yet checked against the log: (next offset, digest of the record before it).
         self._unverified: dict[TopicPartition, tuple[int, bytes | None]] = {}
+        # Bumped by each resume, with where it sought each partition: a batch fetched across a
+        # resume drops what it holds of those partitions (_drop_before_seek).
+        self._generation = 0
+        self._sought: dict[TopicPartition, int] = {}
 
     async def run(self) -> None:
         s = self.settings
@@ -137,10 +144,12 @@ class IntakeLoop:
             while not self.pipeline.app.producer.started:  # dead letters go through Faust's producer
                 await asyncio.sleep(0.05)
             while True:
+                generation = self._generation
                 batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=INTAKE_BATCH)
                 async with self.busy:
+                    dropped = self._drop_before_seek(batch) if generation != self._generation else set()
                     if self._unverified:
-                        await self._verify(batch)
+                        await self._verify(batch, dropped)
                     if batch:
                         await self.process(batch)
                 await self._commit_to_kafka()
@@ -158,27 +167,45 @@ class IntakeLoop:
                     for t, p, o, d in await cur.fetchall()]
 
         stored = {(t, p): (o, d) for t, p, o, d in await self.db.run("intake offsets", load)}
+        self._generation += 1
+        self._sought = {}
         for tp in assigned:
             position = stored.get((tp.topic, tp.partition))
             if position is not None:
                 offset, digest = position
                 # One record back when its digest is known: reading it again proves the log is the one
                 # the offset was counted in (streams/intake_loop.py, _verify).
-                self.consumer.seek(tp, offset - 1 if digest is not None and offset > 0 else offset)
+                self._sought[tp] = offset - 1 if digest is not None and offset > 0 else offset
+                self.consumer.seek(tp, self._sought[tp])
                 self._to_kafka[tp] = offset  # so that Kafka's copy (lag) catches up even when idle
                 self._unverified[tp] = (offset, digest)
         self.assigned = True
         self.pipeline.update_ready()
         log.info("intake assigned %d partitions", len(assigned))
 
-    async def _verify(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Compare each newly assigned partition's stored offset with its log, once fetched."""
+    def _drop_before_seek(self, batch: dict[TopicPartition, list[Any]]) -> set[TopicPartition]:
+        """Partitions were sought while ``batch`` was fetched: what it holds of them may come from
+        before the seek. Dropped, and read again from where the seek put them; returns them."""
+        assert self.consumer is not None
+        owned = self.consumer.assignment()
+        dropped = set()
+        for tp, position in self._sought.items():
+            if batch.pop(tp, None) and tp in owned:
+                self.consumer.seek(tp, position)
+                dropped.add(tp)
+        return dropped
+
+    async def _verify(self, batch: dict[TopicPartition, list[Any]], later: set[TopicPartition]) -> None:
+        """Compare each newly assigned partition's stored offset with its log, once fetched
+        (``later``: partitions read again from their seek, checked with the next batch)."""
         assert self.consumer is not None
         owned = self.consumer.assignment()
         lost: list[tuple[TopicPartition, int, int]] = []
         for tp, (stored, digest) in list(self._unverified.items()):
             if tp not in owned:
                 del self._unverified[tp]
+                continue
+            if tp in later:
                 continue
             records = batch.get(tp)
             highwater = self.consumer.highwater(tp)

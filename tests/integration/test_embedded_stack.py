@@ -14,7 +14,7 @@ import pytest
 
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import Ledger, pid_alive, stop_process
-from lifecycle_core.config import Settings
+from lifecycle_core.config import PROJECT_ROOT, Settings
 from lifecycle_core.errors import StackError
 from tests.procs import processes_marked, wait_until_gone
 
@@ -93,30 +93,38 @@ def test_a_live_run_is_not_disturbed(tmp_path):
     assert processes_marked(str(state)) == []
 
 
-_INTERRUPT_AT_FORK: list[bool] = []
-os.register_at_fork(after_in_parent=lambda: _INTERRUPT_AT_FORK and os.kill(os.getpid(), signal.SIGINT))
+# Run in a process of its own: the SIGINT raised inside Python's at-fork handlers must reach the
+# thread that spawns, and a test runner's other threads (pytest-xdist's) would take it instead.
+SPAWNER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from lifecycle.embedded.process import spawn
+    log = open(sys.argv[1], "wb")
+    child = spawn(["sleep", "30"], log=log)
+    time.sleep(0.2)
+    os.kill(child.pid, signal.SIGTERM)
+    print("sigterm", child.wait(5), flush=True)  # SIGTERM is not blocked in the child
+    interrupt = []
+    os.register_at_fork(after_in_parent=lambda: interrupt and os.kill(os.getpid(), signal.SIGINT))
+    interrupt.append(True)
+    try:
+        spawn(["sleep", "30", sys.argv[2]], log=log)
+        print("no interrupt", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+)
 
 
 def test_a_ctrl_c_during_spawn_is_delivered_and_children_do_not_inherit_the_mask(tmp_path):
-    from lifecycle.embedded.process import spawn
-    from tests.procs import processes_marked
-
-    with open(tmp_path / "child.log", "wb") as log:
-        child = spawn(["sleep", "30"], log=log)
-        time.sleep(0.2)
-        os.kill(child.pid, signal.SIGTERM)
-        assert child.wait(5) == -signal.SIGTERM  # SIGTERM is not blocked in the child
-
-        # Ctrl-C arriving inside Python's at-fork handlers is swallowed unless spawn holds it back.
-        marker = f"spawn-interrupted-{os.getpid()}"
-        _INTERRUPT_AT_FORK.append(True)
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                spawn(["sleep", "30", marker], log=log)
-        finally:
-            _INTERRUPT_AT_FORK.clear()
-        time.sleep(0.2)
-        assert processes_marked(marker) == []  # the child the caller never saw is gone
+    marker = f"spawn-interrupted-{os.getpid()}"
+    done = subprocess.run([sys.executable, "-c", SPAWNER, str(tmp_path / "child.log"), marker],
+                          capture_output=True, text=True, timeout=60, cwd=str(PROJECT_ROOT))
+    assert done.returncode == 0, done.stderr
+    # Ctrl-C arriving inside Python's at-fork handlers is swallowed unless spawn holds it back.
+    assert done.stdout.split("\n")[:2] == [f"sigterm {-signal.SIGTERM}", "interrupted"], done.stdout
+    time.sleep(0.2)
+    assert processes_marked(marker) == []  # the child the caller never saw is gone
 
 
 def test_the_embedded_postgres_needs_its_password_and_an_old_trusting_folder_is_moved_over(tmp_path):
