@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,9 @@ log = logging.getLogger("lifecycle.intake")
 
 INTAKE_BATCH = 4000  # records per poll, over every assigned partition
 POLL_TIMEOUT_MS = 200
+# Fault injection (tests only): seconds resume() waits between reading PostgreSQL's offsets and
+# seeking to them, the window in which a fetch from Kafka's committed offset can arrive.
+RESUME_DELAY_S = float(os.environ.get("LIFECYCLE_FAULT_RESUME_DELAY_S") or 0)
 KAFKA_COMMIT_EVERY_S = 1.0
 
 _LOAD = """
@@ -167,6 +171,8 @@ class IntakeLoop:
                     for t, p, o, d in await cur.fetchall()]
 
         stored = {(t, p): (o, d) for t, p, o, d in await self.db.run("intake offsets", load)}
+        if RESUME_DELAY_S:
+            await asyncio.sleep(RESUME_DELAY_S)
         self._generation += 1
         self._sought = {}
         for tp in assigned:

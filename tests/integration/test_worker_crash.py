@@ -83,3 +83,45 @@ def _missing(conn, records):
         if value["event_id"] not in done:
             out.append((msg.partition, msg.offset, value["event_type"]))
     return out
+
+
+def test_records_fetched_while_the_intake_resumes_are_applied_once(settings, tmp_path):
+    """A restarted worker's consumer may fetch from Kafka's committed offset while the intake
+    still reads PostgreSQL's; a batch fetched across that seek must not be applied (a broken
+    record behind it was dead-lettered twice under load). The fault hook widens the window."""
+    from tests.fix_servers import WorkerProcess
+
+    first = WorkerProcess(settings, tmp_path / "worker-1.log")
+    first.start()
+    try:
+        with Emitter(settings) as emitter:
+            emitter.emit(event("session.login_failed", T0, account="acc-resume", ip="198.51.100.31"))
+        wait_for(lambda: _count(settings, "SELECT count(*) FROM failed_logins") == 1, what="the first event")
+        wait_for(lambda: _committed(settings) >= 1, what="Kafka's copy of the offset")
+    finally:
+        first.stop()
+    with Emitter(settings) as emitter:  # while no worker runs: behind both stored offsets
+        emitter.send_raw(settings.topic("session-events"), b"acc-resume", b"not avro at all")
+        emitter.emit(event("session.login_failed", T0 + MINUTE, account="acc-resume", ip="198.51.100.31"))
+    second = WorkerProcess(settings, tmp_path / "worker-2.log")
+    second.extra_env["LIFECYCLE_FAULT_RESUME_DELAY_S"] = "3"
+    second.start()
+    try:
+        wait_for(lambda: _count(settings, "SELECT count(*) FROM failed_logins") == 2, what="the second event")
+        time.sleep(2)  # a second read of the same records would have happened by now
+        url = second.url("/metrics")
+        assert metric(url, "lifecycle_dead_letters_written_total", topic="session-events") == 1
+        assert metric(url, "lifecycle_events_duplicate_total", topic="session-events") == 0
+    finally:
+        second.stop()
+
+
+def _committed(settings):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.app_id,
+                             enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(settings.topic("session-events"), p)) or 0 for p in range(4))
+    finally:
+        consumer.close()
