@@ -409,8 +409,10 @@ async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
         (rid, store, ack["status"], ack.get("items_found", 0), ms_to_dt(ack["completed_at"]), ack.get("round", 0))
         for (rid, store), ack in best.items()]))
     rows = await cur.fetchall()
+    # Under a replay: still complete, or already replaying (another store's finding came first).
     cur = await conn.execute("SELECT request_id FROM erasure_proofs WHERE request_id = ANY(%s) "
-                             "AND state = 'complete' AND replay_store IS NOT NULL", ([r[0] for r in rows],))
+                             "AND state IN ('complete', 'replaying') AND replay_store IS NOT NULL",
+                             ([r[0] for r in rows],))
     replaying = {rid for (rid,) in await cur.fetchall()}
     touched: set[uuid.UUID] = set()
     found: list[tuple[uuid.UUID, str]] = []
