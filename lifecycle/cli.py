@@ -21,6 +21,23 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _in_transaction(settings: Settings, fn: Any) -> Any:
+    """``await fn(conn)`` in one transaction on a connection of its own to the pipeline's database."""
+    import asyncio
+
+    from streams.db import connect
+
+    async def run() -> Any:
+        conn = await connect(settings.postgres_dsn or "")
+        try:
+            async with conn.transaction():
+                return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def _need_broker(settings: Settings, command: str) -> None:
     if not settings.kafka_bootstrap:
         raise LifecycleError(
@@ -194,10 +211,8 @@ def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_erasure_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Make completed erasures due for verification: the worker sends verify orders at its next
     tick; a store that finds data again regresses the proof and re-opens the erasure."""
-    import asyncio
     import uuid
 
-    from streams.db import connect
     from streams.erasure import reverify
 
     try:
@@ -205,41 +220,20 @@ def cmd_erasure_verify(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError:
         raise LifecycleError("request ids: expected UUIDs (as `lifecycle erasure status` shows)") from None
 
-    async def run() -> int:
-        conn = await connect(settings.postgres_dsn or "")
-        try:
-            async with conn.transaction():
-                return await reverify(conn, ids)
-        finally:
-            await conn.close()
-
-    count = asyncio.run(run())
+    count = _in_transaction(settings, lambda conn: reverify(conn, ids))
     _say(f"{count} completed erasure(s) due for verification at the worker's next tick")
     return 0 if count or not ids else 1
 
 
 def cmd_erasure_replay(settings: Settings, args: argparse.Namespace) -> int:
     """The restore guard (streams/replay.py): ask for a replay (and wait for it), or list them."""
-    import asyncio
     import datetime as dt
     import time
 
-    from streams.db import connect
     from streams.replay import replay_report, request_replay
 
-    async def run(fn: Any) -> Any:
-        conn = await connect(settings.postgres_dsn or "")
-        try:
-            async with conn.transaction():
-                return await fn(conn)
-        finally:
-            await conn.close()
-
-    async def report(conn: Any) -> Any:
-        return await replay_report(conn)
-
     if args.action == "replays":
-        print(json.dumps({"replays": asyncio.run(run(report))}, indent=2))
+        print(json.dumps({"replays": _in_transaction(settings, replay_report)}, indent=2))
         return 0
     since = None
     if args.since:
@@ -255,12 +249,12 @@ def cmd_erasure_replay(settings: Settings, args: argparse.Namespace) -> int:
             raise LifecycleError(f"--store: {args.store!r} is not a registered store (LIFECYCLE_ERASURE_STORES)")
         return await request_replay(conn, args.store, since)
 
-    asked = asyncio.run(run(ask))
+    asked = _in_transaction(settings, ask)
     print(f"replay {asked['replay_id']}: {asked['proofs']} completed erasure(s) to check on {args.store} at the "
           "worker's next tick", file=sys.stderr, flush=True)  # stdout holds the JSON answer alone
     end = time.monotonic() + args.wait
     while args.wait:
-        [mine] = [r for r in asyncio.run(run(report)) if r["replay_id"] == asked["replay_id"]]
+        [mine] = [r for r in _in_transaction(settings, replay_report) if r["replay_id"] == asked["replay_id"]]
         if mine["checked"] >= mine["proofs"] and not mine["erasing_again"]:
             print(json.dumps(mine, indent=2))
             return 0
@@ -351,24 +345,13 @@ def _ledger_context(settings: Settings) -> Any:
 
 def _export_archive(settings: Settings, args: argparse.Namespace) -> int:
     """Open (or find) the account's access request, wait for every store, write the zip."""
-    import asyncio
     import time
     from pathlib import Path
 
     from streams.access import access_state, open_access
-    from streams.db import connect
 
     ctx = _ledger_context(settings)
-
-    async def run(opening: bool) -> Any:
-        conn = await connect(settings.postgres_dsn or "")
-        try:
-            async with conn.transaction():
-                return await (open_access if opening else access_state)(conn, ctx, args.account)
-        finally:
-            await conn.close()
-
-    state = asyncio.run(run(True))
+    state = _in_transaction(settings, lambda conn: open_access(conn, ctx, args.account))
     if state is None:
         raise LifecycleError(f"no account {args.account!r} in the pipeline (never registered, or erased)")
     print(f"access request {state['request_id']}: asked {len(state['stores'])} store(s), deadline "
@@ -381,7 +364,7 @@ def _export_archive(settings: Settings, args: argparse.Namespace) -> int:
             print(f"not every store has answered after {args.wait:.0f} s; run again later", file=sys.stderr)
             return 1
         time.sleep(0.5)
-        state = asyncio.run(run(False)) or state
+        state = _in_transaction(settings, lambda conn: access_state(conn, ctx, args.account)) or state
     Path(args.archive).write_bytes(state.pop("archive"))
     print(json.dumps({**state, "archive": args.archive}, indent=2))
     return 0
@@ -546,14 +529,10 @@ def cmd_store_add(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_records(settings: Settings, args: argparse.Namespace) -> int:
     """Write the record of processing (GDPR Art. 30) as Markdown and JSON (lifecycle/records.py)."""
-    from connectors.stores import held_categories
-    from lifecycle.records import build_record, load_processing, problems, to_markdown, write
-    from lifecycle_core.policy import load_policy
+    from lifecycle.records import build_record, load_processing, problems, registered_stores, to_markdown, write
 
-    policy = load_policy(settings.retention_policy)
     processing = load_processing()
-    stores = {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in settings.erasure_stores}
-    record = build_record(settings, stores, processing)
+    record = build_record(settings, registered_stores(settings), processing)
     for problem in problems(record, processing):
         _say(f"record of processing: {problem}")
     if args.out:

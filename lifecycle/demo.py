@@ -290,13 +290,9 @@ _REPORT_SQL = {
 
 def _record_of_processing(live: Settings, say: Callable[[str], None]) -> None:
     """The record of processing (GDPR Art. 30) of what the demo ran, written beside its state."""
-    from connectors.stores import held_categories
-    from lifecycle.records import build_record, load_processing, write
-    from lifecycle_core.policy import load_policy
+    from lifecycle.records import build_record, load_processing, registered_stores, write
 
-    policy = load_policy(live.retention_policy)
-    stores = {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in live.erasure_stores}
-    record = build_record(live, stores, load_processing())
+    record = build_record(live, registered_stores(live), load_processing())
     md, _ = write(record, live.state_dir / "records")
     say(f"record of processing (GDPR Art. 30): {len(record['activities'])} categories, "
         f"{len(record['recipients'])} recipients, written to {md} (and .json)")

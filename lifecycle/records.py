@@ -26,7 +26,8 @@ from lifecycle_core.processing import PROCESSING_FILE, load_processing
 from schemas.catalog import load_catalog
 from schemas.personal import datamap
 
-__all__ = ["PROCESSING_FILE", "load_processing", "build_record", "problems", "to_markdown", "table_names"]
+__all__ = ["PROCESSING_FILE", "load_processing", "registered_stores", "build_record", "problems", "to_markdown",
+           "table_names"]
 
 _CATEGORY_KEYS = {"subjects", "data", "purpose", "basis", "source"}
 
@@ -36,6 +37,15 @@ def _retention(policy: Policy, name: str) -> dict[str, Any]:
     limit = ("until the account closes" if c.starts == "account_closure" and c.window.amount == 0
              else f"{c.window} from {c.starts.replace('_', ' ')}")
     return {"time_limit": limit, "action": c.action, "at_closure": c.at_closure, "legal_hold_keeps": c.legal_hold}
+
+
+def registered_stores(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Every registered store and the categories it keeps: what a shipped store declares, else
+    (a store of another team) what its deletion orders name."""
+    from connectors.stores import held_categories
+
+    policy = load_policy(settings.retention_policy)
+    return {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in settings.erasure_stores}
 
 
 def build_record(settings: Settings, stores: Mapping[str, Iterable[str]],
