@@ -37,13 +37,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.emitter import Emitter  # noqa: E402
+from lifecycle.connectors.emitter import Emitter  # noqa: E402
+from lifecycle.core.config import Settings  # noqa: E402
 from lifecycle.embedded import Stack  # noqa: E402
 from lifecycle.embedded.process import free_port  # noqa: E402
+from lifecycle.schemas import Codec  # noqa: E402
+from lifecycle.streams.db import apply_schema  # noqa: E402
 from lifecycle.topics import apply_topics, load_spec  # noqa: E402
-from lifecycle_core.config import Settings  # noqa: E402
-from schemas import Codec  # noqa: E402
-from streams.db import apply_schema  # noqa: E402
 
 T0 = 1_767_225_600_000
 FILES_PER_SESSION = 8
@@ -120,7 +120,7 @@ async def raw_ceiling(settings: Settings, src: str, dst: str, n: int) -> float:
 NAIVE = '''
 import sys, time, faust
 sys.path.insert(0, {root!r})
-from schemas import Codec
+from lifecycle.schemas import Codec
 bootstrap, src, dst, n, app_id = {bootstrap!r}, {src!r}, {dst!r}, {n}, {app_id!r}
 codec = Codec()
 app = faust.App(app_id, broker="kafka://" + bootstrap, store="memory://", topic_partitions=4, web_enabled=False,
@@ -217,7 +217,7 @@ def codec_rates(events: list[dict]) -> dict[str, float]:
     schema = avro.schema.parse(json.dumps(record.schema))
     writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
     out: dict[str, float] = {}
-    from lifecycle_core.timeutil import ms_to_dt
+    from lifecycle.core.timeutil import ms_to_dt
 
     avro_sample = [{**e, "occurred_at": ms_to_dt(e["occurred_at"])} for e in sample]  # it wants datetimes
     start = time.perf_counter()

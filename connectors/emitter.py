@@ -23,15 +23,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifecycle_core.backoff import Backoff, RetryDeadline
-from lifecycle_core.config import Settings
-from lifecycle_core.datakeys import DataKey, DataKeys, open_data_keys
-from lifecycle_core.errors import ConfigError, LifecycleError
-from schemas.catalog import Catalog, RecordType, load_catalog
-from schemas.codec import Codec
-from schemas.personal import key_pairs, seal
-from schemas.registry import make_registry
-from schemas.validate import from_json, subject_key
+from lifecycle.core.backoff import Backoff, RetryDeadline
+from lifecycle.core.config import Settings
+from lifecycle.core.datakeys import DataKey, DataKeys, open_data_keys
+from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
+from lifecycle.schemas.codec import Codec
+from lifecycle.schemas.personal import key_pairs, seal
+from lifecycle.schemas.registry import make_registry
+from lifecycle.schemas.validate import from_json, subject_key
 
 __all__ = ["Emitter", "KeyService", "KeysUnavailable"]
 

@@ -3,13 +3,13 @@ store is one folder under connectors/ with a Sink (connectors/base/sink.py) and 
 
 from __future__ import annotations
 
-from connectors.base.sink import RetentionSink, Sink
-from connectors.files import FilesSink
-from connectors.mailing_list import MailingListSink
-from connectors.postgres import PostgresSink
-from connectors.redis import RedisSink
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError
+from lifecycle.connectors.base.sink import RetentionSink, Sink
+from lifecycle.connectors.files import FilesSink
+from lifecycle.connectors.mailing_list import MailingListSink
+from lifecycle.connectors.postgres import PostgresSink
+from lifecycle.connectors.redis import RedisSink
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError
 
 __all__ = ["STORES", "make_sink", "retention_categories", "database_grants",
            "held_categories"]
@@ -29,7 +29,7 @@ def retention_categories(name: str) -> tuple[str, ...]:
 
 
 def database_grants() -> dict[str, tuple[str, ...]]:
-    """What each shipped store's PostgreSQL role may touch (lifecycle_core/pgroles.py)."""
+    """What each shipped store's PostgreSQL role may touch (lifecycle/core/pgroles.py)."""
     return {name: cls.database_grants for name, cls in STORES.items()}
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import LifecycleError
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import LifecycleError
 
 __all__ = ["main"]
 
@@ -25,7 +25,7 @@ def _in_transaction(settings: Settings, fn: Any) -> Any:
     """``await fn(conn)`` in one transaction on a connection of its own to the pipeline's database."""
     import asyncio
 
-    from streams.db import connect
+    from lifecycle.streams.db import connect
 
     async def run() -> Any:
         conn = await connect(settings.postgres_dsn or "")
@@ -69,8 +69,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     _need_broker(settings, "worker")
     import faust
 
-    from connectors.stores import database_grants, retention_categories
-    from streams.app import build_app
+    from lifecycle.connectors.stores import database_grants, retention_categories
+    from lifecycle.streams.app import build_app
 
     pipeline = build_app(settings, swept_by=retention_categories, store_grants=database_grants())
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
@@ -92,8 +92,8 @@ def cmd_emit(settings: Settings, args: argparse.Namespace) -> int:
     """Validate and send JSON events (one object or an array per line) from a file or stdin, their
     personal fields sealed (keys from the pipeline's database, or LIFECYCLE_KEYS_URL and its token)."""
     _need_broker(settings, "emit")
-    from connectors.emitter import Emitter
-    from schemas.errors import ValidationFailed
+    from lifecycle.connectors.emitter import Emitter
+    from lifecycle.schemas.errors import ValidationFailed
 
     source = sys.stdin if args.file == "-" else open(args.file)
     sent = failed = 0
@@ -123,8 +123,8 @@ def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
     _need_broker(settings, "dlq list")
     from kafka import KafkaConsumer
 
-    from schemas.codec import Codec
-    from schemas.registry import make_registry
+    from lifecycle.schemas.codec import Codec
+    from lifecycle.schemas.registry import make_registry
 
     codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
     consumer = KafkaConsumer(
@@ -161,12 +161,12 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from connectors.base import run_connector
-    from connectors.base.metrics import ConnectorMetrics
-    from connectors.base.runner import categories_of
-    from connectors.stores import make_sink
-    from lifecycle_core.keys import open_keyring
-    from lifecycle_core.pgroles import as_component
+    from lifecycle.connectors.base import run_connector
+    from lifecycle.connectors.base.metrics import ConnectorMetrics
+    from lifecycle.connectors.base.runner import categories_of
+    from lifecycle.connectors.stores import make_sink
+    from lifecycle.core.keys import open_keyring
+    from lifecycle.core.pgroles import as_component
 
     # Refused here when empty or not the database's, before any order is read; with the store's
     # own role, which reads the fingerprints and nothing else of the key tables.
@@ -191,9 +191,9 @@ def cmd_erasure_status(settings: Settings, args: argparse.Namespace) -> int:
         raise LifecycleError("`lifecycle erasure status` needs LIFECYCLE_POSTGRES_DSN")
     import asyncio
 
-    from lifecycle_core.keys import open_keyring
-    from streams.db import connect
-    from streams.erasure import erasure_status
+    from lifecycle.core.keys import open_keyring
+    from lifecycle.streams.db import connect
+    from lifecycle.streams.erasure import erasure_status
 
     async def query() -> list[dict[str, Any]]:
         keys = open_keyring(settings, create=False)
@@ -213,7 +213,7 @@ def cmd_erasure_verify(settings: Settings, args: argparse.Namespace) -> int:
     tick; a store that finds data again regresses the proof and re-opens the erasure."""
     import uuid
 
-    from streams.erasure import reverify
+    from lifecycle.streams.erasure import reverify
 
     try:
         ids = [uuid.UUID(r) for r in args.request_ids] or None
@@ -230,7 +230,7 @@ def cmd_erasure_replay(settings: Settings, args: argparse.Namespace) -> int:
     import datetime as dt
     import time
 
-    from streams.replay import replay_report, request_replay
+    from lifecycle.streams.replay import replay_report, request_replay
 
     if args.action == "replays":
         print(json.dumps({"replays": _in_transaction(settings, replay_report)}, indent=2))
@@ -269,7 +269,7 @@ def cmd_erasure_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """Show the hash keys' fingerprints, or rotate: a new current key, the older ones kept."""
-    from lifecycle_core.keys import key_file, open_keyring, rotate_key_file
+    from lifecycle.core.keys import key_file, open_keyring, rotate_key_file
 
     if args.action == "rotate":
         if not settings.postgres_dsn:
@@ -281,14 +281,14 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         _say(f"new current key {keys.fingerprints()[0]} in {key_file(settings)}; restart every worker and connector")
     else:  # init creates the key files when there are none; fingerprint never does
         if args.action == "init":  # the master key of the data keys too (docs/crypto-shredding.md)
-            from lifecycle_core.crypto import init_master_key
-            from lifecycle_core.datakeys import open_data_keys
-            from lifecycle_core.keys import init_key_file
+            from lifecycle.core.crypto import init_master_key
+            from lifecycle.core.datakeys import open_data_keys
+            from lifecycle.core.keys import init_key_file
 
             init_key_file(settings)
             init_master_key(settings)
             from lifecycle.proofs import load_signing_key
-            from streams.http_auth import init_tokens_file
+            from lifecycle.streams.http_auth import init_tokens_file
 
             load_signing_key(settings)  # the key that signs certificates of erasure
 
@@ -296,7 +296,7 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"HTTP tokens written to {settings.http_tokens_file} (one per scope: ingest, read, keys)",
                       file=sys.stderr)
             open_data_keys(settings, open_keyring(settings, create=False), create=False)
-            from lifecycle_core.pgroles import init_passwords
+            from lifecycle.core.pgroles import init_passwords
 
             if (folder := init_passwords(settings, settings.erasure_stores)) is not None:
                 print(f"PostgreSQL role passwords in {folder} (one per component)", file=sys.stderr)
@@ -324,15 +324,15 @@ def _ledger_context(settings: Settings) -> Any:
     (its records go through the outbox, which the running worker relays)."""
     from prometheus_client import CollectorRegistry
 
-    from lifecycle_core.clock import make_clock
-    from lifecycle_core.datakeys import open_data_keys
-    from lifecycle_core.keys import open_keyring
-    from lifecycle_core.policy import load_policy
-    from schemas.catalog import load_catalog
-    from schemas.codec import Codec
-    from schemas.registry import make_registry
-    from streams.context import Context
-    from streams.metrics import Metrics
+    from lifecycle.core.clock import make_clock
+    from lifecycle.core.datakeys import open_data_keys
+    from lifecycle.core.keys import open_keyring
+    from lifecycle.core.policy import load_policy
+    from lifecycle.schemas.catalog import load_catalog
+    from lifecycle.schemas.codec import Codec
+    from lifecycle.schemas.registry import make_registry
+    from lifecycle.streams.context import Context
+    from lifecycle.streams.metrics import Metrics
 
     catalog = load_catalog()
     keys = open_keyring(settings, create=False)
@@ -348,7 +348,7 @@ def _export_archive(settings: Settings, args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from streams.access import access_state, open_access
+    from lifecycle.streams.access import access_state, open_access
 
     ctx = _ledger_context(settings)
     state = _in_transaction(settings, lambda conn: open_access(conn, ctx, args.account))
@@ -383,7 +383,7 @@ def _letter_opener(settings: Settings) -> Callable[[Any, dict[str, Any]], tuple[
     state: dict[str, Any] = {}
 
     def opener(msg: Any, letter: dict[str, Any]) -> tuple[bytes | None, bytes | None] | None:
-        from streams.sealing import open_letter
+        from lifecycle.streams.sealing import open_letter
 
         sealed_for = next((v.decode() for k, v in msg.headers or [] if k == "lifecycle.dlq.sealed_for"), None)
         if sealed_for is None:
@@ -393,7 +393,7 @@ def _letter_opener(settings: Settings) -> Callable[[Any, dict[str, Any]], tuple[
                 raise LifecycleError("sealed dead letters need the pipeline's database: set LIFECYCLE_POSTGRES_DSN")
             import psycopg
 
-            from lifecycle_core.datakeys import open_data_keys
+            from lifecycle.core.datakeys import open_data_keys
 
             state["keys"] = open_data_keys(settings, create=False)
             state["conn"] = psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10)
@@ -411,8 +411,8 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     _need_broker(settings, "dlq replay")
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from schemas.codec import Codec
-    from schemas.registry import make_registry
+    from lifecycle.schemas.codec import Codec
+    from lifecycle.schemas.registry import make_registry
 
     codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
     consumer = KafkaConsumer(
@@ -509,9 +509,9 @@ def cmd_store_add(settings: Settings, args: argparse.Namespace) -> int:
         raise LifecycleError("`lifecycle store add` needs LIFECYCLE_POSTGRES_DSN")
     import psycopg
 
-    from lifecycle_core.datakeys import open_data_keys
-    from lifecycle_core.keys import create_key_file
-    from lifecycle_core.storekeys import add_store_key
+    from lifecycle.core.datakeys import open_data_keys
+    from lifecycle.core.keys import create_key_file
+    from lifecycle.core.storekeys import add_store_key
 
     wrapper = open_data_keys(settings, create=False).wrapper  # the master key, checked against the database
     with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
@@ -545,9 +545,9 @@ def cmd_records(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_datamap(settings: Settings, args: argparse.Namespace) -> int:
     """Print the data map: each personal field of each record, its category and its retention."""
-    from lifecycle_core.policy import load_policy
-    from schemas.catalog import load_catalog
-    from schemas.personal import datamap
+    from lifecycle.core.policy import load_policy
+    from lifecycle.schemas.catalog import load_catalog
+    from lifecycle.schemas.personal import datamap
 
     rows = datamap(load_catalog(), load_policy(settings.retention_policy))
     if args.json:

@@ -19,9 +19,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.core.config import Settings
 from lifecycle.supervisor import http_get, running_pipeline
-from lifecycle_core.config import Settings
 
 __all__ = ["run_demo", "simulate", "scrape", "DEMO_EPOCH_MS"]
 
@@ -94,7 +94,7 @@ def simulate(accounts: int, visitors: int, seed: int = 7, tag: str = "") -> Iter
 def thirteen_months_later(tag: str = "") -> Iterator[dict[str, Any]]:
     """Traffic 13 months and a day after the start: the event-time clock moves with it, so every
     consent given on day one lapses and every session left open times out."""
-    from lifecycle_core.timeutil import add_months
+    from lifecycle.core.timeutil import add_months
 
     at = add_months(DEMO_EPOCH_MS, 13) + 86_400_000
     yield _event("consent.cookies_granted", at, "web", visitor_id=f"vis-{tag}late",
@@ -201,8 +201,8 @@ def _fresh_demo_state(settings: Settings, say: Callable[[str], None]) -> Setting
     each time, so a database kept from an earlier run would see every event as already applied)."""
     import shutil
 
+    from lifecycle.core.errors import StackError
     from lifecycle.embedded.process import Ledger
-    from lifecycle_core.errors import StackError
 
     state = settings.state_dir / "demo"
     try:
@@ -308,8 +308,8 @@ def _access_export(live: Settings, say: Callable[[str], None], tag: str) -> bool
 
     import psycopg
 
+    from lifecycle.streams.http_auth import load_tokens
     from lifecycle.supervisor import http_get
-    from streams.http_auth import load_tokens
 
     with psycopg.connect(live.postgres_dsn or "") as conn:
         row = conn.execute("SELECT account_id FROM accounts WHERE status IN ('active', 'registered') "

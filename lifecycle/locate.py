@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import LifecycleError
 from lifecycle.embedded.process import pid_alive
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import LifecycleError
 
 __all__ = ["running_stack", "located"]
 

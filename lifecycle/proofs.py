@@ -26,9 +26,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError, LifecycleError
-from lifecycle_core.keys import create_key_file
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.core.keys import create_key_file
 
 __all__ = ["proof_key_file", "load_signing_key", "public_key_text", "certificate", "sign", "verify",
            "canonical", "ProofRefused"]

@@ -20,11 +20,11 @@ from typing import Any
 
 import yaml
 
-from lifecycle_core.config import Settings
-from lifecycle_core.policy import Policy, load_policy
-from lifecycle_core.processing import PROCESSING_FILE, load_processing
-from schemas.catalog import load_catalog
-from schemas.personal import datamap
+from lifecycle.core.config import Settings
+from lifecycle.core.policy import Policy, load_policy
+from lifecycle.core.processing import PROCESSING_FILE, load_processing
+from lifecycle.schemas.catalog import load_catalog
+from lifecycle.schemas.personal import datamap
 
 __all__ = ["PROCESSING_FILE", "load_processing", "registered_stores", "build_record", "problems", "to_markdown",
            "table_names"]
@@ -42,7 +42,7 @@ def _retention(policy: Policy, name: str) -> dict[str, Any]:
 def registered_stores(settings: Settings) -> dict[str, tuple[str, ...]]:
     """Every registered store and the categories it keeps: what a shipped store declares, else
     (a store of another team) what its deletion orders name."""
-    from connectors.stores import held_categories
+    from lifecycle.connectors.stores import held_categories
 
     policy = load_policy(settings.retention_policy)
     return {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in settings.erasure_stores}

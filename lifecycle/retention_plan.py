@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import psycopg
 
-from connectors.base.sink import RetentionOrder, RetentionSink, TransientStoreError
-from connectors.stores import make_sink
+from lifecycle.connectors.base.sink import RetentionOrder, RetentionSink, TransientStoreError
+from lifecycle.connectors.stores import make_sink
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.core.policy import load_policy
+from lifecycle.core.timeutil import dt_to_ms, ms_to_dt
 from lifecycle.topics import load_spec
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError, LifecycleError
-from lifecycle_core.policy import load_policy
-from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["plan_lines", "parse_time"]
 

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import StackError
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import free_port, spawn, stop_all
+from lifecycle.streams.http_auth import init_tokens_file
 from lifecycle.topics import apply_topics, load_spec
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import StackError
-from streams.http_auth import init_tokens_file
 
 __all__ = ["running_pipeline", "supervised_pipeline", "Supervisor", "http_get", "wait_ready", "stack_file"]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import TopicSpecError
-from lifecycle_core.policy import Category, Policy, load_policy
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import TopicSpecError
+from lifecycle.core.policy import Category, Policy, load_policy
 
 __all__ = ["TopicSpec", "ApplyReport", "load_spec", "apply_topics", "admin_client", "retention_configs"]
 

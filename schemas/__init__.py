@@ -4,9 +4,9 @@ Current schemas live in ``schemas/avro/``; every released version is kept in
 ``schemas/released/NAME.vN.avsc`` so compatibility can be proven against it.
 """
 
-from schemas.catalog import Catalog, RecordType, load_catalog
-from schemas.codec import Codec, Decoded
-from schemas.errors import (
+from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
+from lifecycle.schemas.codec import Codec, Decoded
+from lifecycle.schemas.errors import (
     DecodeError,
     FieldError,
     NotConfluentFramed,
@@ -16,7 +16,7 @@ from schemas.errors import (
     UnknownSchemaId,
     ValidationFailed,
 )
-from schemas.registry import BuiltinRegistry, ConfluentRegistry, Registry, make_registry
+from lifecycle.schemas.registry import BuiltinRegistry, ConfluentRegistry, Registry, make_registry
 
 __all__ = [
     "BuiltinRegistry",

@@ -13,8 +13,8 @@ from typing import Any
 
 import fastavro
 
-from schemas.catalog import Catalog, RecordType, load_catalog, plain_schema
-from schemas.errors import (
+from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog, plain_schema
+from lifecycle.schemas.errors import (
     DecodeError,
     NotConfluentFramed,
     SchemaMismatch,
@@ -22,7 +22,7 @@ from schemas.errors import (
     TruncatedRecord,
     UnknownSchemaId,
 )
-from schemas.registry import BuiltinRegistry, Registry
+from lifecycle.schemas.registry import BuiltinRegistry, Registry
 
 __all__ = ["Codec", "Decoded", "MAGIC", "HEADER"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from schemas.catalog import Catalog
+from lifecycle.schemas.catalog import Catalog
 
 __all__ = ["can_read", "check_catalog"]
 

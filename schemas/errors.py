@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lifecycle_core.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 __all__ = [
     "DecodeError",

@@ -5,10 +5,10 @@ deploy/retention.yaml; ``"lifecycle.personal": false`` (with a ``doc`` saying wh
 whose name looks personal but whose value is not (an aggregate's referrer domain).
 tests/unit/test_datamap.py fails on a field that looks personal and carries neither, and on an
 unknown category. Only strings (or null|string) can be marked: their sealed form is a string in
-the same field (lifecycle_core/crypto.py).
+the same field (lifecycle/core/crypto.py).
 
 ``seal`` and ``unseal`` apply the map to one record's value, with the subject's data keys
-(lifecycle_core/datakeys.py) prepared or loaded first.
+(lifecycle/core/datakeys.py) prepared or loaded first.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lifecycle_core.crypto import ERASED, PREFIX, seal_with
-from lifecycle_core.datakeys import DataKey, DataKeys
-from lifecycle_core.policy import Policy
-from schemas.catalog import Catalog, RecordType
+from lifecycle.core.crypto import ERASED, PREFIX, seal_with
+from lifecycle.core.datakeys import DataKey, DataKeys
+from lifecycle.core.policy import Policy
+from lifecycle.schemas.catalog import Catalog, RecordType
 
 __all__ = ["ANNOTATION", "LOOKS_PERSONAL", "key_pairs", "seal", "unseal", "datamap",
            "tokens_of"]

@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
-from schemas.catalog import Catalog, load_catalog, schema_id
-from schemas.errors import RegistryError, UnknownSchemaId
+from lifecycle.schemas.catalog import Catalog, load_catalog, schema_id
+from lifecycle.schemas.errors import RegistryError, UnknownSchemaId
 
 __all__ = ["Registry", "BuiltinRegistry", "ConfluentRegistry", "make_registry"]
 

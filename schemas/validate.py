@@ -12,8 +12,8 @@ import re
 import uuid
 from typing import Any
 
-from schemas.catalog import Catalog, RecordType, load_catalog
-from schemas.errors import FieldError, InvalidEvent, ValidationFailed
+from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
+from lifecycle.schemas.errors import FieldError, InvalidEvent, ValidationFailed
 
 __all__ = ["from_json", "check_event", "subject_key", "MAX_STRING", "PURPOSES"]
 

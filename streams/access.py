@@ -8,7 +8,7 @@ AccessOrder on `access-orders` with the public half. An account that has a reque
 archive not yet expired gets that one back, not a second.
 
 Answers: each store sends AccessAnswer parts on `erasure-acks`, signed like its acks and sealed
-to the request's key (lifecycle_core/boxes.py). When every store has sent every part, the
+to the request's key (lifecycle/core/boxes.py). When every store has sent every part, the
 archive is assembled in one transaction: the parts are opened and joined into one JSON file per
 store, the manifest written (hashes, provided and derived data, recipients), the zip kept, and
 the private key, the parts and the account id destroyed. A part that does not open is refused
@@ -31,10 +31,10 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.boxes import BoxError, new_box_key, open_box, part_aad
-from lifecycle_core.processing import load_processing
-from lifecycle_core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
-from streams.context import Context
+from lifecycle.core.boxes import BoxError, new_box_key, open_box, part_aad
+from lifecycle.core.processing import load_processing
+from lifecycle.core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
+from lifecycle.streams.context import Context
 
 __all__ = ["open_access", "access_state", "apply_answers", "access_tick", "answer_problem", "ARCHIVE_FORMAT",
            "forget_access"]

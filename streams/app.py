@@ -1,6 +1,7 @@
-"""The worker's Faust application: the `erasure-acks` agent, the clock-driven ticks, the outbox and
-ingest-journal relays, the state rebuild, consumer lag and the HTTP API. The input topics are read
-by the intake loop (streams/intake_loop.py), which starts with the app.
+"""The worker's Faust application: the clock-driven ticks, the outbox and ingest-journal relays,
+the state rebuild, consumer lag and the HTTP API. Two consumer loops of the worker's own start
+with it: the intake loop on the input topics (streams/intake_loop.py) and the acks loop on
+`erasure-acks` (streams/acks.py).
 
 One app per worker process, built by ``build_app`` from the settings so tests can build their
 own with a fresh metrics registry.
@@ -13,7 +14,6 @@ import dataclasses
 import functools
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -21,43 +21,42 @@ import faust
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from lifecycle_core.clock import Clock, make_clock
-from lifecycle_core.config import Settings
-from lifecycle_core.crypto import KeyWrapper
-from lifecycle_core.datakeys import open_data_keys
-from lifecycle_core.errors import LifecycleError
-from lifecycle_core.keys import Keyring, key_file, open_keyring
-from lifecycle_core.pgroles import as_component, setup_roles
-from lifecycle_core.policy import load_policy
-from lifecycle_core.storekeys import ack_signature_problem, ensure_store_keys, load_store_keys
-from schemas.catalog import Catalog, load_catalog
-from schemas.codec import Codec
-from schemas.errors import DecodeError
-from schemas.registry import make_registry
-from streams.access import access_tick, answer_problem, apply_answers
-from streams.db import Database, apply_schema, describe, with_retry
-from streams.erasure import ack_problem, apply_acks, erasure_tick
-from streams.http_auth import load_tokens, middleware
-from streams.intake import Origin, Rejected, capped, dead_letter
-from streams.intake_loop import IntakeLoop
-from streams.journal import JournalRelay
-from streams.lag import LagProbe, pipeline_groups
-from streams.metrics import Metrics
-from streams.outbox import Relay
-from streams.processors import Context, all_processors
-from streams.rebuild import republish_state, tombstone_erased
-from streams.retention import apply_retention_acks, retention_tick
-from streams.sealing import destroy_past_letter_keys, period_subject, seal_letter
+from lifecycle.core.clock import Clock, make_clock
+from lifecycle.core.config import Settings
+from lifecycle.core.datakeys import open_data_keys
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.keys import Keyring, key_file, open_keyring
+from lifecycle.core.pgroles import as_component, setup_roles
+from lifecycle.core.policy import load_policy
+from lifecycle.schemas.catalog import Catalog, load_catalog
+from lifecycle.schemas.codec import Codec
+from lifecycle.schemas.registry import make_registry
+from lifecycle.streams.access import access_tick
+from lifecycle.streams.acks import AckKeys, AcksLoop
+from lifecycle.streams.db import Database, apply_schema, describe
+from lifecycle.streams.erasure import erasure_tick
+from lifecycle.streams.health import Health
+from lifecycle.streams.http_auth import load_tokens, middleware
+from lifecycle.streams.intake import Origin, Rejected, dead_letter
+from lifecycle.streams.intake_loop import IntakeLoop
+from lifecycle.streams.journal import JournalRelay
+from lifecycle.streams.lag import LagProbe, pipeline_groups
+from lifecycle.streams.letters import DeadLetters
+from lifecycle.streams.metrics import Metrics
+from lifecycle.streams.outbox import Relay
+from lifecycle.streams.processors import Context, all_processors
+from lifecycle.streams.rebuild import republish_state, tombstone_erased
+from lifecycle.streams.retention import retention_tick
+from lifecycle.streams.sealing import destroy_past_letter_keys, period_subject
+from lifecycle.streams.wakeup import OUTBOX_CHANNEL, Wakeup
 
 __all__ = ["Pipeline", "build_app"]
 
 log = logging.getLogger("lifecycle.worker")
 
-ACKS_BATCH = 500
-ACKS_WITHIN_S = 0.2
 TICK_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 10.0
-RELAY_IDLE_S = 0.1
+RELAY_IDLE_S = 1.0  # the outbox relay's fallback: a commit that queued records wakes it at once
 JOURNAL_IDLE_S = 0.5
 
 
@@ -71,69 +70,27 @@ class Pipeline:
     metrics: Metrics
     clock: Clock
     context: Context
-    dead_letters: Any  # the dead-letters topic (raw bytes), shared by every stage that rejects
-    keys_db: Database  # data keys fetched outside the stages' transactions (streams/sealing.py)
-    ack_keys: AckKeys  # every store's signing key (lifecycle_core/storekeys.py)
-    ready: bool = False
-    acks_joined: bool = False
-    log_resets: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # shown on /readyz
-    rebuild_wanted: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-
-    def note_log_reset(self, topic: str, partition: int, stored: int, log_end: int) -> None:
-        """The intake found a new or shorter log: count it, show it, have the state republished."""
-        self.metrics.log_resets.labels(topic).inc()
-        self.log_resets.append({"topic": topic, "partition": partition, "stored_offset": stored,
-                                "log_end": log_end, "at_ms": time.time_ns() // 1_000_000})
-        del self.log_resets[:-20]
-        self.rebuild_wanted.set()
-
-    def update_ready(self) -> None:
-        """Ready once both consumers have their partitions: the intake's and Faust's (acks)."""
-        intake = self.app.intake
-        self.ready = self.acks_joined and intake is not None and intake.assigned
-        self.metrics.worker_ready.set(1 if self.ready else 0)
-
-
-class AckKeys:
-    """The stores' ack keys, created for the configured stores at start and read again when an ack
-    names a store or carries a signature they do not explain (a store added or rotated since), at
-    most every RELOAD_S."""
-
-    RELOAD_S = 5.0
-
-    def __init__(self, settings: Settings, wrapper: KeyWrapper):
-        self.settings, self.wrapper = settings, wrapper
-        with psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
-            ensure_store_keys(conn, wrapper, settings.erasure_stores)
-            self.keys = load_store_keys(conn, wrapper)
-        self._loaded = time.monotonic()
-
-    def _load(self) -> dict[str, bytes]:
-        with psycopg.connect(self.settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
-            return load_store_keys(conn, self.wrapper)
-
-    async def problem(self, store: str, value: bytes, headers: Any) -> tuple[str, str] | None:
-        if isinstance(headers, Mapping):  # Faust gives a record's headers as a list or a mapping
-            headers = list(headers.items())
-        problem = ack_signature_problem(self.keys, store, value, headers)
-        if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > self.RELOAD_S:
-            self._loaded = time.monotonic()
-            self.keys = await asyncio.to_thread(self._load)
-            problem = ack_signature_problem(self.keys, store, value, headers)
-        return problem
+    health: Health  # what /readyz shows
+    dead_letters: DeadLetters  # shared by every stage that rejects a consumed record
+    intake: IntakeLoop  # the input topics (streams/intake_loop.py)
+    acks: AcksLoop  # the stores' answers on erasure-acks (streams/acks.py)
 
 
 class _App(faust.App):
-    """Faust starts app tasks only once its own consumer has joined its group; the intake loop
-    starts with the app instead, so that both groups are joined at once (a join waits about half
-    the session timeout)."""
+    """Faust starts app tasks only once its own consumer has joined its group (and its table
+    recovery is done); the worker's consumer loops start with the app instead, registered with
+    ``start_with`` as tasks are with ``app.task``, so that they join their groups at once. Faust
+    itself consumes nothing: its producer, web server, tasks and timers are all the worker uses."""
 
-    intake: Any = None
+    producer_only = True  # Faust's boot strategy without its consumer, conductor and tables
+
+    def start_with(self, *loops: Callable[[], Awaitable[None]]) -> None:
+        self._loops = [*getattr(self, "_loops", []), *loops]
 
     async def on_start(self) -> None:
         await super().on_start()
-        if self.intake is not None:
-            self.add_future(self.intake.run())
+        for loop in getattr(self, "_loops", []):
+            self.add_future(loop())
 
 
 def build_app(
@@ -147,7 +104,7 @@ def build_app(
 ) -> Pipeline:
     """Build the Faust app with every agent registered. ``swept_by`` names the categories each
     store sweeps by time, so their metrics exist from the start, and ``store_grants`` what each
-    store's database role may touch (lifecycle_core/pgroles.py); the shell passes the stores'
+    store's database role may touch (lifecycle/core/pgroles.py); the shell passes the stores'
     (the pipeline itself knows no store: connectors/ stands beside it, not below)."""
     catalog = catalog or load_catalog()
     policy = load_policy(settings.retention_policy)  # refused at start when invalid
@@ -165,7 +122,7 @@ def build_app(
     # Faust runs the acks agent, the timers and the HTTP API; the input topics are read by the
     # intake loop under the group `app_id` (streams/intake_loop.py).
     app = _App(
-        f"{settings.app_id}-acks",
+        f"{settings.app_id}-web",
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=settings.faust_credentials(),
         store="memory://",
@@ -190,32 +147,30 @@ def build_app(
     keys = prepare_database(settings, clock, store_grants or {})
     data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
     settings = as_component(settings, "worker")  # from here on, the worker's own role
+    context = Context(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys, policy=policy,
+                      data_keys=data_keys)
+    health = Health(metrics)
+    letters = DeadLetters(context, Database(settings.postgres_dsn or ""),
+                          _raw_topic(app, settings.topic("dead-letters")))
+
+    def producer_started() -> bool:
+        return bool(app.producer.started)
+
+    by_contract = {p.topic: p for p in all_processors()}
     pipeline = Pipeline(
-        app=app,
-        settings=settings,
-        codec=codec,
-        metrics=metrics,
-        clock=clock,
-        context=Context(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys,
-                        policy=policy, data_keys=data_keys),
-        dead_letters=_raw_topic(app, settings.topic("dead-letters")),
-        keys_db=Database(settings.postgres_dsn or ""),
-        ack_keys=AckKeys(settings, data_keys.wrapper),
+        app=app, settings=settings, codec=codec, metrics=metrics, clock=clock, context=context, health=health,
+        dead_letters=letters,
+        intake=IntakeLoop(context, health, {settings.topic(t): by_contract[t] for t in catalog.input_topics},
+                          letters.send, producer_started),
+        acks=AcksLoop(context, health, AckKeys(settings.postgres_dsn or "", settings.erasure_stores,
+                                               data_keys.wrapper), letters.send, producer_started),
     )
-    _register_intake(pipeline, catalog)
-    _register_acks(pipeline)
+    app.start_with(pipeline.intake.run, pipeline.acks.run)
     _register_background(pipeline)
     _register_lag(pipeline, pipeline_groups(settings, list(catalog.input_topics)))
-    from streams.web import register_views
+    from lifecycle.streams.web import register_views
 
     register_views(pipeline)
-
-    # mode types a handler's `signal` argument with a forward reference mypy resolves to nothing a
-    # handler can match; the handlers below take it as documented.
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def _ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        pipeline.acks_joined = True
-        pipeline.update_ready()
 
     return pipeline
 
@@ -223,7 +178,7 @@ def build_app(
 def prepare_database(settings: Settings, clock: Clock, store_grants: Mapping[str, tuple[str, ...]]) -> Keyring:
     """Apply the schema and every component's role, resume the event-time clock, and return the
     hash keyring, refused when it is not the one this database was set up with
-    (lifecycle_core/keys.py)."""
+    (lifecycle/core/keys.py)."""
     if not settings.postgres_dsn:
         raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
     apply_schema(settings.postgres_dsn, lambda conn: setup_roles(conn, settings, settings.erasure_stores,
@@ -270,31 +225,6 @@ def _raw_topic(app: faust.App, name: str) -> Any:
     )
 
 
-def _register_intake(pipeline: Pipeline, catalog: Catalog) -> None:
-    by_contract = {p.topic: p for p in all_processors()}
-    processors = {pipeline.settings.topic(t): by_contract[t] for t in catalog.input_topics}
-
-    async def send(origin: Origin, value: bytes | None, rejected: Rejected) -> Any:
-        return await send_dead_letter(pipeline, origin, value, rejected)
-
-    pipeline.app.intake = IntakeLoop(pipeline, processors, send)
-
-
-def _register_acks(pipeline: Pipeline) -> None:
-    """Store acknowledgements from `erasure-acks` (erasures and retention sweeps), applied in batches."""
-    app, settings = pipeline.app, pipeline.settings
-    db = Database(settings.postgres_dsn or "")
-
-    registry_down = pipeline.metrics.registry_errors.labels("erasure-acks")
-
-    async def acks(stream: Any) -> None:
-        async for events in stream.take_events(ACKS_BATCH, within=ACKS_WITHIN_S):
-            await _handle_acks(pipeline, db, registry_down, [event.message for event in events])
-
-    acks.__name__ = acks.__qualname__ = "erasure_acks"
-    app.agent(_raw_topic(app, settings.topic("erasure-acks")), name="erasure-acks")(acks)
-
-
 def _register_background(pipeline: Pipeline) -> None:
     """The clock-driven ticks of every processor and the outbox relay."""
     app = pipeline.app
@@ -322,8 +252,8 @@ def _register_background(pipeline: Pipeline) -> None:
     @app.task
     async def rebuild() -> None:
         while True:
-            await pipeline.rebuild_wanted.wait()
-            pipeline.rebuild_wanted.clear()
+            await pipeline.health.rebuild_wanted.wait()
+            pipeline.health.rebuild_wanted.clear()
             try:
                 await republish_state(rebuild_db, ctx)
                 await tombstone_erased(rebuild_db, ctx)
@@ -363,22 +293,35 @@ def _register_background(pipeline: Pipeline) -> None:
             except Exception as exc:
                 log.warning("dead-letter keys not rotated: %s", describe(exc))
 
+    wakeup = Wakeup(settings.postgres_dsn or "", OUTBOX_CHANNEL)
+
+    @app.task
+    async def outbox_listener() -> None:
+        await wakeup.listen()
+
     @app.task
     async def relay() -> None:
-        await _relay_forever("outbox relay", lambda: relay_loop.once(app.producer), RELAY_IDLE_S)
+        await _relay_forever("outbox relay", lambda: relay_loop.once(app.producer), RELAY_IDLE_S, wakeup)
 
 
-async def _relay_forever(what: str, once: Callable[[], Awaitable[int]], idle_s: float) -> None:
-    """Run relay rounds back to back while they find work; pause ``idle_s`` when one finds none
-    or fails (the next round tries again: a relay task never dies)."""
+async def _relay_forever(what: str, once: Callable[[], Awaitable[int]], idle_s: float,
+                         wakeup: Wakeup | None = None) -> None:
+    """Run relay rounds back to back while they find work; when one finds none or fails, wait for
+    ``wakeup`` (a commit that queued work), at most ``idle_s`` (the next round tries again: a
+    relay task never dies)."""
     while True:
+        if wakeup is not None:
+            wakeup.clear()
         try:
             sent = await once()
         except Exception as exc:
             log.warning("%s failed: %s", what, describe(exc))
             sent = 0
         if sent == 0:
-            await asyncio.sleep(idle_s)
+            if wakeup is not None:
+                await wakeup.wait(idle_s)
+            else:
+                await asyncio.sleep(idle_s)
 
 
 def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:
@@ -388,98 +331,12 @@ def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:
     async def consumer_lag() -> None:
         await asyncio.to_thread(probe.measure)
 
-    @pipeline.app.on_before_shutdown.connect  # type: ignore[arg-type]  # see _ready in build_app
+    # mode types a handler's `signal` argument with a forward reference mypy resolves to nothing a
+    # handler can match; the handler takes it as documented.
+    @pipeline.app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close_probe(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         probe.close()
 
 
-async def send_dead_letter(pipeline: Pipeline, origin: Origin, original: bytes | None, rejected: Rejected) -> Any:
-    """Queue the dead letter of a consumed record; returns the delivery future to await before
-    the record's batch is acknowledged."""
-    now = pipeline.clock.now_ms()
-    ctx = pipeline.context
-    key, sealed, sealed_for = await seal_letter(pipeline.keys_db, ctx.data_keys, ctx.policy, now, origin.key,
-                                                capped(original))
-    key, value, headers = dead_letter(pipeline.codec, rejected, dataclasses.replace(origin, key=key), sealed, now,
-                                      original_size=len(original) if original is not None else 0,
-                                      sealed_for=sealed_for)
-    log.warning("dead-lettered %s[%d]@%d: %s", origin.topic, origin.partition, origin.offset, rejected.reason)
-    return await pipeline.dead_letters.send(key=key, value=value, headers=headers)
-
-
-async def _handle_acks(pipeline: Pipeline, db: Database, registry_down: Any, messages: list[Any]) -> None:
-    """One batch from `erasure-acks`: decode (a registry outage is waited out), dead-letter what is
-    undecodable or out of range, apply the rest; an ack that fails alone is isolated."""
-    decoded = await with_retry("decode acks", lambda: _decode_acks(pipeline.codec, messages),
-                               on_retry=lambda exc: registry_down.inc())
-    good: list[tuple[Any, dict[str, Any]]] = []
-    sweeps: list[dict[str, Any]] = []
-    answers: list[tuple[Any, dict[str, Any]]] = []
-    pending: list[Any] = []
-
-    async def reject(msg: Any, rejected: Rejected) -> None:
-        origin = Origin(msg.topic, msg.partition, msg.offset, _ts_ms(msg), msg.key)
-        pending.append(await send_dead_letter(pipeline, origin, msg.value, rejected))
-        pipeline.metrics.events_rejected.labels("erasure-acks", rejected.reason).inc()
-
-    for msg, outcome in zip(messages, decoded, strict=True):
-        if isinstance(outcome, Rejected):
-            await reject(msg, outcome)
-        elif (forged := await pipeline.ack_keys.problem(outcome.value["store"], msg.value, msg.headers)) is not None:
-            await reject(msg, Rejected(forged[0], "ForgedAck", forged[1], stage="erasure-acks"))
-        elif outcome.record.short_name == "RetentionAck":
-            sweeps.append(outcome.value)
-        elif outcome.record.short_name == "AccessAnswer":
-            if (problem := answer_problem(outcome.value)) is not None:
-                await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
-            else:
-                answers.append((msg, outcome.value))
-        elif (problem := ack_problem(outcome.value)) is not None:
-            await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
-        else:
-            good.append((msg, outcome.value))
-    async def isolating(what: str, apply: Callable[[Any, list[dict[str, Any]]], Awaitable[Any]],
-                        items: list[tuple[Any, dict[str, Any]]]) -> None:
-        """Apply the batch; when it fails (not transiently), item by item, dead-lettering the one that fails."""
-        try:
-            await db.run(what, lambda conn: apply(conn, [a for _, a in items]))
-        except Exception as exc:
-            log.warning("%s: batch failed with %s; applying one by one", what, describe(exc))
-            for msg, item in items:
-                try:
-                    await db.run(what, functools.partial(apply_one, apply=apply, item=item))
-                except Exception as single:
-                    await reject(msg, Rejected("processing_failed", type(single).__name__,
-                                               f"{describe(single)} while applying", stage="erasure-acks"))
-
-    async def apply_one(conn: Any, *, apply: Any, item: dict[str, Any]) -> Any:
-        return await apply(conn, [item])
-
-    if good:
-        await isolating("erasure acks", lambda conn, acks: apply_acks(conn, pipeline.context, acks), good)
-    if sweeps:
-        await db.run("retention acks", lambda conn: apply_retention_acks(conn, pipeline.context, sweeps))
-    if answers:
-        await isolating("access answers", lambda conn, items: apply_answers(conn, pipeline.context, items), answers)
-    for fut in pending:
-        await fut
-
-
 async def _tick_one(conn: psycopg.AsyncConnection[Any], *, processor: Any, now: int, ctx: Context) -> None:
     await processor.tick(conn, now, ctx)
-
-
-async def _decode_acks(codec: Codec, messages: list[Any]) -> list[Any]:
-    """Each message decoded, or its Rejected; a RegistryError (transient) propagates."""
-    out: list[Any] = []
-    for msg in messages:
-        try:
-            out.append(codec.decode(msg.value, topic="erasure-acks"))
-        except DecodeError as exc:
-            out.append(Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks"))
-    return out
-
-
-def _ts_ms(msg: Any) -> int | None:
-    ts = getattr(msg, "timestamp", None)
-    return int(ts * 1000) if ts else None

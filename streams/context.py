@@ -12,15 +12,15 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.clock import Clock
-from lifecycle_core.config import Settings
-from lifecycle_core.datakeys import DataKeys
-from lifecycle_core.keys import Keyring
-from lifecycle_core.policy import Policy
-from schemas.catalog import RecordType
-from schemas.codec import Codec
-from schemas.personal import key_pairs, seal
-from streams.metrics import Metrics
+from lifecycle.core.clock import Clock
+from lifecycle.core.config import Settings
+from lifecycle.core.datakeys import DataKeys
+from lifecycle.core.keys import Keyring
+from lifecycle.core.policy import Policy
+from lifecycle.schemas.catalog import RecordType
+from lifecycle.schemas.codec import Codec
+from lifecycle.schemas.personal import key_pairs, seal
+from lifecycle.streams.metrics import Metrics
 
 __all__ = ["Context", "enqueue", "ORDERED_TOPICS", "OutboxRow", "Draft", "Row"]
 

@@ -2,7 +2,7 @@
 
 Errors are told apart by SQLSTATE, never by message: only a lost connection (class 08, or no
 answer at all), a server shutting down or refusing connections (57P01-57P03, 53300), a
-serialization failure (40001) and a deadlock (40P01) are retried, with lifecycle_core/backoff.py.
+serialization failure (40001) and a deadlock (40P01) are retried, with lifecycle/core/backoff.py.
 Everything else (a statement timeout, a full disk, bad data) is raised at once: the caller isolates
 the record or fails loudly. Logs name the error class and SQLSTATE only: PostgreSQL's DETAIL text
 can quote row values.
@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from lifecycle_core.backoff import Backoff
-from schemas.errors import RegistryError
+from lifecycle.core.backoff import Backoff
+from lifecycle.schemas.errors import RegistryError
 
 __all__ = ["SCHEMA_SQL", "apply_schema", "connect", "with_retry", "is_transient"]
 

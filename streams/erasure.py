@@ -26,12 +26,12 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.keys import Keyring
-from lifecycle_core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
-from schemas.statuses import SUCCESS, AckStatus
-from streams.access import forget_access
-from streams.context import Context, Row
-from streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
+from lifecycle.core.keys import Keyring
+from lifecycle.core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
+from lifecycle.schemas.statuses import SUCCESS, AckStatus
+from lifecycle.streams.access import forget_access
+from lifecycle.streams.context import Context, Row
+from lifecycle.streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
 
 __all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status",
            "reverify"]
@@ -409,6 +409,7 @@ async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
         (rid, store, ack["status"], ack.get("items_found", 0), ms_to_dt(ack["completed_at"]), ack.get("round", 0))
         for (rid, store), ack in best.items()]))
     rows = await cur.fetchall()
+    rows += await _late_findings(conn, best, {(r[0], r[1]) for r in rows})
     # Under a replay: still complete, or already replaying (another store's finding came first).
     cur = await conn.execute("SELECT request_id FROM erasure_proofs WHERE request_id = ANY(%s) "
                              "AND state IN ('complete', 'replaying') AND replay_store IS NOT NULL",
@@ -440,6 +441,26 @@ async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
         await ctx.enqueue(conn, [_order(ctx, _request(row[:-1])) for row in rows])
         ctx.metrics.regressions.inc(int(rows[0][-1]) if rows else 0)
     return touched
+
+
+async def _late_findings(conn: psycopg.AsyncConnection[Any], best: dict[tuple[uuid.UUID, str], dict[str, Any]],
+                         answered: set[tuple[uuid.UUID, str]]) -> list[Any]:
+    """Verify answers that found data in a round another store's finding has already closed.
+
+    The stores answer a verify order in any order; the first finding opens the next round, and a
+    finding of the same round arriving after it would be dropped with its round, to be found
+    again one round later. It counts now instead: the store erases again in the next round.
+    Rows shaped like _VERIFIED's (request, store, found, state, verified)."""
+    late = [(rid, store, ack.get("items_found", 0), ack.get("round", 0)) for (rid, store), ack in best.items()
+            if (rid, store) not in answered and ack.get("items_found", 0) > 0]
+    if not late:
+        return []
+    cur = await conn.execute(
+        "SELECT a.request_id, a.store, a.found, r.state, false FROM unnest(%s::uuid[], %s::text[], %s::bigint[], "
+        "%s::int[]) AS a(request_id, store, found, round) JOIN erasure_requests r USING (request_id) "
+        "JOIN erasure_progress p ON p.request_id = a.request_id AND p.store = a.store "
+        f"WHERE r.state = 'open' AND a.round < r.round AND p.status IN ({_SUCCESS_SQL})", _columns(late))
+    return list(await cur.fetchall())
 
 
 async def erasure_tick(conn: psycopg.AsyncConnection[Any], ctx: Context, now_ms: int) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError
-from lifecycle_core.keys import create_key_file
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.keys import create_key_file
 
 __all__ = ["SCOPES", "ROUTE_SCOPES", "Tokens", "load_tokens", "init_tokens_file", "middleware", "read_body",
            "BodyTooLarge", "BodyTooSlow"]

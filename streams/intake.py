@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from schemas.codec import Codec, Decoded
-from schemas.errors import DecodeError
-from schemas.validate import check_event
+from lifecycle.schemas.codec import Codec, Decoded
+from lifecycle.schemas.errors import DecodeError
+from lifecycle.schemas.validate import check_event
 
 __all__ = ["Origin", "Rejected", "triage", "dead_letter", "capped", "DLQ_HEADER_PREFIX", "DEAD_LETTER_VALUE_CAP"]
 

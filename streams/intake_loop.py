@@ -31,29 +31,33 @@ import logging
 import os
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from lifecycle_core.clock import latest_plausible
-from lifecycle_core.config import Settings
-from lifecycle_core.crypto import Forged
-from streams.db import Database, describe, with_retry
-from streams.intake import Origin, Rejected, triage
-from streams.journal import journal_forget, journal_resend_all
-from streams.processing import apply_batch
-from streams.processors import Processor
-from streams.sealing import open_events
+from lifecycle.core.clock import latest_plausible
+from lifecycle.core.config import Settings
+from lifecycle.core.crypto import Forged
+from lifecycle.streams.consumers import worker_consumer
+from lifecycle.streams.db import Database, describe, with_retry
+from lifecycle.streams.health import Health
+from lifecycle.streams.intake import Origin, Rejected, triage
+from lifecycle.streams.journal import journal_forget, journal_resend_all
+from lifecycle.streams.processing import apply_batch
+from lifecycle.streams.processors import Context, Processor
+from lifecycle.streams.sealing import open_events
 
-if TYPE_CHECKING:  # the app builds the intake with itself; no import at run time
-    from streams.app import Pipeline
+# Queues the dead letter of a consumed record; returns what to await before its batch is acknowledged.
+SendDeadLetter = Callable[[Origin, bytes | None, Rejected], Awaitable[Any]]
 
 __all__ = ["IntakeLoop", "INTAKE_BATCH"]
 
 log = logging.getLogger("lifecycle.intake")
 
 INTAKE_BATCH = 4000  # records per poll, over every assigned partition
+INTAKE_FETCH_WAIT_MS = 100
 POLL_TIMEOUT_MS = 200
 # Fault injection (tests only): seconds resume() waits between reading PostgreSQL's offsets and
 # seeking to them, the window in which a fetch from Kafka's committed offset can arrive.
@@ -101,20 +105,21 @@ class _Listener(ConsumerRebalanceListener):
 class IntakeLoop:
     """Consume, triage, apply, store offsets; one per worker process (``run`` is the task)."""
 
-    def __init__(self, pipeline: Pipeline, processors: dict[str, Processor], send_dead_letter: Any):
-        self.pipeline = pipeline
-        self.settings: Settings = pipeline.settings
+    def __init__(self, context: Context, health: Health, processors: dict[str, Processor],
+                 send_dead_letter: SendDeadLetter, producer_started: Callable[[], bool]):
+        self.context, self.health = context, health
+        self.settings: Settings = context.settings
+        self.producer_started = producer_started
         self.processors = processors  # by full topic name
         self.contract = {self.settings.topic(p.topic): p.topic for p in processors.values()}
         self.send_dead_letter = send_dead_letter
         self.db = Database(self.settings.postgres_dsn or "")
         self.group = self.settings.app_id
         self.busy = asyncio.Lock()
-        self.assigned = False
         self.consumer: AIOKafkaConsumer | None = None
         self._to_kafka: dict[TopicPartition, int] = {}
         self._kafka_committed_at = 0.0
-        m = pipeline.metrics
+        m = context.metrics
         self._ingested: dict[tuple[str, str], Any] = {}
         self._rejected: dict[tuple[str, str], Any] = {}
         self._dlq = {t: m.dead_letters_written.labels(t) for t in self.contract.values()}
@@ -129,23 +134,12 @@ class IntakeLoop:
         self._sought: dict[TopicPartition, int] = {}
 
     async def run(self) -> None:
-        s = self.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=self.group,
-            client_id=f"{self.group}-intake",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=INTAKE_BATCH,
-            fetch_max_wait_ms=100,
-            session_timeout_ms=s.broker_session_timeout_s * 1000,
-            heartbeat_interval_ms=1000,
-            **s.aiokafka_kwargs(),
-        )
+        self.consumer = worker_consumer(self.settings, self.group, f"{self.group}-intake", INTAKE_BATCH,
+                                        INTAKE_FETCH_WAIT_MS)
         self.consumer.subscribe(list(self.processors), listener=_Listener(self))
         await self.consumer.start()
         try:
-            while not self.pipeline.app.producer.started:  # dead letters go through Faust's producer
+            while not self.producer_started():  # dead letters go through Faust's producer
                 await asyncio.sleep(0.05)
             while True:
                 generation = self._generation
@@ -185,8 +179,7 @@ class IntakeLoop:
                 self.consumer.seek(tp, self._sought[tp])
                 self._to_kafka[tp] = offset  # so that Kafka's copy (lag) catches up even when idle
                 self._unverified[tp] = (offset, digest)
-        self.assigned = True
-        self.pipeline.update_ready()
+        self.health.consumer_assigned("intake", True)
         log.info("intake assigned %d partitions", len(assigned))
 
     def _drop_before_seek(self, batch: dict[TopicPartition, list[Any]]) -> set[TopicPartition]:
@@ -242,7 +235,7 @@ class IntakeLoop:
             found = "another record before it" if log_end < 0 else f"log end {log_end}"
             log.warning("the log of %s[%d] is not the one the intake stood in (stored offset %d, %s): "
                         "starting again at %d", tp.topic, tp.partition, stored, found, starts[tp])
-            self.pipeline.note_log_reset(self.contract[tp.topic], tp.partition, stored, log_end)
+            self.health.note_log_reset(self.contract[tp.topic], tp.partition, stored, log_end)
 
         async def tx(conn: psycopg.AsyncConnection[Any]) -> int:
             await conn.execute(
@@ -268,10 +261,10 @@ class IntakeLoop:
             await self._apply_topic(topic, parts)
 
     async def _apply_topic(self, topic: str, parts: list[tuple[TopicPartition, list[Any]]]) -> None:
-        pipeline, contract = self.pipeline, self.contract[topic]
+        ctx, contract = self.context, self.contract[topic]
         processor = self.processors[topic]
-        not_after = latest_plausible(self.settings, pipeline.clock)
-        codec = pipeline.codec
+        not_after = latest_plausible(self.settings, ctx.clock)
+        codec = ctx.codec
         pending: list[Any] = []
         rejects: dict[str, int] = {}
         valid: list[tuple[Any, dict[str, Any]]] = []
@@ -288,7 +281,7 @@ class IntakeLoop:
                     for _, records in parts for record in records]
 
         decoded = await with_retry(f"decode {contract}", decode_all, on_retry=lambda exc: self._registry_down.inc())
-        opened, clear = await open_events(self.db, pipeline.context.data_keys,
+        opened, clear = await open_events(self.db, ctx.data_keys,
                                           [(o.record, o.value) for _, o in decoded if not isinstance(o, Rejected)])
         if clear:
             self._clear[contract].inc(clear)
@@ -310,7 +303,7 @@ class IntakeLoop:
 
         await _all(pending)  # dead letters on the broker before the offsets move past them
         pending.clear()
-        result = await apply_batch(self.db, processor, [v for _, v in valid], pipeline.context,
+        result = await apply_batch(self.db, processor, [v for _, v in valid], ctx,
                                    also=store_offsets)
         for index, error in result.failed:
             await reject(valid[index][0], Rejected("processing_failed", type(error).__name__,
@@ -324,7 +317,7 @@ class IntakeLoop:
 
     def _count(self, contract: str, valid: list[tuple[Any, dict[str, Any]]], result: Any,
                rejects: dict[str, int]) -> None:
-        metrics = self.pipeline.metrics
+        metrics = self.context.metrics
         counts: dict[str, int] = {}
         failed = {index for index, _ in result.failed}
         for index, (_, value) in enumerate(valid):

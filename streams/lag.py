@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lifecycle_core.config import Settings
-from streams.metrics import Metrics
+from lifecycle.core.config import Settings
+from lifecycle.streams.metrics import Metrics
 
 __all__ = ["LagProbe", "pipeline_groups"]
 
@@ -33,7 +33,7 @@ def pipeline_groups(settings: Settings, input_topics: list[str]) -> dict[str, li
 def _group_id(settings: Settings, role: str, topic: str) -> str:
     if role != "worker":
         return f"{settings.topic_prefix}{role}"
-    # The intake loop reads the input topics as `app_id`; Faust reads the acks as `app_id-acks`.
+    # The intake loop reads the input topics as `app_id`; the acks loop reads the acks as `app_id-acks`.
     return f"{settings.app_id}-acks" if topic == "erasure-acks" else settings.app_id
 
 

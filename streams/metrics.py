@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas.catalog import Catalog
-from schemas.errors import (
+from lifecycle.schemas.catalog import Catalog
+from lifecycle.schemas.errors import (
     DecodeError,
     InvalidEvent,
     NotConfluentFramed,
@@ -22,7 +22,7 @@ from schemas.errors import (
     TruncatedRecord,
     UnknownSchemaId,
 )
-from schemas.validate import PURPOSES
+from lifecycle.schemas.validate import PURPOSES
 
 __all__ = ["Metrics", "REJECT_REASONS"]
 

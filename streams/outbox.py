@@ -24,12 +24,12 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.clock import Clock
-from lifecycle_core.config import Settings
-from lifecycle_core.keys import Keyring
-from streams.db import Database
-from streams.metrics import Metrics
-from streams.suppression import erased_among
+from lifecycle.core.clock import Clock
+from lifecycle.core.config import Settings
+from lifecycle.core.keys import Keyring
+from lifecycle.streams.db import Database
+from lifecycle.streams.metrics import Metrics
+from lifecycle.streams.suppression import erased_among
 
 __all__ = ["Relay", "MAX_RECORD_BYTES", "SUBJECT_TOPICS"]
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import psycopg
 
-from streams.db import Database, describe
-from streams.processors.base import Context, Processor
-from streams.suppression import erased_among, lift_visitors, silenced
+from lifecycle.streams.db import Database, describe
+from lifecycle.streams.processors.base import Context, Processor
+from lifecycle.streams.suppression import erased_among, lift_visitors, silenced
 
 __all__ = ["apply_batch", "BatchResult"]
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import psycopg
 
-from streams.context import Context
-from streams.db import Database
-from streams.erasure import publish_status
-from streams.processors.accounts import profile_records
-from streams.processors.consent import publish_states
-from streams.suppression import erased_among
+from lifecycle.streams.context import Context
+from lifecycle.streams.db import Database
+from lifecycle.streams.erasure import publish_status
+from lifecycle.streams.processors.accounts import profile_records
+from lifecycle.streams.processors.consent import publish_states
+from lifecycle.streams.suppression import erased_among
 
 __all__ = ["republish_state", "tombstone_erased", "PAGE"]
 

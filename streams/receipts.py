@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 import yaml
 
-from lifecycle_core.config import PROJECT_ROOT
-from lifecycle_core.policy import Policy, Window
-from lifecycle_core.timeutil import DAY_MS, HOUR_MS, add_months, dt_to_ms, ms_to_dt
+from lifecycle.core.config import PROJECT_ROOT
+from lifecycle.core.policy import Policy, Window
+from lifecycle.core.timeutil import DAY_MS, HOUR_MS, add_months, dt_to_ms, ms_to_dt
 
 __all__ = ["consent_receipts", "FORMAT", "ASK_AGAIN_MONTHS"]
 

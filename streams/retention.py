@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.policy import Policy
-from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
-from streams.context import Context
+from lifecycle.core.policy import Policy
+from lifecycle.core.timeutil import dt_to_ms, ms_to_dt
+from lifecycle.streams.context import Context
 
 __all__ = ["retention_tick", "apply_retention_acks", "store_label"]
 

@@ -35,6 +35,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The relay is woken when a transaction that queued records commits (streams/wakeup.py): one
+-- notification per statement, and PostgreSQL folds a transaction's identical ones into one.
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('lifecycle_outbox', '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+
 -- Accounts: the policy's "maintain your accounts with us".
 CREATE TABLE IF NOT EXISTS accounts (
     account_id            text PRIMARY KEY,
@@ -111,7 +120,7 @@ CREATE INDEX IF NOT EXISTS session_logs_ended ON session_logs (ended_at);
 -- The month partition holding ``t``, created on first use. Named session_logs_pYYYYMM: the
 -- retention sweep reads the bounds from the name. Two workers racing to create it both succeed.
 -- SECURITY DEFINER: the worker's role creates partitions as their owner
--- (lifecycle_core/pgroles.py), without CREATE on the schema itself.
+-- (lifecycle/core/pgroles.py), without CREATE on the schema itself.
 CREATE OR REPLACE FUNCTION session_logs_partition(t timestamptz) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
@@ -268,7 +277,7 @@ CREATE TABLE IF NOT EXISTS erasure_proofs (
     completed_at timestamptz NOT NULL,
     stores       jsonb NOT NULL
 );
--- Crypto-shredding (lifecycle_core/datakeys.py): when the subjects' data keys were destroyed, and
+-- Crypto-shredding (lifecycle/core/datakeys.py): when the subjects' data keys were destroyed, and
 -- the categories a legal hold kept.
 ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS keys_destroyed_at timestamptz;
 ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS keys_kept text[];
@@ -320,7 +329,7 @@ CREATE TABLE IF NOT EXISTS retention_runs (
     PRIMARY KEY (store, category)
 );
 
--- hash_keys (fingerprints of the hash keys, never the keys) is created by lifecycle_core/keys.py: a
+-- hash_keys (fingerprints of the hash keys, never the keys) is created by lifecycle/core/keys.py: a
 -- connector may check its key before any worker has applied this file.
 -- A visitor id is suppressed only as long as the cookie that carries it can live (13 months);
 -- an account id, which is never reused, for ever (expires_at NULL).

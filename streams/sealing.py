@@ -16,13 +16,13 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.crypto import ERASED, Forged
-from lifecycle_core.datakeys import DataKeys
-from lifecycle_core.policy import Policy
-from schemas.catalog import RecordType
-from schemas.personal import key_pairs, seal, tokens_of, unseal
-from schemas.validate import subject_key
-from streams.db import Database
+from lifecycle.core.crypto import ERASED, Forged
+from lifecycle.core.datakeys import DataKeys
+from lifecycle.core.policy import Policy
+from lifecycle.schemas.catalog import RecordType
+from lifecycle.schemas.personal import key_pairs, seal, tokens_of, unseal
+from lifecycle.schemas.validate import subject_key
+from lifecycle.streams.db import Database
 
 __all__ = ["open_events", "seal_events", "seal_letter", "letter_subject", "period_subject", "LETTER_CATEGORY",
            "destroy_past_letter_keys", "open_letter"]

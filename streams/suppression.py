@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.keys import Keyring
-from lifecycle_core.timeutil import ms_to_dt
+from lifecycle.core.keys import Keyring
+from lifecycle.core.timeutil import ms_to_dt
 
 __all__ = ["erased_among", "silenced", "VISITOR_SUPPRESSION_MONTHS", "lift_visitors"]
 

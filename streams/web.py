@@ -21,22 +21,22 @@ from typing import TYPE_CHECKING, Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lifecycle_core.clock import latest_plausible
-from lifecycle_core.pgroles import component_dsn
-from lifecycle_core.timeutil import ms_to_dt
-from schemas.errors import ValidationFailed
-from schemas.validate import from_json, subject_key
-from streams.access import open_access
-from streams.db import Database, describe
-from streams.erasure import erasure_status
-from streams.http_auth import BodyTooLarge, BodyTooSlow, read_body
-from streams.journal import journal_accept, journal_mark_sent
-from streams.processors.consent import consent_state
-from streams.receipts import consent_receipts
-from streams.sealing import seal_events
+from lifecycle.core.clock import latest_plausible
+from lifecycle.core.pgroles import component_dsn
+from lifecycle.core.timeutil import ms_to_dt
+from lifecycle.schemas.errors import ValidationFailed
+from lifecycle.schemas.validate import from_json, subject_key
+from lifecycle.streams.access import open_access
+from lifecycle.streams.db import Database, describe
+from lifecycle.streams.erasure import erasure_status
+from lifecycle.streams.http_auth import BodyTooLarge, BodyTooSlow, read_body
+from lifecycle.streams.journal import journal_accept, journal_mark_sent
+from lifecycle.streams.processors.consent import consent_state
+from lifecycle.streams.receipts import consent_receipts
+from lifecycle.streams.sealing import seal_events
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from lifecycle.streams.app import Pipeline
 
 __all__ = ["register_views", "MAX_BODY_BYTES", "MAX_BATCH"]
 
@@ -67,11 +67,11 @@ def register_views(pipeline: Pipeline) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        checks = {"consumer_group_joined": pipeline.ready}
+        checks = {"consumer_group_joined": pipeline.health.ready}
         ok = all(checks.values())
         # A log reset is reported, not a failure: the intake has already started again.
         return web.json({"status": "ready" if ok else "starting", "checks": checks,
-                         "log_resets": pipeline.log_resets}, status=200 if ok else 503)
+                         "log_resets": pipeline.health.log_resets}, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

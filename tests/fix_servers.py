@@ -17,12 +17,12 @@ import psycopg
 import psycopg.conninfo
 import pytest
 
+from lifecycle.core.config import Settings
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import free_port, spawn, stop_process
 from lifecycle.embedded.redis import redis_binary
 from lifecycle.supervisor import http_get
 from lifecycle.topics import apply_topics, load_spec
-from lifecycle_core.config import Settings
 
 
 @pytest.fixture(scope="session")

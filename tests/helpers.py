@@ -66,7 +66,7 @@ def post(url: str, body: Any, token: str | None, raw: bytes | None = None) -> tu
 
 def emit(settings: Any, *events: dict[str, Any]) -> None:
     """Send events with the emitter SDK and wait until the broker has them all."""
-    from connectors.emitter import Emitter
+    from lifecycle.connectors.emitter import Emitter
 
     with Emitter(settings) as emitter:
         for e in events:
@@ -84,8 +84,8 @@ def opened_letter(settings: Any, msg: Any, letter: dict[str, Any]) -> tuple[byte
     opens them; None once its subject is erased."""
     import psycopg
 
-    from lifecycle_core.datakeys import open_data_keys
-    from streams.sealing import open_letter
+    from lifecycle.core.datakeys import open_data_keys
+    from lifecycle.streams.sealing import open_letter
 
     sealed_for = next((v.decode() for k, v in msg.headers or [] if k == "lifecycle.dlq.sealed_for"), None)
     found = _LETTER_KEYS.get(settings.postgres_dsn)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.core.errors import StackError
 from lifecycle.embedded.prometheus import prometheus_binary
-from lifecycle_core.errors import StackError
 
 __all__ = ["prometheus_tool"]
 

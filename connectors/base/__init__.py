@@ -6,7 +6,7 @@ returns one ``Outcome`` per order, after its deletes have committed; ``runner.ru
 the rest (consumer group, batching, acks after the commit, retries, offsets).
 """
 
-from connectors.base.runner import run_connector
-from connectors.base.sink import AckStatus, ErasureOrder, Outcome, RetentionSink, Sink, TransientStoreError
+from lifecycle.connectors.base.runner import run_connector
+from lifecycle.connectors.base.sink import AckStatus, ErasureOrder, Outcome, RetentionSink, Sink, TransientStoreError
 
 __all__ = ["AckStatus", "ErasureOrder", "Outcome", "RetentionSink", "Sink", "TransientStoreError", "run_connector"]

@@ -8,7 +8,7 @@ import dataclasses
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from schemas.statuses import AckStatus
+from lifecycle.schemas.statuses import AckStatus
 
 __all__ = ["ConnectorMetrics"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from connectors.base.sink import TransientStoreError
+from lifecycle.connectors.base.sink import TransientStoreError
 
 __all__ = ["SinkConnection"]
 

@@ -14,7 +14,7 @@ tells the orchestrator with a ``failed`` acknowledgement (at most once a minute)
 
 An access order (from `access-orders`) changes nothing: the sink gathers what it holds about the
 subjects (``Sink.export``) and the answer goes back in parts, each sealed to the order's key
-(lifecycle_core/boxes.py) and signed like any acknowledgement (docs/access.md).
+(lifecycle/core/boxes.py) and signed like any acknowledgement (docs/access.md).
 
 A verify order (``action: verify``) deletes nothing: the sink looks again (``Sink.verify``) and
 the answer says how many items are left. Orders that name their subjects by keyed hashes alone
@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from connectors.base.metrics import ConnectorMetrics
-from connectors.base.sink import (
+from lifecycle.connectors.base.metrics import ConnectorMetrics
+from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
     ErasureOrder,
@@ -44,23 +44,24 @@ from connectors.base.sink import (
     Sink,
     TransientStoreError,
 )
-from lifecycle_core.backoff import Backoff
-from lifecycle_core.boxes import BoxError, part_aad, seal_to
-from lifecycle_core.config import Settings
-from lifecycle_core.crypto import load_master_key
-from lifecycle_core.errors import ConfigError
-from lifecycle_core.keys import Keyring, load_keyring
-from lifecycle_core.pgroles import component_dsn
-from lifecycle_core.storekeys import load_store_keys, sign_ack
-from schemas.codec import Codec
-from schemas.errors import DecodeError
-from schemas.registry import make_registry
+from lifecycle.core.backoff import Backoff
+from lifecycle.core.boxes import BoxError, part_aad, seal_to
+from lifecycle.core.config import Settings
+from lifecycle.core.crypto import load_master_key
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.keys import Keyring, load_keyring
+from lifecycle.core.pgroles import component_dsn
+from lifecycle.core.storekeys import load_store_keys, sign_ack
+from lifecycle.schemas.codec import Codec
+from lifecycle.schemas.errors import DecodeError
+from lifecycle.schemas.registry import make_registry
 
 __all__ = ["run_connector", "group_id", "categories_of", "store_key"]
 
 log = logging.getLogger("lifecycle.connector")
 _T = TypeVar("_T")
-BATCH = 100
+BATCH = 2000  # orders per poll: a burst of closures costs one transaction and one flush per batch
+FETCH_WAIT_MS = 10  # how long the broker may hold an empty fetch: each hop of an erasure waits on it
 FAILED_ACK_EVERY_S = 60.0
 PART_BYTES = 512 * 1024  # of an access answer, before sealing: a part stays far under the broker's 1 MB
 TICK_S = 2.0
@@ -90,7 +91,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=BATCH,
-        fetch_max_wait_ms=100,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
         client_id=f"lifecycle-store-{sink.name}",
         **settings.kafka_client_kwargs(),
     )
@@ -247,7 +248,7 @@ class _Sweeper:
 
 
 class _SigningProducer:
-    """Every acknowledgement signed with the store's key (lifecycle_core/storekeys.py)."""
+    """Every acknowledgement signed with the store's key (lifecycle/core/storekeys.py)."""
 
     def __init__(self, producer: Any, key: bytes):
         self.producer, self.key = producer, key

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError, LifecycleError
-from schemas.statuses import AckStatus
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.schemas.statuses import AckStatus
 
 __all__ = ["ErasureOrder", "Outcome", "Sink", "RetentionSink", "TransientStoreError", "RetentionOrder", "Expiry",
            "AckStatus", "required", "AccessOrder", "Held", "jsonable"]
@@ -135,7 +135,7 @@ class Sink(abc.ABC):
     name: ClassVar[str]
     # What the store's PostgreSQL role may do, as statements run by the schema setup ({role}: the
     # store's role; {owner}: the owner of the session-log partitions); none for a store that
-    # keeps nothing in the pipeline's database (lifecycle_core/pgroles.py).
+    # keeps nothing in the pipeline's database (lifecycle/core/pgroles.py).
     database_grants: ClassVar[tuple[str, ...]] = ()
     # The data categories the store keeps (deploy/retention.yaml): the record of processing lists
     # it as their recipient (lifecycle/records.py).

@@ -1,3 +1,3 @@
-from connectors.files.sink import FilesSink
+from lifecycle.connectors.files.sink import FilesSink
 
 __all__ = ["FilesSink"]

@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from connectors.base.sink import (
+from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
     ErasureOrder,
@@ -36,8 +36,8 @@ from connectors.base.sink import (
     TransientStoreError,
     jsonable,
 )
-from lifecycle_core.config import Settings
-from lifecycle_core.keys import Keyring, load_keyring
+from lifecycle.core.config import Settings
+from lifecycle.core.keys import Keyring, load_keyring
 
 __all__ = ["FilesSink", "account_folder"]
 

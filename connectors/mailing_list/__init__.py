@@ -1,3 +1,3 @@
-from connectors.mailing_list.sink import MailingListSink
+from lifecycle.connectors.mailing_list.sink import MailingListSink
 
 __all__ = ["MailingListSink"]

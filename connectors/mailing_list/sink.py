@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from psycopg.rows import dict_row
 
-from connectors.base.pg import SinkConnection
-from connectors.base.sink import AccessOrder, AckStatus, ErasureOrder, Held, Outcome, Sink, jsonable, required
-from lifecycle_core.config import Settings
-from lifecycle_core.pgroles import component_dsn
+from lifecycle.connectors.base.pg import SinkConnection
+from lifecycle.connectors.base.sink import AccessOrder, AckStatus, ErasureOrder, Held, Outcome, Sink, jsonable, required
+from lifecycle.core.config import Settings
+from lifecycle.core.pgroles import component_dsn
 
 __all__ = ["MailingListSink"]
 

@@ -1,3 +1,3 @@
-from connectors.postgres.sink import PostgresSink
+from lifecycle.connectors.postgres.sink import PostgresSink
 
 __all__ = ["PostgresSink"]

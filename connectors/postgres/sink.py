@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from connectors.base.pg import SinkConnection
-from connectors.base.sink import (
+from lifecycle.connectors.base.pg import SinkConnection
+from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
     ErasureOrder,
@@ -35,9 +35,9 @@ from connectors.base.sink import (
     jsonable,
     required,
 )
-from lifecycle_core.config import Settings
-from lifecycle_core.pgroles import component_dsn
-from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
+from lifecycle.core.config import Settings
+from lifecycle.core.pgroles import component_dsn
+from lifecycle.core.timeutil import dt_to_ms, ms_to_dt
 
 __all__ = ["PostgresSink", "ACCOUNT_TABLES", "SUBJECT_TABLES", "BATCH_ROWS"]
 

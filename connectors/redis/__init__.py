@@ -1,3 +1,3 @@
-from connectors.redis.sink import RedisSink, account_keys_pattern
+from lifecycle.connectors.redis.sink import RedisSink, account_keys_pattern
 
 __all__ = ["RedisSink", "account_keys_pattern"]

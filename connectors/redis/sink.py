@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base.sink import (
+from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
     ErasureOrder,
@@ -21,7 +21,7 @@ from connectors.base.sink import (
     jsonable,
     required,
 )
-from lifecycle_core.config import Settings
+from lifecycle.core.config import Settings
 
 __all__ = ["RedisSink", "account_keys_pattern", "INDEX_PATTERN"]
 

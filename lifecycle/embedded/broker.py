@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
+from lifecycle.core.errors import StackError
 from lifecycle.embedded.process import ServerProcess, wait_for_port
-from lifecycle_core.errors import StackError
 
 __all__ = ["EmbeddedBroker", "broker_binary"]
 

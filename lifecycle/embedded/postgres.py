@@ -16,9 +16,9 @@ import signal
 import time
 from pathlib import Path
 
+from lifecycle.core.errors import StackError
+from lifecycle.core.keys import create_key_file
 from lifecycle.embedded.process import ServerProcess, pid_alive, service_user, spawn, wait_for_port
-from lifecycle_core.errors import StackError
-from lifecycle_core.keys import create_key_file
 
 __all__ = ["EmbeddedPostgres", "postgres_bin_dir"]
 

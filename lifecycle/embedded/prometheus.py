@@ -11,8 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lifecycle.core.errors import StackError
 from lifecycle.embedded.process import ServerProcess, wait_for_port
-from lifecycle_core.errors import StackError
 
 __all__ = ["prometheus_binary", "EmbeddedPrometheus", "TOOLS_DIR"]
 

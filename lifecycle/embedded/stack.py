@@ -14,12 +14,12 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import StackError
 from lifecycle.embedded.broker import EmbeddedBroker
 from lifecycle.embedded.postgres import EmbeddedPostgres
 from lifecycle.embedded.process import Ledger, stop_all
 from lifecycle.embedded.redis import EmbeddedRedis, redis_binary
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import StackError
 
 __all__ = ["Stack", "StackInfo"]
 

@@ -2,11 +2,11 @@
 PostgreSQL transaction, with set-based or pipelined statements, and queues its output records
 in the outbox of the same transaction."""
 
-from streams.processors.accounts import AccountsProcessor
-from streams.processors.base import Context, Processor
-from streams.processors.consent import ConsentProcessor
-from streams.processors.sessions import SessionsProcessor
-from streams.processors.traffic import TrafficProcessor
+from lifecycle.streams.processors.accounts import AccountsProcessor
+from lifecycle.streams.processors.base import Context, Processor
+from lifecycle.streams.processors.consent import ConsentProcessor
+from lifecycle.streams.processors.sessions import SessionsProcessor
+from lifecycle.streams.processors.traffic import TrafficProcessor
 
 __all__ = ["AccountsProcessor", "ConsentProcessor", "Context", "Processor", "SessionsProcessor",
            "TrafficProcessor", "all_processors"]

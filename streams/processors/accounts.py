@@ -12,10 +12,10 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
-from streams.context import Row
-from streams.erasure import open_erasures
-from streams.processors.base import Context
+from lifecycle.core.timeutil import dt_to_ms, ms_to_dt
+from lifecycle.streams.context import Row
+from lifecycle.streams.erasure import open_erasures
+from lifecycle.streams.processors.base import Context
 
 __all__ = ["AccountsProcessor", "profile_records"]
 

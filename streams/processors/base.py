@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from streams.context import Context
+from lifecycle.streams.context import Context
 
 __all__ = ["Context", "Processor"]
 

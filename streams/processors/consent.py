@@ -17,10 +17,10 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.timeutil import add_months, dt_to_ms, ms_to_dt
-from streams.context import Row
-from streams.processors.base import Context
-from streams.suppression import erased_among
+from lifecycle.core.timeutil import add_months, dt_to_ms, ms_to_dt
+from lifecycle.streams.context import Row
+from lifecycle.streams.processors.base import Context
+from lifecycle.streams.suppression import erased_among
 
 __all__ = ["ConsentProcessor", "COOKIE_LIFETIME_MONTHS", "consent_state", "publish_states"]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.timeutil import dt_to_ms, ms_to_dt
-from streams.processors.base import Context
-from streams.suppression import erased_among
+from lifecycle.core.timeutil import dt_to_ms, ms_to_dt
+from lifecycle.streams.processors.base import Context
+from lifecycle.streams.suppression import erased_among
 
 __all__ = ["SessionsProcessor", "FILES_ON_TOPIC"]
 

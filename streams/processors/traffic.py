@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
-from lifecycle_core.timeutil import HOUR_MS, dt_to_ms, hour_start_ms, ms_to_dt
-from streams.processors.base import Context
+from lifecycle.core.timeutil import HOUR_MS, dt_to_ms, hour_start_ms, ms_to_dt
+from lifecycle.streams.processors.base import Context
 
 __all__ = ["TrafficProcessor", "DIMENSIONS"]
 

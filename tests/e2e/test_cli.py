@@ -67,7 +67,7 @@ def _metrics_hold_the_catalogue_and_no_personal_data(text):
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from lifecycle_core.config import PROJECT_ROOT
+    from lifecycle.core.config import PROJECT_ROOT
 
     catalogue = set(re.findall(r"^\| `(lifecycle_[a-z_]+)`", (PROJECT_ROOT / "docs" / "observability.md").read_text(),
                                flags=re.M))

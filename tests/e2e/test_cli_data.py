@@ -9,7 +9,7 @@ import sys
 
 from kafka import KafkaConsumer
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
 from tests.helpers import MINUTE, T0, event, metric, wait_for
 
 

@@ -7,8 +7,8 @@ import subprocess
 
 import psycopg
 
-from lifecycle_core.config import PROJECT_ROOT
-from streams.db import apply_schema
+from lifecycle.core.config import PROJECT_ROOT
+from lifecycle.streams.db import apply_schema
 from tests.e2e.test_cli import _env, _lifecycle
 
 

@@ -18,8 +18,8 @@ import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
 from lifecycle.embedded.process import free_port, stop_process
+from lifecycle.schemas import Codec
 from lifecycle.supervisor import http_get
-from schemas import Codec
 from tests.helpers import T0, post, wait_for
 from tests.procs import wait_until_gone
 

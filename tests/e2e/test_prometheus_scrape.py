@@ -11,10 +11,10 @@ import urllib.parse
 
 import yaml
 
+from lifecycle.core.config import PROJECT_ROOT
 from lifecycle.embedded.process import stop_process
 from lifecycle.embedded.prometheus import EmbeddedPrometheus
 from lifecycle.supervisor import http_get
-from lifecycle_core.config import PROJECT_ROOT
 from tests.e2e.test_cli import _env, _lifecycle, _wait_ready
 from tests.helpers import T0, event, post, wait_for
 from tests.procs import wait_until_gone

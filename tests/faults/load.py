@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from connectors.emitter import Emitter
-from lifecycle_core.config import Settings
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.core.config import Settings
 from tests.helpers import MINUTE, T0, event
 from tests.unit.samples import PII
 

@@ -16,9 +16,9 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer
 
-from connectors.emitter import Emitter
-from schemas import Codec
-from streams.intake import DLQ_HEADER_PREFIX
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.schemas import Codec
+from lifecycle.streams.intake import DLQ_HEADER_PREFIX
 from tests.fix_servers import WorkerProcess
 from tests.helpers import event, metric, opened_letter, post, wait_for
 from tests.unit.samples import PII

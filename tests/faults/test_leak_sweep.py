@@ -17,10 +17,10 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.streams.intake import DLQ_HEADER_PREFIX
 from lifecycle.supervisor import http_get
 from lifecycle.topics import load_spec
-from streams.intake import DLQ_HEADER_PREFIX
 from tests.faults.load import Load
 from tests.helpers import T0, event, wait_for
 from tests.integration.test_erasure import _last_by_key, _sweep_postgres

@@ -7,7 +7,7 @@ import subprocess
 
 import yaml
 
-from lifecycle_core.config import PROJECT_ROOT
+from lifecycle.core.config import PROJECT_ROOT
 from tests.tools import prometheus_tool
 
 RULES = PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"

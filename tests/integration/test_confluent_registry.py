@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from schemas import Codec, ConfluentRegistry, load_catalog
-from schemas.errors import RegistryError, UnknownSchemaId
+from lifecycle.schemas import Codec, ConfluentRegistry, load_catalog
+from lifecycle.schemas.errors import RegistryError, UnknownSchemaId
 from tests.unit.samples import sample
 
 

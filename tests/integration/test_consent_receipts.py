@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from lifecycle.core.timeutil import add_months, ms_to_dt
 from lifecycle.supervisor import http_get
-from lifecycle_core.timeutil import add_months, ms_to_dt
 from tests.helpers import DAY, HOUR, T0, emit, event, post, wait_for
 
 NOTICE = hashlib.sha256(b"We use cookies to measure the audience ... (notice 2026-03)").hexdigest()

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.core.config import PROJECT_ROOT
+from lifecycle.core.crypto import ERASED, MasterKeyMismatch
+from lifecycle.core.datakeys import open_data_keys
 from lifecycle.embedded.process import free_port
+from lifecycle.schemas import Codec
 from lifecycle.topics import load_spec
-from lifecycle_core.config import PROJECT_ROOT
-from lifecycle_core.crypto import ERASED, MasterKeyMismatch
-from lifecycle_core.datakeys import open_data_keys
-from schemas import Codec
 from tests.helpers import HOUR, MINUTE, T0, emit, erasure_answer, event, metric, post, wait_for
 from tests.integration.test_erasure import _life_of
 from tests.unit.samples import PII

@@ -8,7 +8,7 @@ import stat
 import psycopg
 import pytest
 
-from lifecycle_core.pgroles import component_dsn, role_name, roles_dir
+from lifecycle.core.pgroles import component_dsn, role_name, roles_dir
 from tests.helpers import wait_for
 
 # (component, statement, allowed): what each role may and may not do.

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from streams.db import Database, connect, is_transient
+from lifecycle.streams.db import Database, connect, is_transient
 
 
 def test_a_statement_past_its_timeout_is_cancelled_and_not_retried(settings):

@@ -12,16 +12,16 @@ import time
 import psycopg
 import pytest
 
+from lifecycle.core.config import PROJECT_ROOT, Settings
+from lifecycle.core.errors import StackError
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import Ledger, pid_alive, stop_process
-from lifecycle_core.config import PROJECT_ROOT, Settings
-from lifecycle_core.errors import StackError
 from tests.procs import processes_marked, wait_until_gone
 
 STARTER = textwrap.dedent(
     """
     import json, sys, time
-    from lifecycle_core.config import Settings
+    from lifecycle.core.config import Settings
     from lifecycle.embedded import Stack
     stack = Stack(Settings.from_env({"LIFECYCLE_STATE_DIR": sys.argv[1], "LIFECYCLE_EMBEDDED_PG_FAST": "true"}))
     info = stack.start()

@@ -9,7 +9,7 @@ import psycopg
 import redis
 from kafka import KafkaConsumer
 
-from schemas import Codec
+from lifecycle.schemas import Codec
 from tests.helpers import DAY, HOUR, MINUTE, T0, emit, erasure_answer, event, metric, wait_for
 from tests.unit.samples import PII
 

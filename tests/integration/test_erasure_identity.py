@@ -15,8 +15,8 @@ import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 
 from lifecycle.embedded.process import free_port
+from lifecycle.schemas import Codec
 from lifecycle.supervisor import http_get
-from schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import DAY, HOUR, MINUTE, T0, emit, erasure_answer, event, metric, wait_for
 
@@ -279,9 +279,9 @@ def test_writers_of_one_compacted_key_get_outbox_ids_in_commit_order(settings):
     waits for the first to commit, so its outbox id is the larger one (id order = commit order)."""
     import asyncio
 
-    from lifecycle_core.keys import Keyring
-    from streams.context import Context
-    from streams.db import apply_schema
+    from lifecycle.core.keys import Keyring
+    from lifecycle.streams.context import Context
+    from lifecycle.streams.db import apply_schema
 
     apply_schema(settings.postgres_dsn)
     ctx = Context(settings=settings, codec=None, clock=None, metrics=None,  # type: ignore[arg-type]
@@ -337,7 +337,7 @@ def test_a_restored_log_gets_the_erased_subjects_tombstones_again(settings, work
 def test_a_rotated_key_still_matches_what_the_old_key_hashed(settings, tmp_path):
     import pytest
 
-    from lifecycle_core.keys import KeyMismatch, open_keyring, rotate_key_file
+    from lifecycle.core.keys import KeyMismatch, open_keyring, rotate_key_file
 
     s = dataclasses.replace(settings, state_dir=tmp_path / "st")
     first = open_keyring(s)  # generated into the state folder, fingerprint registered

@@ -11,9 +11,9 @@ import subprocess
 import sys
 import zipfile
 
+from lifecycle.core.config import PROJECT_ROOT
 from lifecycle.embedded.process import stop_process
 from lifecycle.supervisor import http_get
-from lifecycle_core.config import PROJECT_ROOT
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, event, wait_for
 from tests.integration.test_erasure import _complete, _emit

@@ -13,10 +13,10 @@ import socket
 import time
 import uuid
 
+from lifecycle.core.config import PROJECT_ROOT
 from lifecycle.embedded.process import free_port
+from lifecycle.streams.web import MAX_BODY_BYTES
 from lifecycle.supervisor import http_get
-from lifecycle_core.config import PROJECT_ROOT
-from streams.web import MAX_BODY_BYTES
 from tests.fix_servers import WorkerProcess
 from tests.helpers import post
 

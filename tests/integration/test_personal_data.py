@@ -6,7 +6,7 @@ import struct
 
 from kafka import KafkaConsumer
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
 from lifecycle.supervisor import http_get
 from tests.helpers import T0, event, metric, post, wait_for
 from tests.unit.samples import PII

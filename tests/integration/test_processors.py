@@ -6,9 +6,9 @@ import datetime as dt
 
 import psycopg
 
-from connectors.emitter import Emitter
-from schemas import Codec
-from streams.mail import may_send
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.schemas import Codec
+from lifecycle.streams.mail import may_send
 from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
 from tests.integration.test_wire_interop import _read_all
 

@@ -10,14 +10,14 @@ import sys
 
 import psycopg
 
-from connectors.mailing_list.sink import MailingListSink
-from connectors.stores import STORES
+from lifecycle.connectors.mailing_list.sink import MailingListSink
+from lifecycle.connectors.stores import STORES
+from lifecycle.core.datakeys import DDL as DATA_KEYS_DDL
+from lifecycle.core.keys import HASH_KEYS_DDL
+from lifecycle.core.policy import load_policy
+from lifecycle.core.storekeys import DDL as STORE_KEYS_DDL
 from lifecycle.records import build_record, load_processing, problems, table_names
-from lifecycle_core.datakeys import DDL as DATA_KEYS_DDL
-from lifecycle_core.keys import HASH_KEYS_DDL
-from lifecycle_core.policy import load_policy
-from lifecycle_core.storekeys import DDL as STORE_KEYS_DDL
-from streams.db import apply_schema
+from lifecycle.streams.db import apply_schema
 
 ARTICLE_30 = ("controller", "data_subjects", "activities", "recipients", "transfers_to_third_countries",
               "security_measures")

@@ -12,7 +12,7 @@ import sys
 
 import psycopg
 
-from connectors.postgres.sink import ACCOUNT_TABLES, SUBJECT_TABLES
+from lifecycle.connectors.postgres.sink import ACCOUNT_TABLES, SUBJECT_TABLES
 from lifecycle.embedded.postgres import postgres_bin_dir
 from tests.helpers import DAY, T0, emit, event, metric, wait_for
 from tests.integration.test_erasure import _complete, _life_of

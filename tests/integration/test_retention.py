@@ -10,9 +10,9 @@ import os
 
 import psycopg
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.core.policy import load_policy
 from lifecycle.supervisor import http_get
-from lifecycle_core.policy import load_policy
 from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
 from tests.unit.samples import PII
 

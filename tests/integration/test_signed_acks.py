@@ -11,9 +11,9 @@ import time
 import psycopg
 from kafka import KafkaProducer
 
-from lifecycle_core.datakeys import open_data_keys
-from lifecycle_core.storekeys import add_store_key, sign_ack
-from schemas import Codec
+from lifecycle.core.datakeys import open_data_keys
+from lifecycle.core.storekeys import add_store_key, sign_ack
+from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
 

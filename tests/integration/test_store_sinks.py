@@ -7,13 +7,13 @@ import uuid
 import psycopg
 import redis
 
-from connectors.base import ErasureOrder
-from connectors.files import FilesSink
-from connectors.postgres import PostgresSink
-from connectors.redis import RedisSink
-from lifecycle_core.config import PROJECT_ROOT
-from lifecycle_core.keys import Keyring
-from lifecycle_core.policy import load_policy
+from lifecycle.connectors.base import ErasureOrder
+from lifecycle.connectors.files import FilesSink
+from lifecycle.connectors.postgres import PostgresSink
+from lifecycle.connectors.redis import RedisSink
+from lifecycle.core.config import PROJECT_ROOT
+from lifecycle.core.keys import Keyring
+from lifecycle.core.policy import load_policy
 
 _KEYS = Keyring((b"a test key of sixteen bytes or more",))
 
@@ -68,7 +68,7 @@ def test_files_nothing_found_and_hostile_names(tmp_path):
 
 
 def test_postgres_batch_erases_many_accounts_in_one_transaction(settings):
-    from streams.db import apply_schema
+    from lifecycle.streams.db import apply_schema
 
     apply_schema(settings.postgres_dsn)
     with psycopg.connect(settings.postgres_dsn) as conn:

@@ -11,9 +11,9 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from kafka import KafkaConsumer, KafkaProducer
 
-from connectors.emitter import Emitter
-from schemas import Codec
-from schemas.catalog import SCHEMA_DIR
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.schemas import Codec
+from lifecycle.schemas.catalog import SCHEMA_DIR
 
 
 def _foreign_schema_id(schema):

@@ -9,7 +9,7 @@ import time
 
 import psycopg
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
 from tests.helpers import MINUTE, T0, event, metric, wait_for
 from tests.integration.test_wire_interop import _read_all
 
@@ -73,7 +73,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(settings, wor
 
 
 def _missing(conn, records):
-    from schemas import Codec
+    from lifecycle.schemas import Codec
 
     codec = Codec()
     done = {str(r[0]) for r in conn.execute("SELECT event_id FROM processed_events")}

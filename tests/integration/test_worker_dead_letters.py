@@ -7,10 +7,10 @@ import uuid
 
 from kafka import KafkaConsumer
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
+from lifecycle.schemas import Codec
+from lifecycle.streams.intake import DLQ_HEADER_PREFIX
 from lifecycle.supervisor import http_get
-from schemas import Codec
-from streams.intake import DLQ_HEADER_PREFIX
 from tests.helpers import metric, opened_letter
 
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import psycopg
 
-from connectors.emitter import Emitter
+from lifecycle.connectors.emitter import Emitter
 from lifecycle.embedded.process import free_port
 from tests.fix_servers import WorkerProcess
 from tests.helpers import T0, event, metric, wait_for

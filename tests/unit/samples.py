@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from schemas.catalog import RecordType
+from lifecycle.schemas.catalog import RecordType
 
 PII = {
     "email": "marie.curie.seed@example.org",

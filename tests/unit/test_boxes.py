@@ -1,4 +1,4 @@
-"""Sealed boxes of access answers (lifecycle_core/boxes.py): a part opens only with the request's
+"""Sealed boxes of access answers (lifecycle/core/boxes.py): a part opens only with the request's
 key, as the same request, store and part; and the archive is the same bytes for the same answers."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from lifecycle_core.boxes import BoxError, new_box_key, open_box, part_aad, seal_to
-from streams.access import build_archive
+from lifecycle.core.boxes import BoxError, new_box_key, open_box, part_aad, seal_to
+from lifecycle.streams.access import build_archive
 
 
 def test_a_part_opens_with_its_key_and_context_only():

@@ -1,4 +1,4 @@
-from schemas.catalog import ENVELOPE_FIELDS, load_catalog
+from lifecycle.schemas.catalog import ENVELOPE_FIELDS, load_catalog
 
 CONTRACT_EVENT_TYPES = {
     "account.registered", "account.email_verified", "account.updated", "account.closure_requested",
@@ -49,8 +49,8 @@ def test_schema_ids_are_distinct_and_stable():
 def test_the_ack_status_enum_mirrors_the_avro_enum():
     import json
 
-    from lifecycle_core.config import PROJECT_ROOT
-    from schemas.statuses import AckStatus
+    from lifecycle.core.config import PROJECT_ROOT
+    from lifecycle.schemas.statuses import AckStatus
 
     schema = json.loads((PROJECT_ROOT / "schemas" / "avro" / "ErasureAck.avsc").read_text())
     status = next(f for f in schema["fields"] if f["name"] == "status")["type"]

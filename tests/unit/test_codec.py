@@ -5,9 +5,9 @@ import struct
 import fastavro
 import pytest
 
-from schemas import Codec, load_catalog
-from schemas.catalog import SCHEMA_DIR
-from schemas.errors import (
+from lifecycle.schemas import Codec, load_catalog
+from lifecycle.schemas.catalog import SCHEMA_DIR
+from lifecycle.schemas.errors import (
     DecodeError,
     NotConfluentFramed,
     SchemaNotAllowed,

@@ -1,7 +1,7 @@
 import copy
 
-from schemas.catalog import Catalog, RecordType, load_catalog
-from schemas.compat import can_read, check_catalog
+from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
+from lifecycle.schemas.compat import can_read, check_catalog
 
 
 def _with_current(schema):

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError
 
 
 def test_defaults_follow_the_contract():

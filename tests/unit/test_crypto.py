@@ -1,4 +1,4 @@
-"""Sealed values and the data-key cache (lifecycle_core/crypto.py, datakeys.py), without a
+"""Sealed values and the data-key cache (lifecycle/core/crypto.py, datakeys.py), without a
 database: a stand-in connection answers the two statements the way PostgreSQL does."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import secrets
 
 import pytest
 
-from lifecycle_core.crypto import ERASED, Forged, LocalMasterKey, MasterKeyMismatch, new_kid
-from lifecycle_core.datakeys import DataKeys
-from lifecycle_core.keys import Keyring
-from schemas.catalog import load_catalog
-from schemas.personal import seal, unseal
+from lifecycle.core.crypto import ERASED, Forged, LocalMasterKey, MasterKeyMismatch, new_kid
+from lifecycle.core.datakeys import DataKeys
+from lifecycle.core.keys import Keyring
+from lifecycle.schemas.catalog import load_catalog
+from lifecycle.schemas.personal import seal, unseal
 
 
 class _Table:

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from lifecycle_core.config import Settings
-from lifecycle_core.policy import load_policy
-from schemas.catalog import SCHEMA_DIR, load_catalog
-from schemas.personal import ANNOTATION, LOOKS_PERSONAL, datamap
+from lifecycle.core.config import Settings
+from lifecycle.core.policy import load_policy
+from lifecycle.schemas.catalog import SCHEMA_DIR, load_catalog
+from lifecycle.schemas.personal import ANNOTATION, LOOKS_PERSONAL, datamap
 
 
 def _fields():

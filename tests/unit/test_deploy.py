@@ -12,7 +12,7 @@ import yaml
 from compose_spec import ComposeSpecification, PyCompose
 
 from lifecycle.cli import _parser
-from lifecycle_core.config import PROJECT_ROOT
+from lifecycle.core.config import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 CATALOGUE = PROJECT_ROOT / "docs" / "observability.md"
@@ -53,7 +53,7 @@ def test_every_service_of_our_image_runs_a_real_cli_command():
         except SystemExit:
             pytest.fail(f"service {name}: `lifecycle {' '.join(svc['command'])}` is not a command")
     stores = {svc["command"][1] for svc in ours.values() if svc["command"][0] == "connector"}
-    from connectors.stores import STORES
+    from lifecycle.connectors.stores import STORES
 
     assert stores == set(STORES)
 

@@ -1,4 +1,4 @@
-"""Role names and DSNs of the components (lifecycle_core/pgroles.py)."""
+"""Role names and DSNs of the components (lifecycle/core/pgroles.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError
-from lifecycle_core.pgroles import component_dsn, init_passwords, role_name
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.pgroles import component_dsn, init_passwords, role_name
 
 
 def test_role_names_are_the_prefix_and_the_component_made_safe():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle_core.config import PROJECT_ROOT
-from lifecycle_core.errors import PolicyError
-from lifecycle_core.policy import CATEGORIES, Window, load_policy
-from lifecycle_core.timeutil import DAY_MS, dt_to_ms
+from lifecycle.core.config import PROJECT_ROOT
+from lifecycle.core.errors import PolicyError
+from lifecycle.core.policy import CATEGORIES, Window, load_policy
+from lifecycle.core.timeutil import DAY_MS, dt_to_ms
 
 SHIPPED = PROJECT_ROOT / "deploy" / "retention.yaml"
 

@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
-from lifecycle_core.clock import EventTimeClock, SimulatedClock, WallClock, make_clock
-from lifecycle_core.timeutil import add_months, dt_to_ms, hour_start_ms
+from lifecycle.core.clock import EventTimeClock, SimulatedClock, WallClock, make_clock
+from lifecycle.core.timeutil import add_months, dt_to_ms, hour_start_ms
 
 
 def ms(*args):

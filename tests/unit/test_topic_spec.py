@@ -1,8 +1,8 @@
 import pytest
 
+from lifecycle.core.config import PROJECT_ROOT
+from lifecycle.core.errors import TopicSpecError
 from lifecycle.topics import ApplyReport, load_spec
-from lifecycle_core.config import PROJECT_ROOT
-from lifecycle_core.errors import TopicSpecError
 
 CONTRACT_TOPICS = {
     "account-events", "session-events", "consent-events", "analytics-events", "accounts", "consents",

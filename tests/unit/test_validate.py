@@ -2,8 +2,8 @@ import uuid
 
 import pytest
 
-from schemas.errors import InvalidEvent, ValidationFailed
-from schemas.validate import MAX_STRING, check_event, from_json, subject_key
+from lifecycle.schemas.errors import InvalidEvent, ValidationFailed
+from lifecycle.schemas.validate import MAX_STRING, check_event, from_json, subject_key
 
 
 def _started(**over):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from lifecycle_core.errors import PolicyError
-from lifecycle_core.timeutil import DAY_MS, HOUR_MS, add_months
+from lifecycle.core.errors import PolicyError
+from lifecycle.core.timeutil import DAY_MS, HOUR_MS, add_months
 
 __all__ = ["Window", "Category", "Policy", "load_policy", "CATEGORIES", "STARTS", "ACTIONS"]
 

@@ -4,7 +4,7 @@ orchestrator believes only an ack signed with the key of the store it names (doc
 
 HMAC rather than signatures: the orchestrator holds every store's key anyway (it must check
 them), a store needs only its own, and a key is one random value to hand over. The keys live in
-PostgreSQL wrapped by the master key (lifecycle_core/crypto.py), never in clear; the built-in
+PostgreSQL wrapped by the master key (lifecycle/core/crypto.py), never in clear; the built-in
 stores' keys are created by the worker at start, a foreign store's by `lifecycle store add NAME`,
 which prints it once for its owner. A connector gets its key from ``LIFECYCLE_STORE_KEY`` (hex),
 else from the database with the master key (the pipeline's own connectors, on its machine).
@@ -18,8 +18,8 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from lifecycle_core.crypto import KeyWrapper
-from lifecycle_core.errors import ConfigError
+from lifecycle.core.crypto import KeyWrapper
+from lifecycle.core.errors import ConfigError
 
 __all__ = ["DDL", "ensure_table", "SIGNATURE_HEADER", "ensure_store_keys", "load_store_keys", "sign_ack",
            "ack_signature_problem", "add_store_key"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import time
 
-from lifecycle_core.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 __all__ = ["Backoff", "RetryDeadline"]
 

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lifecycle_core.errors import ConfigError
+from lifecycle.core.errors import ConfigError
 
 __all__ = ["Settings", "PROJECT_ROOT", "ENV_PREFIX"]
 
 ENV_PREFIX = "LIFECYCLE_"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # lifecycle/core/config.py -> the checkout
 
 
 def _default_state_dir() -> Path:
@@ -82,10 +82,10 @@ class Settings:
     traffic_grace_s: int = 300
     max_future_s: int = 86400  # events dated further ahead of the wall clock are refused
     hash_key: str | None = dataclasses.field(default=None, repr=False)  # "" (set but empty) is refused
-    hash_key_file: Path | None = None  # default <state_dir>/secrets/hash.key (lifecycle_core/keys.py)
+    hash_key_file: Path | None = None  # default <state_dir>/secrets/hash.key (lifecycle/core/keys.py)
     # Crypto-shredding (docs/crypto-shredding.md).
     master_key: str | None = dataclasses.field(default=None, repr=False)  # 64 hex digits
-    master_key_file: Path | None = None  # default <state_dir>/secrets/master.key (lifecycle_core/crypto.py)
+    master_key_file: Path | None = None  # default <state_dir>/secrets/master.key (lifecycle/core/crypto.py)
     data_key_cache_s: int = 30  # how long a process keeps an unwrapped data key
     encrypt_personal_data: bool = True  # off only to measure what sealing costs (benchmarks/ceiling.py)
     keys_token: str | None = dataclasses.field(default=None, repr=False)  # bearer token(s) of /v1/keys
@@ -103,7 +103,7 @@ class Settings:
     erasure_reverify_days: int = 30  # a completed erasure is verified again this often (0: never)
     access_keep_days: int = 7  # an access archive is kept this long for the person to fetch (docs/access.md)
     files_root: Path | None = None
-    # Least privilege in PostgreSQL (lifecycle_core/pgroles.py): a role per component.
+    # Least privilege in PostgreSQL (lifecycle/core/pgroles.py): a role per component.
     postgres_roles: bool = True
     postgres_role_prefix: str = "lifecycle_"
     postgres_roles_dir: Path | None = None  # default <state_dir>/secrets/postgres-roles

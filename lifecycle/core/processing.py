@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from lifecycle_core.config import PROJECT_ROOT
-from lifecycle_core.errors import ConfigError
+from lifecycle.core.config import PROJECT_ROOT
+from lifecycle.core.errors import ConfigError
 
 __all__ = ["PROCESSING_FILE", "load_processing"]
 

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError
-from lifecycle_core.keys import HASH_KEYS_DDL, create_key_file
-from lifecycle_core.storekeys import ensure_table as ensure_store_keys_table
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.keys import HASH_KEYS_DDL, create_key_file
+from lifecycle.core.storekeys import ensure_table as ensure_store_keys_table
 
 __all__ = ["role_name", "component_dsn", "as_component", "setup_roles", "roles_dir", "init_passwords",
            "SESSION_LOGS_OWNER"]

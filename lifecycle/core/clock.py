@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Protocol
 
-from lifecycle_core.config import Settings
+from lifecycle.core.config import Settings
 
 __all__ = ["Clock", "WallClock", "EventTimeClock", "SimulatedClock", "make_clock", "latest_plausible"]
 

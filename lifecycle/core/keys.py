@@ -25,8 +25,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError
 
 __all__ = ["HASH_KEYS_DDL", "Keyring", "KeyMismatch", "load_keyring", "check_keyring", "open_keyring", "key_file",
            "init_key_file", "rotate_key_file", "create_key_file", "MIN_KEY_BYTES"]

@@ -28,9 +28,9 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifecycle_core.config import Settings
-from lifecycle_core.errors import ConfigError
-from lifecycle_core.keys import create_key_file
+from lifecycle.core.config import Settings
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.keys import create_key_file
 
 __all__ = ["PREFIX", "ERASED", "Forged", "KeyWrapper", "LocalMasterKey", "load_master_key", "master_key_file",
            "split", "seal_with", "open_with", "new_kid", "MasterKeyMismatch", "init_master_key"]

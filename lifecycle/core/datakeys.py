@@ -3,7 +3,7 @@ data, created on first use, kept in PostgreSQL wrapped by the master key, destro
 subject is erased (docs/crypto-shredding.md).
 
 The table holds no identifier: a key is found by the keyed hash of its subject
-(lifecycle_core/keys.py), and a sealed value names its key by ``kid``. A destroyed key keeps its
+(lifecycle/core/keys.py), and a sealed value names its key by ``kid``. A destroyed key keeps its
 row with ``wrapped`` NULL, so the subject's key is never created again and what was sealed under
 it reads as ``ERASED``.
 
@@ -28,10 +28,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifecycle_core.config import Settings
-from lifecycle_core.crypto import ERASED, PREFIX, Forged, KeyWrapper, load_master_key, new_kid, open_with, seal_with
-from lifecycle_core.crypto import split as split_sealed
-from lifecycle_core.keys import Keyring, load_keyring
+from lifecycle.core.config import Settings
+from lifecycle.core.crypto import ERASED, PREFIX, Forged, KeyWrapper, load_master_key, new_kid, open_with, seal_with
+from lifecycle.core.crypto import split as split_sealed
+from lifecycle.core.keys import Keyring, load_keyring
 
 __all__ = ["DataKeys", "DataKey", "DDL", "Prepared", "open_data_keys", "check_master_key"]
 

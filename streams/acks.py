@@ -1,0 +1,212 @@
+"""The stores' answers on `erasure-acks` (erasure and verify acks, retention acks, access answers),
+read by the worker's own short-wait consumer and applied a batch at a time.
+
+A closure's proof waits on these: read through a Faust agent they waited for Faust's fixed
+1.5 s fetch and its batching window, most of the time from closure to proof (issue 15). The loop
+here asks the broker to answer after ``ACKS_FETCH_WAIT_MS`` and applies whatever it holds.
+
+Delivery: Kafka offsets are committed once a batch is applied; after a crash the batch is read
+again and applying it again changes nothing (an ack is recorded once per store and round,
+streams/erasure.py). A batch that fails as a whole (the database gone past its retries) is read
+again from its first offsets after a pause: nothing is skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import psycopg
+from aiokafka import ConsumerRebalanceListener
+
+from lifecycle.core.backoff import Backoff
+from lifecycle.core.crypto import KeyWrapper
+from lifecycle.core.storekeys import ack_signature_problem, ensure_store_keys, load_store_keys
+from lifecycle.schemas.codec import Codec
+from lifecycle.schemas.errors import DecodeError
+from lifecycle.streams.access import answer_problem, apply_answers
+from lifecycle.streams.consumers import worker_consumer
+from lifecycle.streams.db import Database, describe, with_retry
+from lifecycle.streams.erasure import ack_problem, apply_acks
+from lifecycle.streams.health import Health
+from lifecycle.streams.intake import Origin, Rejected
+from lifecycle.streams.intake_loop import SendDeadLetter
+from lifecycle.streams.processors import Context
+from lifecycle.streams.retention import apply_retention_acks
+
+__all__ = ["AckKeys", "AcksLoop", "ACKS_BATCH"]
+
+log = logging.getLogger("lifecycle.acks")
+
+ACKS_BATCH = 5000  # records per poll: a burst of closures answered by four stores arrives together
+ACKS_FETCH_WAIT_MS = 20  # how long the broker may hold an empty fetch: the idle latency floor
+POLL_TIMEOUT_MS = 500
+
+
+class AckKeys:
+    """The stores' ack keys, created for the configured stores at start and read again when an ack
+    names a store or carries a signature they do not explain (a store added or rotated since), at
+    most every RELOAD_S."""
+
+    RELOAD_S = 5.0
+
+    def __init__(self, dsn: str, stores: tuple[str, ...], wrapper: KeyWrapper):
+        self.dsn, self.wrapper = dsn, wrapper
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            ensure_store_keys(conn, wrapper, stores)
+            self.keys = load_store_keys(conn, wrapper)
+        self._loaded = time.monotonic()
+
+    def _load(self) -> dict[str, bytes]:
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            return load_store_keys(conn, self.wrapper)
+
+    async def problem(self, store: str, value: bytes, headers: Any) -> tuple[str, str] | None:
+        if isinstance(headers, Mapping):
+            headers = list(headers.items())
+        problem = ack_signature_problem(self.keys, store, value, list(headers or ()))
+        if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > self.RELOAD_S:
+            self._loaded = time.monotonic()
+            self.keys = await asyncio.to_thread(self._load)
+            problem = ack_signature_problem(self.keys, store, value, list(headers or ()))
+        return problem
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, loop: AcksLoop):
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.loop.busy:  # the batch in hand is applied and committed first
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.health.consumer_assigned("acks", True)
+        log.info("acks assigned %d partitions", len(assigned))
+
+
+class AcksLoop:
+    """One per worker process; ``run`` is the task (started with the app)."""
+
+    def __init__(self, context: Context, health: Health, ack_keys: AckKeys, send_dead_letter: SendDeadLetter,
+                 producer_started: Callable[[], bool]):
+        self.context, self.health, self.ack_keys = context, health, ack_keys
+        self.send_dead_letter, self.producer_started = send_dead_letter, producer_started
+        settings = context.settings
+        self.topic = settings.topic("erasure-acks")
+        self.group = f"{settings.app_id}-acks"  # the group the Faust agent read them as before
+        self.db = Database(settings.postgres_dsn or "")
+        self.busy = asyncio.Lock()
+        self._registry_down = context.metrics.registry_errors.labels("erasure-acks")
+        self._rejected: dict[str, Any] = {}
+
+    async def run(self) -> None:
+        s = self.context.settings
+        consumer = worker_consumer(s, self.group, f"{self.group}-loop", ACKS_BATCH, ACKS_FETCH_WAIT_MS)
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        await consumer.start()
+        backoff = Backoff()
+        try:
+            while not self.producer_started():  # dead letters go through the app's producer
+                await asyncio.sleep(0.05)
+            while True:
+                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=ACKS_BATCH)
+                if not batch:
+                    continue
+                async with self.busy:
+                    messages = [m for records in batch.values() for m in records]
+                    try:
+                        await self.handle(messages)
+                    except Exception as exc:
+                        # Nothing is skipped: read again from the batch's first records.
+                        log.warning("acks batch failed (%s); reading it again", describe(exc))
+                        for tp, records in batch.items():
+                            consumer.seek(tp, records[0].offset)
+                        await asyncio.sleep(backoff.next_delay())
+                        continue
+                    backoff = Backoff()
+                    try:
+                        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                    except Exception as exc:  # the next owner reads the batch again: harmless
+                        log.info("acks offsets not committed (%s)", type(exc).__name__)
+        finally:
+            await consumer.stop()
+
+    async def handle(self, messages: list[Any]) -> None:
+        """One batch: decode (a registry outage is waited out), dead-letter what is undecodable,
+        unsigned or out of range, apply the rest; an ack that fails alone is isolated."""
+        ctx = self.context
+        decoded = await with_retry("decode acks", lambda: _decode(ctx.codec, messages),
+                                   on_retry=lambda exc: self._registry_down.inc())
+        good: list[tuple[Any, dict[str, Any]]] = []
+        sweeps: list[dict[str, Any]] = []
+        answers: list[tuple[Any, dict[str, Any]]] = []
+        pending: list[Any] = []
+
+        async def reject(msg: Any, rejected: Rejected) -> None:
+            origin = Origin(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key)
+            pending.append(await self.send_dead_letter(origin, msg.value, rejected))
+            counter = self._rejected.get(rejected.reason)
+            if counter is None:
+                counter = self._rejected[rejected.reason] = ctx.metrics.events_rejected.labels(
+                    "erasure-acks", rejected.reason)
+            counter.inc()
+
+        for msg, outcome in zip(messages, decoded, strict=True):
+            if isinstance(outcome, Rejected):
+                await reject(msg, outcome)
+            elif (forged := await self.ack_keys.problem(outcome.value["store"], msg.value, msg.headers)) is not None:
+                await reject(msg, Rejected(forged[0], "ForgedAck", forged[1], stage="erasure-acks"))
+            elif outcome.record.short_name == "RetentionAck":
+                sweeps.append(outcome.value)
+            elif outcome.record.short_name == "AccessAnswer":
+                if (problem := answer_problem(outcome.value)) is not None:
+                    await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
+                else:
+                    answers.append((msg, outcome.value))
+            elif (problem := ack_problem(outcome.value)) is not None:
+                await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
+            else:
+                good.append((msg, outcome.value))
+
+        async def isolating(what: str, apply: Callable[[Any, list[dict[str, Any]]], Awaitable[Any]],
+                            items: list[tuple[Any, dict[str, Any]]]) -> None:
+            """Apply the batch; when it fails (not transiently), item by item, dead-lettering the one that fails."""
+            try:
+                await self.db.run(what, lambda conn: apply(conn, [a for _, a in items]))
+            except Exception as exc:
+                log.warning("%s: batch failed with %s; applying one by one", what, describe(exc))
+                for msg, item in items:
+                    try:
+                        await self.db.run(what, functools.partial(_apply_one, apply=apply, item=item))
+                    except Exception as single:
+                        await reject(msg, Rejected("processing_failed", type(single).__name__,
+                                                   f"{describe(single)} while applying", stage="erasure-acks"))
+
+        if good:
+            await isolating("erasure acks", lambda conn, acks: apply_acks(conn, ctx, acks), good)
+        if sweeps:
+            await self.db.run("retention acks", lambda conn: apply_retention_acks(conn, ctx, sweeps))
+        if answers:
+            await isolating("access answers", lambda conn, items: apply_answers(conn, ctx, items), answers)
+        for fut in pending:
+            await fut
+
+
+async def _apply_one(conn: Any, *, apply: Any, item: dict[str, Any]) -> Any:
+    return await apply(conn, [item])
+
+
+async def _decode(codec: Codec, messages: list[Any]) -> list[Any]:
+    """Each message decoded, or its Rejected; a RegistryError (transient) propagates."""
+    out: list[Any] = []
+    for msg in messages:
+        try:
+            out.append(codec.decode(msg.value, topic="erasure-acks"))
+        except DecodeError as exc:
+            out.append(Rejected(exc.reason, type(exc).__name__, str(exc), stage="erasure-acks"))
+    return out
+
