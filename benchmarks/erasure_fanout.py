@@ -162,18 +162,34 @@ def idle_latencies(live: Settings, conn: psycopg.Connection[Any], accounts: list
 
 
 def burst(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) -> float:
+    procs = _descendants()
+    cpu_before = {pid: _cpu_s(pid) for pid in procs}
     before = conn.execute("SELECT count(*) FROM erasure_requests WHERE state = 'complete'").fetchone()[0]  # type: ignore[index]
     start = time.perf_counter()
     with Emitter(live) as emitter:
         for acc in accounts:
             emitter.emit(_event("account.closed", T0 + 60_000, acc))
     end = time.monotonic() + 900
+    shown = time.monotonic()
     while conn.execute("SELECT count(*) FROM erasure_requests WHERE state = 'complete'"
                        ).fetchone()[0] - before < len(accounts):  # type: ignore[index]
         if time.monotonic() > end:
             raise SystemExit("burst not complete within 900 s")
+        if time.monotonic() - shown > 2:  # progress: which stage the burst is waiting on
+            shown = time.monotonic()
+            rows = conn.execute("SELECT p.store, count(*) FILTER (WHERE p.status <> 'pending'), "
+                                "count(p.verified_at) FROM erasure_progress p GROUP BY 1 ORDER BY 1").fetchall()
+            opened = conn.execute("SELECT count(*) FROM erasure_requests").fetchone()[0]  # type: ignore[index]
+            print(f"  {time.perf_counter() - start:5.1f} s: opened {opened}, acked/verified "
+                  + ", ".join(f"{s} {a}/{v}" for s, a, v in rows), file=sys.stderr)
         time.sleep(0.05)
-    return len(accounts) / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    used: dict[str, float] = {}
+    for pid, cmd in procs.items():
+        used[_role(cmd)] = used.get(_role(cmd), 0.0) + (_cpu_s(pid) - cpu_before[pid]) / elapsed
+    print("  CPU during the burst, share of one core: " +
+          ", ".join(f"{role} {share * 100:.0f}%" for role, share in sorted(used.items())), file=sys.stderr)
+    return len(accounts) / elapsed
 
 
 def _pct(values: list[float], q: float) -> float:

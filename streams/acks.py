@@ -42,7 +42,7 @@ __all__ = ["AckKeys", "AcksLoop", "ACKS_BATCH"]
 log = logging.getLogger("lifecycle.acks")
 
 ACKS_BATCH = 5000  # records per poll: a burst of closures answered by four stores arrives together
-ACKS_FETCH_WAIT_MS = 20  # how long the broker may hold an empty fetch: the idle latency floor
+ACKS_FETCH_WAIT_MS = 100  # the broker answers a waiting fetch as soon as records arrive; this bounds idle polling
 POLL_TIMEOUT_MS = 500
 
 
