@@ -84,12 +84,14 @@ class _App(faust.App):
 
     producer_only = True  # Faust's boot strategy without its consumer, conductor and tables
 
+    _loops: tuple[Callable[[], Awaitable[None]], ...] = ()
+
     def start_with(self, *loops: Callable[[], Awaitable[None]]) -> None:
-        self._loops = [*getattr(self, "_loops", []), *loops]
+        self._loops = (*self._loops, *loops)
 
     async def on_start(self) -> None:
         await super().on_start()
-        for loop in getattr(self, "_loops", []):
+        for loop in self._loops:
             self.add_future(loop())
 
 
