@@ -2,8 +2,8 @@
 read by the worker's own short-wait consumer and applied a batch at a time.
 
 A closure's proof waits on these: read through a Faust agent they waited for Faust's fixed
-1.5 s fetch and its batching window, most of the time from closure to proof (issue 15). The loop
-here asks the broker to answer after ``ACKS_FETCH_WAIT_MS`` and applies whatever it holds.
+1.5 s fetch and its batching window, most of the time from closure to proof (issue 15). Here a
+waiting fetch returns as soon as records arrive, and each batch is applied as it comes.
 
 Delivery: Kafka offsets are committed once a batch is applied; after a crash the batch is read
 again and applying it again changes nothing (an ack is recorded once per store and round,
@@ -65,13 +65,12 @@ class AckKeys:
             return load_store_keys(conn, self.wrapper)
 
     async def problem(self, store: str, value: bytes, headers: Any) -> tuple[str, str] | None:
-        if isinstance(headers, Mapping):
-            headers = list(headers.items())
-        problem = ack_signature_problem(self.keys, store, value, list(headers or ()))
+        headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        problem = ack_signature_problem(self.keys, store, value, headers)
         if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > self.RELOAD_S:
             self._loaded = time.monotonic()
             self.keys = await asyncio.to_thread(self._load)
-            problem = ack_signature_problem(self.keys, store, value, list(headers or ()))
+            problem = ack_signature_problem(self.keys, store, value, headers)
         return problem
 
 
