@@ -3,13 +3,15 @@
 (every store erased and verified), one closure at a time on an idle pipeline (p50, p99), and a
 burst of closures sustained end to end; the pipeline's CPU while idle.
 
-    .venv/bin/python benchmarks/erasure_fanout.py [--idle 100] [--burst 10000]
+    .venv/bin/python benchmarks/erasure_fanout.py [--idle 100] [--burst 10000] [--fetch-wait-ms W]
 
 Baseline, measured in the same run on the same broker: one produce -> consume hop (p50). An
 erasure crosses about ten hops (closure -> worker; order -> every store; ack -> worker; verify
 order -> every store; verify ack -> worker; each order through the outbox relay), so its idle
-latency is printed as a multiple of that hop. The closures are produced as an upstream service
-would (the emitter SDK); completion is read from PostgreSQL every 2 ms.
+latency is printed as a multiple of that hop, and split by stage from the timestamps of the records
+each stage produced. The closures are produced as an upstream service would (the emitter SDK);
+completion is read from PostgreSQL every 2 ms. ``--fetch-wait-ms`` sets every consumer's fetch wait
+(on the embedded broker it trades hop latency for idle polling: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -141,13 +143,23 @@ def _wait_registered(conn: psycopg.Connection[Any], n: int, deadline_s: float = 
         time.sleep(0.2)
 
 
-def idle_latencies(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) -> list[float]:
+@dataclasses.dataclass
+class Idle:
+    """One closure on the idle pipeline: wall times (ms) of its closure and of its completion,
+    keyed by the account's pseudonym."""
+
+    account_hash: str
+    closed_ms: float
+    complete_ms: float
+
+
+def idle_latencies(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) -> list[Idle]:
     keys = load_keyring(live, create=False)
     out = []
     with Emitter(live) as emitter:
         for acc in accounts:
             account_hash = keys.pseudonym(acc)
-            start = time.perf_counter()
+            start = time.time() * 1000
             emitter.emit(_event("account.closed", T0 + 60_000, acc))
             emitter.flush()
             end = time.monotonic() + 30
@@ -156,9 +168,58 @@ def idle_latencies(live: Settings, conn: psycopg.Connection[Any], accounts: list
                 if time.monotonic() > end:
                     raise SystemExit(f"erasure of {acc} not complete within 30 s")
                 time.sleep(0.002)
-            out.append(time.perf_counter() - start)
+            out.append(Idle(account_hash, start, time.time() * 1000))
             time.sleep(0.05)
-    return sorted(out)
+    return out
+
+
+STAGES = ("closure -> erase orders", "erase orders -> last store's ack", "last ack -> verify orders",
+          "verify orders -> last store's verification", "last verification -> complete")
+
+
+def stage_split(live: Settings, conn: psycopg.Connection[Any], idle: list[Idle]) -> dict[str, list[float]]:
+    """Where the idle path spends its time, from the timestamps of the records each stage
+    produced (orders on `tombstones`, answers on `erasure-acks`): ms per stage, one value per closure."""
+    from kafka import TopicPartition
+
+    from lifecycle.schemas.codec import Codec
+    from lifecycle.schemas.registry import make_registry
+
+    request_of = {h: str(r) for r, h in conn.execute("SELECT request_id, account_hash FROM erasure_requests")}
+    wanted = {request_of[i.account_hash]: i for i in idle}
+    codec = Codec(make_registry(live.schema_registry_url), topic_prefix=live.topic_prefix)
+    consumer = KafkaConsumer(bootstrap_servers=live.kafka_bootstrap, enable_auto_commit=False)
+    times: dict[tuple[str, str, str], list[int]] = {}  # (request, topic, action) -> record timestamps
+    try:
+        for topic in ("tombstones", "erasure-acks"):
+            parts = [TopicPartition(live.topic(topic), p) for p in consumer.partitions_for_topic(live.topic(topic))]
+            consumer.assign(parts)
+            consumer.seek_to_beginning()
+            ends = consumer.end_offsets(parts)
+            deadline = time.monotonic() + 60
+            while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                    for rec in records:
+                        try:
+                            value = codec.decode(rec.value, topic=topic).value
+                        except Exception:  # an access answer or a retention ack: not this path
+                            continue
+                        rid = value.get("request_id")
+                        if rid in wanted and "action" in value:
+                            times.setdefault((rid, topic, value["action"]), []).append(rec.timestamp)
+    finally:
+        consumer.close()
+    split: dict[str, list[float]] = {name: [] for name in STAGES}
+    for rid, closure in wanted.items():
+        try:
+            marks = [closure.closed_ms, min(times[(rid, "tombstones", "erase")]),
+                     max(times[(rid, "erasure-acks", "erase")]), min(times[(rid, "tombstones", "verify")]),
+                     max(times[(rid, "erasure-acks", "verify")]), closure.complete_ms]
+        except KeyError:
+            continue  # a closure whose records were not all found (none expected)
+        for name, a, b in zip(STAGES, marks, marks[1:], strict=False):
+            split[name].append(b - a)
+    return split
 
 
 def burst(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) -> float:
@@ -201,9 +262,13 @@ def main() -> None:
     p.add_argument("--idle", type=int, default=100, help="closures one at a time on the idle pipeline")
     p.add_argument("--burst", type=int, default=10_000, help="closures at once")
     p.add_argument("--idle-cpu-s", type=float, default=20.0)
+    p.add_argument("--fetch-wait-ms", type=int, default=None,
+                   help="every consumer's fetch wait (LIFECYCLE_FETCH_WAIT_MS; default: the setting's)")
     args = p.parse_args()
     state = Path(tempfile.mkdtemp(prefix="lifecycle-bench-"))
     settings = dataclasses.replace(Settings.from_env({"LIFECYCLE_STATE_DIR": str(state)}), clock="event")
+    if args.fetch_wait_ms is not None:
+        settings = dataclasses.replace(settings, fetch_wait_ms=args.fetch_wait_ms)
     with running_pipeline(settings, lambda line: print(line, file=sys.stderr)) as (live, _):
         idle_accounts = [f"acc-i{i:05d}" for i in range(args.idle)]
         burst_accounts = [f"acc-b{i:05d}" for i in range(args.burst)]
@@ -215,15 +280,22 @@ def main() -> None:
             cpu = idle_cpu(args.idle_cpu_s)
             baseline = hop_p50(live)
             print("idle closures ...", file=sys.stderr)
-            lat = idle_latencies(live, conn, idle_accounts)
+            idle = idle_latencies(live, conn, idle_accounts)
+            split = stage_split(live, conn, idle)
             print("burst ...", file=sys.stderr)
             rate = burst(live, conn, burst_accounts)
             stores = [r[0] for r in conn.execute("SELECT store FROM erasure_stores WHERE active ORDER BY 1")]
+    lat = sorted((i.complete_ms - i.closed_ms) / 1000 for i in idle)
     p50, p99 = statistics.median(lat), _pct(lat, 0.99)
-    print(f"stores: {', '.join(stores)}")
+    print(f"stores: {', '.join(stores)}; every consumer's fetch wait {settings.fetch_wait_ms} ms")
     print(f"baseline one broker hop p50: {baseline * 1000:.1f} ms")
     print(f"idle closure -> complete ({len(lat)} one at a time): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
           f" = {p50 / baseline:.1f}x / {p99 / baseline:.1f}x a hop")
+    print("  where the idle path spends it (from the records' timestamps), p50 / p99 ms:")
+    for name, values in split.items():
+        values.sort()
+        if values:
+            print(f"    {name}: {statistics.median(values):.0f} / {_pct(values, 0.99):.0f}")
     print(f"burst of {args.burst} closures: {rate:.0f} closures/s sustained end to end")
     print("idle CPU, share of one core over " f"{args.idle_cpu_s:.0f} s: " +
           ", ".join(f"{role} {share * 100:.1f}%" for role, share in sorted(cpu.items())) +

@@ -2,8 +2,9 @@
 read by the worker's own short-wait consumer and applied a batch at a time.
 
 A closure's proof waits on these: read through a Faust agent they waited for Faust's fixed
-1.5 s fetch and its batching window, most of the time from closure to proof (issue 15). Here a
-waiting fetch returns as soon as records arrive, and each batch is applied as it comes.
+1.5 s fetch and its batching window, most of the time from closure to proof (issue 15). Here the
+fetch waits ``LIFECYCLE_FETCH_WAIT_MS`` at most (Kafka answers it when records arrive; the
+embedded broker within half of it), and each batch is applied as it comes.
 
 Delivery: Kafka offsets are committed once a batch is applied; after a crash the batch is read
 again and applying it again changes nothing (an ack is recorded once per store and round,
@@ -42,7 +43,6 @@ __all__ = ["AckKeys", "AcksLoop", "ACKS_BATCH"]
 log = logging.getLogger("lifecycle.acks")
 
 ACKS_BATCH = 5000  # records per poll: a burst of closures answered by four stores arrives together
-ACKS_FETCH_WAIT_MS = 100  # the broker answers a waiting fetch as soon as records arrive; this bounds idle polling
 POLL_TIMEOUT_MS = 500
 
 
@@ -104,7 +104,7 @@ class AcksLoop:
 
     async def run(self) -> None:
         s = self.context.settings
-        consumer = worker_consumer(s, self.group, f"{self.group}-loop", ACKS_BATCH, ACKS_FETCH_WAIT_MS)
+        consumer = worker_consumer(s, self.group, f"{self.group}-loop", ACKS_BATCH, s.fetch_wait_ms)
         consumer.subscribe([self.topic], listener=_Listener(self))
         await consumer.start()
         backoff = Backoff()

@@ -21,6 +21,7 @@ wall clock (an operational cadence); overdue is measured on the policy clock aga
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from typing import Any
 
@@ -82,8 +83,9 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
         subjects = [account, *visitors]
         opened = event["occurred_at"]
         deadline = opened + ctx.settings.erasure_deadline_days * DAY_MS
-        requests.append((request_id, account, keys.pseudonym(account), subjects, [keys.pseudonym(s) for s in subjects],
-                         reason, account in held, ms_to_dt(opened), ms_to_dt(deadline)))
+        requests.append((request_id, account, keys.pseudonym(account), json.dumps(subjects),
+                         json.dumps([keys.pseudonym(s) for s in subjects]), reason, account in held, ms_to_dt(opened),
+                         ms_to_dt(deadline)))
         progress.extend((request_id, store) for store in stores)
         suppressed.append((keys.pseudonym(account), request_id, False))
         suppressed.extend((keys.pseudonym(v), request_id, True) for v in visitors)
@@ -91,18 +93,12 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
                                          [keys.pseudonym(s) for s in subjects])))
         rows.append((ctx.settings.topic("accounts"), account.encode(), None))
         rows.extend((ctx.settings.topic("consents"), s.encode(), None) for s in subjects)
-    async with conn.cursor() as c:
-        await c.executemany(
-            "INSERT INTO erasure_requests (request_id, account_id, account_hash, subjects, subject_hashes, reason, "
-            "legal_hold, opened_at, deadline) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            requests)
-        await c.executemany("INSERT INTO erasure_progress (request_id, store) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            progress)
-        await c.executemany(
-            "INSERT INTO suppressed_subjects (subject_hash, request_id, expires_at) "
-            "VALUES (%s, %s, CASE WHEN %s THEN 'infinity'::timestamptz END) ON CONFLICT (subject_hash) DO UPDATE "
-            "SET request_id = EXCLUDED.request_id, expires_at = CASE WHEN suppressed_subjects.expires_at IS NULL "
-            "THEN NULL ELSE EXCLUDED.expires_at END", suppressed)
+    await conn.execute(_OPEN_REQUESTS, _columns(requests))
+    if progress:
+        await conn.execute(_OPEN_PROGRESS, _columns(progress))
+    # One row per subject hash (a visitor of two accounts closing together): ON CONFLICT DO UPDATE
+    # refuses a statement that touches a row twice; the later closure's row wins, as in queue order.
+    await conn.execute(_SUPPRESS, _columns(list({h: (h, rid, visitor) for h, rid, visitor in suppressed}.values())))
     await forget_access(conn, [h for a in accounts for h in keys.candidates(a)])  # its archive holds personal data
     await _destroy_keys(conn, ctx, [(rid, [a, *(v for v in links[a] if v not in shared)], a in held)
                                     for rid, (a, _, _) in zip(request_ids, todo, strict=True)])
@@ -110,6 +106,32 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
     await publish_status(conn, ctx, request_ids)
     ctx.metrics.erasures_opened.inc(len(todo))
     return len(todo)
+
+
+# One statement per table for a whole batch of closures (the subjects' arrays travel as JSON: an
+# array of arrays does not unnest row by row).
+_OPEN_REQUESTS = """
+INSERT INTO erasure_requests (request_id, account_id, account_hash, subjects, subject_hashes, reason, legal_hold,
+                              opened_at, deadline)
+SELECT r.request_id, r.account_id, r.account_hash,
+       ARRAY(SELECT e FROM jsonb_array_elements_text(r.subjects) WITH ORDINALITY AS t(e, i) ORDER BY i),
+       ARRAY(SELECT e FROM jsonb_array_elements_text(r.subject_hashes) WITH ORDINALITY AS t(e, i) ORDER BY i),
+       r.reason, r.legal_hold, r.opened_at, r.deadline
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[], %s::bool[],
+            %s::timestamptz[], %s::timestamptz[])
+     AS r(request_id, account_id, account_hash, subjects, subject_hashes, reason, legal_hold, opened_at, deadline)
+ON CONFLICT DO NOTHING
+"""
+_OPEN_PROGRESS = """
+INSERT INTO erasure_progress (request_id, store) SELECT * FROM unnest(%s::uuid[], %s::text[]) ON CONFLICT DO NOTHING
+"""
+_SUPPRESS = """
+INSERT INTO suppressed_subjects (subject_hash, request_id, expires_at)
+SELECT h, rid, CASE WHEN visitor THEN 'infinity'::timestamptz END FROM unnest(%s::text[], %s::uuid[], %s::bool[])
+     AS s(h, rid, visitor)
+ON CONFLICT (subject_hash) DO UPDATE SET request_id = EXCLUDED.request_id,
+    expires_at = CASE WHEN suppressed_subjects.expires_at IS NULL THEN NULL ELSE EXCLUDED.expires_at END
+"""
 
 
 async def _destroy_keys(conn: psycopg.AsyncConnection[Any], ctx: Context,

@@ -57,7 +57,6 @@ __all__ = ["IntakeLoop", "INTAKE_BATCH"]
 log = logging.getLogger("lifecycle.intake")
 
 INTAKE_BATCH = 4000  # records per poll, over every assigned partition
-INTAKE_FETCH_WAIT_MS = 100
 POLL_TIMEOUT_MS = 200
 # Fault injection (tests only): seconds resume() waits between reading PostgreSQL's offsets and
 # seeking to them, the window in which a fetch from Kafka's committed offset can arrive.
@@ -135,7 +134,7 @@ class IntakeLoop:
 
     async def run(self) -> None:
         self.consumer = worker_consumer(self.settings, self.group, f"{self.group}-intake", INTAKE_BATCH,
-                                        INTAKE_FETCH_WAIT_MS)
+                                        self.settings.fetch_wait_ms)
         self.consumer.subscribe(list(self.processors), listener=_Listener(self))
         await self.consumer.start()
         try:

@@ -23,6 +23,7 @@ the answer says how many items are left. Orders that name their subjects by keye
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -31,6 +32,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from lifecycle.connectors.base.metrics import ConnectorMetrics
@@ -61,7 +63,6 @@ __all__ = ["run_connector", "group_id", "categories_of", "store_key"]
 log = logging.getLogger("lifecycle.connector")
 _T = TypeVar("_T")
 BATCH = 2000  # orders per poll: a burst of closures costs one transaction and one flush per batch
-FETCH_WAIT_MS = 100  # the broker answers a waiting fetch as soon as records arrive; this bounds idle polling
 FAILED_ACK_EVERY_S = 60.0
 PART_BYTES = 512 * 1024  # of an access answer, before sealing: a part stays far under the broker's 1 MB
 TICK_S = 2.0
@@ -80,43 +81,68 @@ def _now_ms() -> int:
 
 def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None = None,
                   metrics: ConnectorMetrics | None = None) -> None:
-    from kafka import KafkaConsumer, KafkaProducer
+    """Run the store until ``stop`` is set (the caller's signal handlers set it)."""
+    asyncio.run(_Connector(settings, sink, stop or threading.Event(), metrics).run())
 
-    stop = stop or threading.Event()
-    metrics = metrics or ConnectorMetrics.create(sink.name, categories_of(sink))
-    codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=group_id(settings, sink.name),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=BATCH,
-        fetch_max_wait_ms=FETCH_WAIT_MS,
-        client_id=f"lifecycle-store-{sink.name}",
-        **settings.kafka_client_kwargs(),
-    )
-    consumer.assign(_all_partitions(consumer, [settings.topic("tombstones"), settings.topic("retention-orders"),
-                                               settings.topic("access-orders")], stop))
-    producer = _SigningProducer(KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2,
-                                              client_id=f"lifecycle-store-{sink.name}",
-                                              **settings.kafka_client_kwargs()),
-                                store_key(settings, sink.name))
-    sweeper = _Sweeper(sink, producer, codec, settings, metrics)
-    resolver = _Resolver(sink, settings)
-    last_poll = metrics.last_poll.labels(sink.name)
-    unavailable = metrics.unavailable.labels(sink.name)
-    last_failed_ack = 0.0
-    last_tick = 0.0
-    retention_topic, access_topic = settings.topic("retention-orders"), settings.topic("access-orders")
-    try:
+
+class _Connector:
+    """One store's loop. aiokafka, not kafka-python: an idle connector polls the broker about ten
+    times a second, and kafka-python's consumer and producer threads cost about three times
+    aiokafka's CPU for it (docs/performance.md). The store's own calls (blocking: psycopg, redis,
+    the file system) run on one thread of their own, so that the next batch is fetched meanwhile."""
+
+    def __init__(self, settings: Settings, sink: Sink, stop: threading.Event, metrics: ConnectorMetrics | None):
+        self.settings, self.sink, self.stop = settings, sink, stop
+        self.metrics = metrics or ConnectorMetrics.create(sink.name, categories_of(sink))
+        self.codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
+        self.store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{sink.name}")
+        self.resolver = _Resolver(sink, settings)
+        self.last_failed_ack = 0.0
+
+    async def in_store(self, fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self.store_thread, fn)
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        s, name = self.settings, self.sink.name
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, group_id=group_id(s, name), enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=BATCH, fetch_max_wait_ms=s.fetch_wait_ms,
+            client_id=f"lifecycle-store-{name}", **s.aiokafka_kwargs())
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=2,
+                                    client_id=f"lifecycle-store-{name}", **s.aiokafka_kwargs())
+        started: list[Any] = []
+        try:
+            await consumer.start()
+            started.append(consumer)
+            await producer.start()
+            started.append(producer)
+            partitions = await _all_partitions(s, [s.topic("tombstones"), s.topic("retention-orders"),
+                                               s.topic("access-orders")], self.stop)
+            consumer.assign(partitions)
+            signer = _SigningProducer(producer, store_key(s, name))
+            await self.loop(consumer, signer)
+        finally:
+            for client in reversed(started):
+                await client.stop()
+            self.store_thread.submit(self.sink.close).result()
+            self.store_thread.shutdown()
+
+    async def loop(self, consumer: Any, producer: _SigningProducer) -> None:
+        s, sink, stop = self.settings, self.sink, self.stop
+        sweeper = _Sweeper(self, producer)
+        last_poll = self.metrics.last_poll.labels(sink.name)
+        last_tick = 0.0
+        retention_topic, access_topic = s.topic("retention-orders"), s.topic("access-orders")
         while not stop.is_set():
             if time.monotonic() - last_tick > TICK_S:
                 last_tick = time.monotonic()
                 try:
-                    sink.tick()
+                    await self.in_store(sink.tick)
                 except TransientStoreError:
                     log.warning("store %s unavailable for its periodic work; will retry", sink.name)
-            polled = consumer.poll(timeout_ms=200)
+            polled = await consumer.getmany(timeout_ms=200, max_records=BATCH)
             last_poll.set_to_current_time()
             messages = [m for batch in polled.values() for m in batch]
             if not messages:
@@ -130,7 +156,7 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                 contract = "retention-orders" if retention else "access-orders" if msg.topic == access_topic \
                     else "tombstones"
                 try:
-                    value = codec.decode(msg.value, topic=contract).value
+                    value = self.codec.decode(msg.value, topic=contract).value
                 except DecodeError as exc:
                     log.warning("skipping an unreadable order at %s[%d]@%d: %s", msg.topic, msg.partition,
                                 msg.offset, exc.reason)
@@ -144,38 +170,111 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
                     pending = verifies if order.action == "verify" else orders
                     if order.request_id not in pending or pending[order.request_id].round < order.round:
                         pending[order.request_id] = order  # the latest round counts
-            backoff = Backoff(first_s=0.2, max_s=10.0)
-            outcomes: dict[str, Outcome] = {}
-            while orders and not stop.is_set():
-                try:
-                    outcomes = resolver.erase(list(orders.values()))
-                    break
-                except TransientStoreError as exc:
-                    unavailable.inc()
-                    log.warning("store %s unavailable (%s); retrying", sink.name, type(exc.__cause__ or exc).__name__)
-                    if time.monotonic() - last_failed_ack > FAILED_ACK_EVERY_S:
-                        _ack(producer, codec, settings, sink.name, orders.values(),
-                             {rid: Outcome(AckStatus.FAILED, 0, type(exc.__cause__ or exc).__name__) for rid in orders})
-                        last_failed_ack = time.monotonic()
-                    stop.wait(backoff.next_delay())
-            if stop.is_set() and orders and not outcomes:
+            if orders and not await self.erase(producer, list(orders.values())):
                 break
-            if FAULT_DIR and outcomes:
-                _maybe_die(FAULT_DIR, outcomes)
-            _ack(producer, codec, settings, sink.name, orders.values(), outcomes)
-            for outcome in outcomes.values():
-                metrics.orders.labels(sink.name, outcome.status).inc()
-            if verifies and not _verify(resolver, producer, codec, settings, list(verifies.values()), stop):
+            if verifies and not await self.verify(producer, list(verifies.values())):
                 break
-            if not sweeper.run(list(sweeps.values()), stop):
+            if not await sweeper.run(list(sweeps.values())):
                 break
-            if accesses and not _answer_access(sink, producer, codec, settings, list(accesses.values()), stop):
+            if accesses and not await self.answer_access(producer, list(accesses.values())):
                 break
-            consumer.commit()
-    finally:
-        consumer.close()
-        producer.close(timeout=10)
-        sink.close()
+            await consumer.commit()
+
+    async def erase(self, producer: _SigningProducer, orders: list[ErasureOrder]) -> bool:
+        """Erase, then acknowledge once the deletes committed; False if stopped first."""
+        backoff = Backoff(first_s=0.2, max_s=10.0)
+        unavailable = self.metrics.unavailable.labels(self.sink.name)
+        while not self.stop.is_set():
+            try:
+                outcomes = await self.in_store(lambda: self.resolver.erase(orders))
+                break
+            except TransientStoreError as exc:
+                unavailable.inc()
+                error = type(exc.__cause__ or exc).__name__
+                log.warning("store %s unavailable (%s); retrying", self.sink.name, error)
+                if time.monotonic() - self.last_failed_ack > FAILED_ACK_EVERY_S:
+                    await _ack(producer, self.codec, self.settings, self.sink.name, orders,
+                               {o.request_id: Outcome(AckStatus.FAILED, 0, error) for o in orders})
+                    self.last_failed_ack = time.monotonic()
+                await _pause(self.stop, backoff.next_delay())
+        else:
+            return False
+        if FAULT_DIR and outcomes:
+            _maybe_die(FAULT_DIR, outcomes)
+        await _ack(producer, self.codec, self.settings, self.sink.name, orders, outcomes)
+        for outcome in outcomes.values():
+            self.metrics.orders.labels(self.sink.name, outcome.status).inc()
+        return True
+
+    async def verify(self, producer: _SigningProducer, orders: list[ErasureOrder]) -> bool:
+        """Answer verify orders (docs/erasure.md): nothing_found when the store holds nothing more,
+        failed with items_found when it does. False if stopped before the answer."""
+        found = await self.retrying("to verify", lambda: self.resolver.verify(orders))
+        if found is None:
+            return False
+        outcomes = {rid: Outcome(AckStatus.NOTHING_FOUND) if not n else
+                    Outcome(AckStatus.FAILED, 0, f"{n} item(s) still held") for rid, n in found.items()}
+        await _ack(producer, self.codec, self.settings, self.sink.name, orders, outcomes, found)
+        for rid, n in found.items():
+            if n:
+                log.warning("store %s still holds %d item(s) of erasure %s", self.sink.name, n, rid)
+        return True
+
+    async def answer_access(self, producer: _SigningProducer, orders: list[AccessOrder]) -> bool:
+        """Answer access orders: what the store holds, in sealed parts. False if stopped first."""
+        sink = self.sink
+        held = await self.retrying("for an access order", lambda: sink.export(orders))
+        if held is None:
+            return False
+        futures = []
+        for order in orders:
+            found = held.get(order.request_id)
+            document = json.dumps({"store": sink.name, "holds": list(sink.holds), "items": found.items if found else 0,
+                                   "data": found.data if found else {}}, sort_keys=True).encode()
+            chunks = [document[i:i + PART_BYTES] for i in range(0, len(document), PART_BYTES)]
+            answers: list[dict[str, Any]] = []
+            try:
+                for part, chunk in enumerate(chunks):
+                    sealed = seal_to(order.answer_key, chunk, part_aad(order.request_id, sink.name, part, len(chunks)))
+                    answers.append({"part": part, "parts": len(chunks), "sealed": sealed, "error": None})
+            except BoxError as exc:
+                answers = [{"part": 0, "parts": 0, "sealed": b"", "error": str(exc)}]
+            for answer in answers:
+                value = self.codec.encode("AccessAnswer", {
+                    "request_id": order.request_id, "store": sink.name, "items": found.items if found else 0,
+                    "completed_at": _now_ms(), **answer})
+                futures.append(await producer.send(self.settings.topic("erasure-acks"), key=order.request_id.encode(),
+                                                   value=value))
+        await _confirmed(producer, futures)
+        log.info("store %s answered %d access order(s)", sink.name, len(orders))
+        return True
+
+    async def retrying(self, what: str, fn: Callable[[], _T]) -> _T | None:
+        """``fn()`` on the store's thread once the store answers (retried with backoff while it is
+        unreachable); None if stopped first."""
+        backoff = Backoff(first_s=0.2, max_s=10.0)
+        while not self.stop.is_set():
+            try:
+                return await self.in_store(fn)
+            except TransientStoreError as exc:
+                log.warning("store %s unavailable %s (%s); retrying", self.sink.name, what,
+                            type(exc.__cause__ or exc).__name__)
+                await _pause(self.stop, backoff.next_delay())
+        return None
+
+
+async def _pause(stop: threading.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``, less once ``stop`` is set (the loop keeps serving the clients)."""
+    end = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < end:
+        await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
+
+
+async def _confirmed(producer: _SigningProducer, futures: list[Any]) -> None:
+    """Every record on the broker (acks=all) before the offsets that produced them are committed."""
+    await producer.flush()
+    for fut in futures:
+        await asyncio.wait_for(fut, timeout=30)
 
 
 def categories_of(sink: Sink) -> tuple[str, ...]:
@@ -183,68 +282,75 @@ def categories_of(sink: Sink) -> tuple[str, ...]:
     return sink.retention_categories if isinstance(sink, RetentionSink) else ()
 
 
-def _all_partitions(consumer: Any, topics: list[str], stop: threading.Event) -> list[Any]:
+async def _all_partitions(settings: Settings, topics: list[str], stop: threading.Event) -> list[Any]:
     """Every partition of ``topics``: one connector per store reads them all, with its group's
     committed offsets and no group membership (see the module's docstring). Empty when asked to
-    stop first: a connector told to stop while its broker is gone must not wait for it."""
-    from kafka import TopicPartition
+    stop first: a connector told to stop while its broker is gone must not wait for it. Asked once
+    at start with kafka-python, whose public API reads the partitions of a topic not subscribed to."""
+    from aiokafka import TopicPartition
+    from kafka import KafkaConsumer
 
-    deadline = time.monotonic() + 60
-    while not stop.is_set():
-        found = {t: consumer.partitions_for_topic(t) for t in topics}
-        if all(found.values()):
-            return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
-        if time.monotonic() > deadline:
-            raise TransientStoreError(f"topics not found: {sorted(t for t, p in found.items() if not p)}")
-        stop.wait(0.5)
-    return []
+    looker = await asyncio.to_thread(KafkaConsumer, bootstrap_servers=settings.kafka_bootstrap,
+                                     client_id="lifecycle-store-metadata", **settings.kafka_client_kwargs())
+    try:
+        deadline = time.monotonic() + 60
+        while not stop.is_set():
+            found = {t: await asyncio.to_thread(looker.partitions_for_topic, t) for t in topics}
+            if all(found.values()):
+                return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
+            if time.monotonic() > deadline:
+                raise TransientStoreError(f"topics not found: {sorted(t for t, p in found.items() if not p)}")
+            await _pause(stop, 0.5)
+        return []
+    finally:
+        await asyncio.to_thread(looker.close)
 
 
 class _Sweeper:
     """Retention orders for one store: the categories it holds are swept, each acknowledged
     with a RetentionAck; a store that cannot be reached keeps the order and retries."""
 
-    def __init__(self, sink: Sink, producer: Any, codec: Codec, settings: Settings, metrics: ConnectorMetrics):
-        self.sink, self.producer, self.codec, self.settings = sink, producer, codec, settings
-        self.metrics = metrics
-        self.categories = set(categories_of(sink))
+    def __init__(self, connector: _Connector, producer: _SigningProducer):
+        self.connector, self.producer = connector, producer
+        self.sink, self.codec, self.settings = connector.sink, connector.codec, connector.settings
+        self.categories = set(categories_of(self.sink))
 
-    def run(self, orders: list[RetentionOrder], stop: threading.Event) -> bool:
+    async def run(self, orders: list[RetentionOrder]) -> bool:
         """Sweep every order this store takes part in; False if stopped before the end."""
         futures = []
+        unavailable = self.connector.metrics.unavailable.labels(self.sink.name)
         for order in orders:
-            if order.category not in self.categories or not isinstance(self.sink, RetentionSink):
+            sink = self.sink
+            if order.category not in self.categories or not isinstance(sink, RetentionSink):
                 continue
             backoff, reported = Backoff(first_s=0.2, max_s=10.0), False
             while True:
-                if stop.is_set():
+                if self.connector.stop.is_set():
                     return False
                 try:
-                    expiry = self.sink.expire(order)
+                    expiry = await self.connector.in_store(lambda: sink.expire(order))  # noqa: B023
                     break
                 except TransientStoreError as exc:
-                    self.metrics.unavailable.labels(self.sink.name).inc()
+                    unavailable.inc()
                     error = type(exc.__cause__ or exc).__name__
-                    log.warning("store %s unavailable for a retention sweep (%s); retrying", self.sink.name, error)
+                    log.warning("store %s unavailable for a retention sweep (%s); retrying", sink.name, error)
                     if not reported:  # once per order: the orchestrator counts the failure
-                        futures.append(self._ack(order, 0, None, error))
+                        futures.append(await self._ack(order, 0, None, error))
                         reported = True
-                    stop.wait(backoff.next_delay())
-            log.info("store %s swept %s: %d item(s) erased", self.sink.name, order.category, expiry.items)
-            futures.append(self._ack(order, expiry.items, expiry.oldest_ms, None))
-            self.metrics.retention_items.labels(self.sink.name, order.category).inc(expiry.items)
-        self.producer.flush(timeout=30)
-        for fut in futures:
-            fut.get(timeout=30)
+                    await _pause(self.connector.stop, backoff.next_delay())
+            log.info("store %s swept %s: %d item(s) erased", sink.name, order.category, expiry.items)
+            futures.append(await self._ack(order, expiry.items, expiry.oldest_ms, None))
+            self.connector.metrics.retention_items.labels(sink.name, order.category).inc(expiry.items)
+        await _confirmed(self.producer, futures)
         return True
 
-    def _ack(self, order: RetentionOrder, items: int, oldest_ms: int | None, error: str | None) -> Any:
+    async def _ack(self, order: RetentionOrder, items: int, oldest_ms: int | None, error: str | None) -> Any:
         value = self.codec.encode("RetentionAck", {
             "order_id": order.order_id, "store": self.sink.name, "category": order.category,
             "cutoff": order.cutoff_ms, "items_erased": items, "oldest_remaining": oldest_ms,
             "completed_at": _now_ms(), "error": error,
         })
-        return self.producer.send(self.settings.topic("erasure-acks"), key=order.category.encode(), value=value)
+        return await self.producer.send(self.settings.topic("erasure-acks"), key=order.category.encode(), value=value)
 
 
 class _SigningProducer:
@@ -253,14 +359,12 @@ class _SigningProducer:
     def __init__(self, producer: Any, key: bytes):
         self.producer, self.key = producer, key
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
-        return self.producer.send(topic, key=key, value=value, headers=sign_ack(self.key, value))
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        """Queue one record; the future it returns resolves once the broker has it."""
+        return await self.producer.send(topic, key=key, value=value, headers=sign_ack(self.key, value))
 
-    def flush(self, timeout: float) -> None:
-        self.producer.flush(timeout=timeout)
-
-    def close(self, timeout: float) -> None:
-        self.producer.close(timeout=timeout)
+    async def flush(self) -> None:
+        await self.producer.flush()
 
 
 def store_key(settings: Settings, store: str) -> bytes:
@@ -334,68 +438,8 @@ class _Resolver:
         return {**found, **{o.request_id: 0 for o in empty}}
 
 
-def _retrying(store: str, what: str, fn: Callable[[], _T], stop: threading.Event) -> _T | None:
-    """``fn()`` once the store answers (retried with backoff while it is unreachable); None if
-    stopped first."""
-    backoff = Backoff(first_s=0.2, max_s=10.0)
-    while not stop.is_set():
-        try:
-            return fn()
-        except TransientStoreError as exc:
-            log.warning("store %s unavailable %s (%s); retrying", store, what, type(exc.__cause__ or exc).__name__)
-            stop.wait(backoff.next_delay())
-    return None
-
-
-def _verify(resolver: _Resolver, producer: Any, codec: Codec, settings: Settings, orders: list[ErasureOrder],
-            stop: threading.Event) -> bool:
-    """Answer verify orders (docs/erasure.md): nothing_found when the store holds nothing more,
-    failed with items_found when it does. False if stopped before the answer."""
-    found = _retrying(resolver.sink.name, "to verify", lambda: resolver.verify(orders), stop)
-    if found is None:
-        return False
-    outcomes = {rid: Outcome(AckStatus.NOTHING_FOUND) if not n else
-                Outcome(AckStatus.FAILED, 0, f"{n} item(s) still held") for rid, n in found.items()}
-    _ack(producer, codec, settings, resolver.sink.name, orders, outcomes, found)
-    for rid, n in found.items():
-        if n:
-            log.warning("store %s still holds %d item(s) of erasure %s", resolver.sink.name, n, rid)
-    return True
-
-
-def _answer_access(sink: Sink, producer: Any, codec: Codec, settings: Settings, orders: list[AccessOrder],
-                   stop: threading.Event) -> bool:
-    """Answer access orders: what the store holds, in sealed parts. False if stopped first."""
-    held = _retrying(sink.name, "for an access order", lambda: sink.export(orders), stop)
-    if held is None:
-        return False
-    futures = []
-    for order in orders:
-        found = held.get(order.request_id)
-        document = json.dumps({"store": sink.name, "holds": list(sink.holds), "items": found.items if found else 0,
-                               "data": found.data if found else {}}, sort_keys=True).encode()
-        chunks = [document[i:i + PART_BYTES] for i in range(0, len(document), PART_BYTES)]
-        answers: list[dict[str, Any]] = []
-        try:
-            for part, chunk in enumerate(chunks):
-                sealed = seal_to(order.answer_key, chunk, part_aad(order.request_id, sink.name, part, len(chunks)))
-                answers.append({"part": part, "parts": len(chunks), "sealed": sealed, "error": None})
-        except BoxError as exc:
-            answers = [{"part": 0, "parts": 0, "sealed": b"", "error": str(exc)}]
-        for answer in answers:
-            value = codec.encode("AccessAnswer", {
-                "request_id": order.request_id, "store": sink.name, "items": found.items if found else 0,
-                "completed_at": _now_ms(), **answer})
-            futures.append(producer.send(settings.topic("erasure-acks"), key=order.request_id.encode(), value=value))
-    producer.flush(timeout=30)
-    for fut in futures:
-        fut.get(timeout=30)
-    log.info("store %s answered %d access order(s)", sink.name, len(orders))
-    return True
-
-
-def _ack(producer: Any, codec: Codec, settings: Settings, store: str, orders: Any,
-         outcomes: dict[str, Outcome], found: dict[str, int] | None = None) -> None:
+async def _ack(producer: _SigningProducer, codec: Codec, settings: Settings, store: str, orders: Any,
+               outcomes: dict[str, Outcome], found: dict[str, int] | None = None) -> None:
     futures = []
     for order in orders:
         outcome = outcomes.get(order.request_id)
@@ -410,7 +454,5 @@ def _ack(producer: Any, codec: Codec, settings: Settings, store: str, orders: An
             "items_found": (found or {}).get(order.request_id, 0),
         })
         key = (account or (order.subject_hashes[0] if order.subject_hashes else order.request_id)).encode()
-        futures.append(producer.send(settings.topic("erasure-acks"), key=key, value=value))
-    producer.flush(timeout=30)
-    for fut in futures:
-        fut.get(timeout=30)
+        futures.append(await producer.send(settings.topic("erasure-acks"), key=key, value=value))
+    await _confirmed(producer, futures)

@@ -74,6 +74,10 @@ class Settings:
     kafka_idempotence: bool | None = None
     # Faust timings; the short defaults suit the embedded broker (see docs/operations.md).
     broker_session_timeout_s: int = 6
+    # How long a consumer's fetch waits at the broker for records (docs/performance.md): Kafka answers
+    # a waiting fetch when records arrive, so a long wait is free there; the embedded broker looks
+    # again only at halving intervals, so this bounds its hop latency and sets its idle polling.
+    fetch_wait_ms: int = 100
     embedded_pg_fast: bool = False
     # Time and windows (docs/processors.md).
     clock: str = "wall"  # "wall", or "event": now = the latest event time seen (tests, demo)
@@ -189,7 +193,7 @@ class Settings:
                               ("MAX_FUTURE_S", 0),
                               ("ERASURE_DEADLINE_DAYS", 1), ("ERASURE_RETRY_S", 1), ("ERASURE_REVERIFY_DAYS", 0),
                               ("ACCESS_KEEP_DAYS", 1),
-                              ("OUTBOX_BATCH", 1), ("DATA_KEY_CACHE_S", 0),
+                              ("OUTBOX_BATCH", 1), ("DATA_KEY_CACHE_S", 0), ("FETCH_WAIT_MS", 1),
                               ("HTTP_BODY_TIMEOUT_S", 1), ("HTTP_MAX_IN_FLIGHT", 1)):
             if (raw := get(name)) is not None:
                 kw[name.lower()] = _int(name, raw, minimum=minimum)

@@ -71,19 +71,24 @@ def _outbox_empty(settings):
     return _query(settings, "SELECT count(*) FROM outbox")[0][0] == 0
 
 
-def test_a_shared_browser_never_silences_the_other_account(settings, worker, connectors):
-    """A and B use one browser (visitor V). A's erasure must not cover V while B is live; B's later
-    consent applies, B's closure opens and completes an erasure, and then V goes too."""
-    a, b, v = "acc-shared-a", "acc-shared-b", "vis-shared"
+def _one_browser(settings, a, b, v, *more):
+    """Accounts ``a`` and ``b`` registered, both linked to visitor ``v`` by a cookie consent."""
     _emit(settings,
-          event("account.registered", T0, account=a, email="a@example.test", first_name="A", last_name="A"),
-          event("account.registered", T0 + 1, account=b, email="b@example.test", first_name="B", last_name="B"),
+          event("account.registered", T0, account=a, email=f"{a}@example.test", first_name="A", last_name="A"),
+          event("account.registered", T0 + 1, account=b, email=f"{b}@example.test", first_name="B", last_name="B"),
           event("consent.cookies_granted", T0 + 2, account=a, visitor=v, purposes=["necessary"],
                 policy_version="2026-01"),
           event("consent.cookies_granted", T0 + 3, account=b, visitor=v, purposes=["necessary"],
                 policy_version="2026-01"),
-          event("analytics.page_viewed", T0 + 4, visitor=v, account=b, path="/home"))
+          *more)
     wait_for(lambda: len(_query(settings, "SELECT 1 FROM account_visitors")) == 2, what="both links")
+
+
+def test_a_shared_browser_never_silences_the_other_account(settings, worker, connectors):
+    """A and B use one browser (visitor V). A's erasure must not cover V while B is live; B's later
+    consent applies, B's closure opens and completes an erasure, and then V goes too."""
+    a, b, v = "acc-shared-a", "acc-shared-b", "vis-shared"
+    _one_browser(settings, a, b, v, event("analytics.page_viewed", T0 + 4, visitor=v, account=b, path="/home"))
     _emit(settings, event("account.closed", T0 + HOUR, account=a, visitor=v))
     wait_for(lambda: _complete(worker, a), deadline_s=60, what="A's erasure")
 
@@ -101,6 +106,23 @@ def test_a_shared_browser_never_silences_the_other_account(settings, worker, con
     assert leftovers == []
     consents = _last_by_key(settings, "consents")
     assert consents[a.encode()] is None and consents[b.encode()] is None and consents[v.encode()] is None
+
+
+def test_two_accounts_of_one_browser_closing_together_are_both_erased(settings, worker, connectors):
+    """C and D share visitor W and close in the same batch: both erasures open in one statement per
+    table, the visitor is suppressed once (a statement may not touch its row twice), both complete."""
+    c, d, w = "acc-together-c", "acc-together-d", "vis-together"
+    _one_browser(settings, c, d, w)
+    worker.stop()  # so that the intake reads both closures in one batch when it starts again
+    _emit(settings, event("account.closed", T0 + HOUR, account=c, visitor=w),
+          event("account.closed", T0 + HOUR + 1, account=d, visitor=w))
+    worker.start()
+    wait_for(lambda: _complete(worker, c) and _complete(worker, d), deadline_s=60, what="both erasures")
+    # In one batch neither account is live, so the visitor goes with both (one at a time, the first
+    # closure would leave it to the live second one: what a failed batch falls back to).
+    assert _query(settings, "SELECT cardinality(subject_hashes) FROM erasure_requests ORDER BY account_hash") \
+        == [(2,), (2,)]
+    assert _query(settings, "SELECT count(*) FROM suppressed_subjects")[0][0] == 3
 
 
 def test_clock_writes_during_an_open_erasure_never_follow_the_tombstone(settings, worker):

@@ -38,6 +38,7 @@ def test_reads_prefixed_variables_only():
         ({"LIFECYCLE_KAFKA_IDEMPOTENCE": "maybe"}, "LIFECYCLE_KAFKA_IDEMPOTENCE"),
         ({"LIFECYCLE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "LIFECYCLE_KAFKA_SECURITY_PROTOCOL"),
         ({"LIFECYCLE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "LIFECYCLE_KAFKA_SASL_MECHANISM"),
+        ({"LIFECYCLE_FETCH_WAIT_MS": "0"}, "LIFECYCLE_FETCH_WAIT_MS"),
     ],
 )
 def test_bad_values_name_the_variable(env, needle):
@@ -58,7 +59,8 @@ def test_secrets_stay_out_of_repr():
 
 def test_to_env_round_trips():
     s = Settings.from_env({"LIFECYCLE_KAFKA_BOOTSTRAP": "k:1", "LIFECYCLE_KAFKA_IDEMPOTENCE": "false",
-                           "LIFECYCLE_TOPIC_PREFIX": "p."})
+                           "LIFECYCLE_TOPIC_PREFIX": "p.", "LIFECYCLE_FETCH_WAIT_MS": "25"})
+    assert s.fetch_wait_ms == 25
     assert Settings.from_env(s.to_env()) == s
 
 
