@@ -170,9 +170,13 @@ class _Connector:
                     pending = verifies if order.action == "verify" else orders
                     if order.request_id not in pending or pending[order.request_id].round < order.round:
                         pending[order.request_id] = order  # the latest round counts
-            if orders and not await self.erase(producer, list(orders.values())):
-                break
+            # Verify orders first: that is log order for any request in both. A verify order of
+            # round k follows this store's ack of round k; an erase order of round k + 1 follows a
+            # finding of round k. Erasing first would answer the older verify order "nothing found"
+            # about data the store did hold (seen once the next batch was fetched during the erase).
             if verifies and not await self.verify(producer, list(verifies.values())):
+                break
+            if orders and not await self.erase(producer, list(orders.values())):
                 break
             if not await sweeper.run(list(sweeps.values())):
                 break
