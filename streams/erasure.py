@@ -83,14 +83,13 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
         subjects = [account, *visitors]
         opened = event["occurred_at"]
         deadline = opened + ctx.settings.erasure_deadline_days * DAY_MS
-        requests.append((request_id, account, keys.pseudonym(account), json.dumps(subjects),
-                         json.dumps([keys.pseudonym(s) for s in subjects]), reason, account in held, ms_to_dt(opened),
-                         ms_to_dt(deadline)))
+        hashes = [keys.pseudonym(s) for s in subjects]  # the account's first
+        requests.append((request_id, account, hashes[0], json.dumps(subjects), json.dumps(hashes), reason,
+                         account in held, ms_to_dt(opened), ms_to_dt(deadline)))
         progress.extend((request_id, store) for store in stores)
-        suppressed.append((keys.pseudonym(account), request_id, False))
-        suppressed.extend((keys.pseudonym(v), request_id, True) for v in visitors)
+        suppressed.extend((h, request_id, i > 0) for i, h in enumerate(hashes))  # visitors' entries expire
         rows.append(_order(ctx, _Request(request_id, account, subjects, reason, opened, deadline, account in held, 0,
-                                         [keys.pseudonym(s) for s in subjects])))
+                                         hashes)))
         rows.append((ctx.settings.topic("accounts"), account.encode(), None))
         rows.extend((ctx.settings.topic("consents"), s.encode(), None) for s in subjects)
     await conn.execute(_OPEN_REQUESTS, _columns(requests))
@@ -108,8 +107,8 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: Context,
     return len(todo)
 
 
-# One statement per table for a whole batch of closures (the subjects' arrays travel as JSON: an
-# array of arrays does not unnest row by row).
+# One statement per table for a whole batch of closures, arrays sent in binary (the subjects' arrays
+# travel as JSON text: an array of arrays does not unnest row by row).
 _OPEN_REQUESTS = """
 INSERT INTO erasure_requests (request_id, account_id, account_hash, subjects, subject_hashes, reason, legal_hold,
                               opened_at, deadline)
@@ -117,17 +116,17 @@ SELECT r.request_id, r.account_id, r.account_hash,
        ARRAY(SELECT e FROM jsonb_array_elements_text(r.subjects) WITH ORDINALITY AS t(e, i) ORDER BY i),
        ARRAY(SELECT e FROM jsonb_array_elements_text(r.subject_hashes) WITH ORDINALITY AS t(e, i) ORDER BY i),
        r.reason, r.legal_hold, r.opened_at, r.deadline
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[], %s::bool[],
-            %s::timestamptz[], %s::timestamptz[])
+FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[]::jsonb[], %b::text[]::jsonb[], %b::text[], %b::bool[],
+            %b::timestamptz[], %b::timestamptz[])
      AS r(request_id, account_id, account_hash, subjects, subject_hashes, reason, legal_hold, opened_at, deadline)
 ON CONFLICT DO NOTHING
 """
 _OPEN_PROGRESS = """
-INSERT INTO erasure_progress (request_id, store) SELECT * FROM unnest(%s::uuid[], %s::text[]) ON CONFLICT DO NOTHING
+INSERT INTO erasure_progress (request_id, store) SELECT * FROM unnest(%b::uuid[], %b::text[]) ON CONFLICT DO NOTHING
 """
 _SUPPRESS = """
 INSERT INTO suppressed_subjects (subject_hash, request_id, expires_at)
-SELECT h, rid, CASE WHEN visitor THEN 'infinity'::timestamptz END FROM unnest(%s::text[], %s::uuid[], %s::bool[])
+SELECT h, rid, CASE WHEN visitor THEN 'infinity'::timestamptz END FROM unnest(%b::text[], %b::uuid[], %b::bool[])
      AS s(h, rid, visitor)
 ON CONFLICT (subject_hash) DO UPDATE SET request_id = EXCLUDED.request_id,
     expires_at = CASE WHEN suppressed_subjects.expires_at IS NULL THEN NULL ELSE EXCLUDED.expires_at END
