@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -475,9 +476,13 @@ def cmd_proof(settings: Settings, args: argparse.Namespace) -> int:
     from lifecycle import proofs
 
     if args.action == "verify":
-        public = Path(args.public_key).read_text().strip() if args.public_key else None
+        trusted = args.public_key or os.environ.get("LIFECYCLE_PROOF_TRUST_FILE") or None
+        public = Path(trusted).read_text().strip() if trusted else None
         try:
             body = proofs.verify(Path(args.file).read_bytes(), public)
+        except proofs.SignerUnverified as exc:
+            print(f"UNVERIFIED SIGNER: {exc}", file=sys.stderr)
+            return 2
         except proofs.ProofRefused as exc:
             print(f"REFUSED: {exc}", file=sys.stderr)
             return 1
@@ -640,7 +645,9 @@ def _parser() -> argparse.ArgumentParser:
     export_proof.set_defaults(fn=cmd_proof, reads="database")
     verify = proof.add_parser("verify", help="check a certificate offline (exit 1 when refused)")
     verify.add_argument("file")
-    verify.add_argument("--public-key", default=None, help="a file with the published key (`proof key --raw`)")
+    verify.add_argument("--public-key", default=None,
+                        help="a file with the published key (`proof key --raw`); default: LIFECYCLE_PROOF_TRUST_FILE. "
+                             "Without either the signer is unverified (exit 2)")
     verify.set_defaults(fn=cmd_proof)
     proof_key = proof.add_parser("key", help="the public key that signs certificates, to publish")
     proof_key.add_argument("--raw", action="store_true", help="the base64 key alone")

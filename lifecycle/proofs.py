@@ -31,7 +31,7 @@ from lifecycle.core.errors import ConfigError, LifecycleError
 from lifecycle.core.keys import create_key_file
 
 __all__ = ["proof_key_file", "load_signing_key", "public_key_text", "certificate", "sign", "verify",
-           "canonical", "ProofRefused"]
+           "canonical", "ProofRefused", "SignerUnverified"]
 
 FORMAT = "lifecycle-erasure-certificate/1"
 
@@ -119,9 +119,15 @@ def sign(body: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
                       "signature": base64.b64encode(key.sign(canonical(body))).decode()}) + b"\n"
 
 
-def verify(data: bytes, public_key: str | None = None) -> dict[str, Any]:
-    """The certificate in ``data`` if it verifies (against ``public_key``, base64, when given: the
-    published one); ProofRefused otherwise."""
+class SignerUnverified(ProofRefused):
+    """The certificate is intact and signed by the key it carries, but no trusted key was given:
+    a key inside the file proves nothing about who signed it (docs/security.md)."""
+
+
+def verify(data: bytes, public_key: str | None = None, *, trust_embedded: bool = False) -> dict[str, Any]:
+    """The certificate in ``data`` if it verifies against ``public_key`` (base64: the published
+    key); SignerUnverified when no key is given (unless ``trust_embedded``, for checks of the
+    file's own integrity only), ProofRefused otherwise."""
     try:
         doc = json.loads(data)
         body, key_text, signature = doc["certificate"], doc["public_key"], doc["signature"]
@@ -140,4 +146,7 @@ def verify(data: bytes, public_key: str | None = None) -> dict[str, Any]:
         raise ProofRefused("the signature does not match the certificate") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise ProofRefused("not a certificate of erasure (unknown format)")
+    if public_key is None and not trust_embedded:
+        raise SignerUnverified("the signature matches the key inside the file, but that key is not trusted: "
+                               "give the pipeline's published key (--public-key FILE, or LIFECYCLE_PROOF_TRUST_FILE)")
     return body

@@ -65,13 +65,13 @@ def unseal(keys: DataKeys, record: RecordType, value: dict[str, Any], subject: s
         return value, 0
     out = value
     clear = 0
-    for name, _ in fields:
+    for name, category in fields:
         token = value.get(name)
         if isinstance(token, str):
             if token.startswith(PREFIX):
                 if out is value:
                     out = dict(value)
-                out[name] = keys.open(token, subject, name)
+                out[name] = keys.open(token, subject, name, category)
             elif token != ERASED:  # what a producer sealed for a subject already erased
                 clear += 1
     return out, clear

@@ -15,7 +15,7 @@ from typing import Any
 from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
 from lifecycle.schemas.errors import FieldError, InvalidEvent, ValidationFailed
 
-__all__ = ["from_json", "check_event", "subject_key", "MAX_STRING", "PURPOSES"]
+__all__ = ["from_json", "check_event", "subject_key", "MAX_STRING", "PURPOSES", "text_problem"]
 
 PURPOSES = ("necessary", "preferences", "analytics", "advertising")
 
@@ -52,6 +52,18 @@ def _parse_time(value: Any) -> int | str:
             return "RFC 3339 timestamp needs a UTC offset"
         return int(parsed.timestamp() * 1000)
     return "expected epoch milliseconds or an RFC 3339 string"
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored or sent as it is (a NUL, or a lone surrogate that is no UTF-8),
+    or None. The client's problem, answered 400: never a database error."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "not valid UTF-8 (a lone surrogate)"
+    return None
 
 
 def _convert(ftype: Any, value: Any, logical: str | None = None) -> tuple[Any, str | None]:
@@ -95,6 +107,8 @@ def _convert(ftype: Any, value: Any, logical: str | None = None) -> tuple[Any, s
             return None, "expected a string"
         if len(value) > MAX_STRING:
             return None, f"longer than {MAX_STRING} characters"
+        if (problem := text_problem(value)) is not None:
+            return None, problem
         if logical == "uuid":
             try:
                 uuid.UUID(value)

@@ -141,7 +141,9 @@ def build_app(
         web_host=settings.http_host,
         web_port=settings.http_port,
         web_graph_enabled=False,
-        web_application_options={"middlewares": [guard]},
+        # auto_decompress off: a body is never decompressed (the middleware answers 415 to any
+        # Content-Encoding), so a broken one cannot raise inside the server before it does.
+        web_application_options={"middlewares": [guard], "handler_args": {"auto_decompress": False}},
         web_tables_enabled=False,
     )
     codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)

@@ -26,7 +26,7 @@ from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import create_key_file
 
 __all__ = ["SCOPES", "ROUTE_SCOPES", "Tokens", "load_tokens", "init_tokens_file", "middleware", "read_body",
-           "BodyTooLarge", "BodyTooSlow"]
+           "BodyTooLarge", "BodyTooSlow", "OPEN_ROUTES"]
 
 SCOPES = ("ingest", "read", "keys")
 # (method, path pattern) -> the scope it needs; every /v1 route is listed (tests/integration/test_http_auth.py).
@@ -37,6 +37,8 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("GET", re.compile(r"^/v1/accounts/[^/]+/export/?$"), "read"),
     ("POST", re.compile(r"^/v1/keys(/lookup)?/?$"), "keys"),
 )
+# Routes that answer without a token; every other path is 404 (Faust's own index and router too).
+OPEN_ROUTES = ("/healthz", "/readyz", "/metrics")
 
 
 class BodyTooLarge(Exception):
@@ -56,8 +58,10 @@ class Tokens:
     def __repr__(self) -> str:  # never the tokens
         return f"Tokens({len(self.entries)} tokens)"
 
-    def scopes_of(self, presented: str) -> frozenset[str] | None:
+    def scopes_of(self, presented: str | None) -> frozenset[str] | None:
         """The scopes of a presented token, or None when it is no token of ours."""
+        if presented is None:
+            return None
         wanted = presented.encode()
         found: frozenset[str] | None = None
         for token, scopes in self.entries:
@@ -127,15 +131,16 @@ def middleware(tokens: Tokens, max_in_flight: int,
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
-        if not (request.path.startswith("/v1/") or request.path == "/v1"):
+        if request.path in OPEN_ROUTES:
             return await handler(request)  # health and metrics: open, and never crowded out
+        if not request.path.startswith("/v1/"):
+            return web.json_response({"error": "no such route"}, status=404)
         if in_flight.locked():
             refused(request.path, "busy")
             return web.json_response({"error": "too many requests in flight; retry"}, status=503,
                                      headers={"Retry-After": "1"})
         async with in_flight:
-            header = request.headers.get("Authorization", "")
-            scopes = tokens.scopes_of(header[len("Bearer "):].strip()) if header.startswith("Bearer ") else None
+            scopes = tokens.scopes_of(_bearer(request))
             if scopes is None:
                 refused(request.path, "unauthorized")
                 return web.json_response({"error": "a valid bearer token is required"}, status=401,
@@ -145,9 +150,24 @@ def middleware(tokens: Tokens, max_in_flight: int,
                 refused(request.path, "forbidden")
                 return web.json_response({"error": f"this token lacks the scope {needed or 'of this route'}"},
                                          status=403)
+            encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                refused(request.path, "unsupported_encoding")
+                return web.json_response({"errors": [{"index": None, "field": "Content-Encoding",
+                                                      "problem": "not supported: send the body uncompressed"}]},
+                                         status=415)
             return await handler(request)
 
     return guard
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The presented token, or None: a header that is not ASCII is no token of ours (401, not a
+    500 from comparing it)."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not header.isascii():
+        return None
+    return header[len("Bearer "):].strip()
 
 
 async def read_body(request: Any, cap: int, deadline_s: float) -> bytes:

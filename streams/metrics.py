@@ -278,7 +278,7 @@ class Metrics:
             m.outbox_withheld.labels(topic, "too_large")
         for stage in ("intake", "erasure-acks"):
             m.registry_errors.labels(stage)
-        for reason in ("unauthorized", "forbidden", "busy", "too_slow"):
+        for reason in ("unauthorized", "forbidden", "busy", "too_slow", "unsupported_encoding"):
             m.http_refused.labels(reason)
         for record in catalog.records:
             if record.event_type:

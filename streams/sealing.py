@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from lifecycle.core.crypto import ERASED, Forged
+from lifecycle.core.crypto import ERASED, PREFIX, Forged
 from lifecycle.core.datakeys import DataKeys
 from lifecycle.core.policy import Policy
 from lifecycle.schemas.catalog import RecordType
@@ -24,8 +24,8 @@ from lifecycle.schemas.personal import key_pairs, seal, tokens_of, unseal
 from lifecycle.schemas.validate import subject_key
 from lifecycle.streams.db import Database
 
-__all__ = ["open_events", "seal_events", "seal_letter", "letter_subject", "period_subject", "LETTER_CATEGORY",
-           "destroy_past_letter_keys", "open_letter"]
+__all__ = ["open_events", "seal_events", "presealed_problems", "seal_letter", "letter_subject", "period_subject",
+           "LETTER_CATEGORY", "destroy_past_letter_keys", "open_letter"]
 
 LETTER_CATEGORY = "dead_letters"
 _SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,255}$")
@@ -48,6 +48,29 @@ async def open_events(db: Database, keys: DataKeys, items: list[tuple[RecordType
         except Forged as exc:
             out.append(exc)
     return out, clear
+
+
+async def presealed_problems(db: Database, keys: DataKeys, items: list[tuple[RecordType, dict[str, Any]]]
+                             ) -> list[tuple[int, str]]:
+    """(index, field) of every personal value that looks sealed (``lc1:``) but does not open as that
+    field of its event's subject under a key of that subject and category. Sealing leaves a sealed
+    value as it is, so a made-up one would otherwise pass in clear where no erasure reaches it."""
+    found = [(i, name, category, value[name]) for i, (record, value) in enumerate(items)
+             for name, category in record.personal
+             if isinstance(value.get(name), str) and value[name].startswith(PREFIX)]
+    if not found:
+        return []
+    tokens = [token for *_, token in found]
+    if keys.opening_missing(tokens):
+        await db.run("data keys", lambda conn: keys.load(conn, tokens))
+    bad = []
+    for index, name, category, token in found:
+        record, value = items[index]
+        try:
+            keys.open(token, subject_key(record, value), name, category)
+        except Forged:
+            bad.append((index, name))
+    return bad
 
 
 async def seal_events(conn: psycopg.AsyncConnection[Any], keys: DataKeys,
@@ -115,9 +138,9 @@ def open_letter(conn: psycopg.Connection[Any], keys: DataKeys, key: bytes | None
     tokens = [t.decode(errors="replace") for t in (value, key if sealed_for != "key" else None) if t is not None]
     keys.load_sync(conn, tokens)
     if value is not None:
-        value = keys.open_bytes(value.decode(errors="replace"), subject, "original_value")
+        value = keys.open_bytes(value.decode(errors="replace"), subject, "original_value", LETTER_CATEGORY)
         if value == ERASED.encode():
             return None
     if sealed_for != "key" and key is not None:
-        key = keys.open_bytes(key.decode(errors="replace"), subject, "original_key")
+        key = keys.open_bytes(key.decode(errors="replace"), subject, "original_key", LETTER_CATEGORY)
     return key, value

@@ -25,7 +25,7 @@ from lifecycle.core.clock import latest_plausible
 from lifecycle.core.pgroles import component_dsn
 from lifecycle.core.timeutil import ms_to_dt
 from lifecycle.schemas.errors import ValidationFailed
-from lifecycle.schemas.validate import from_json, subject_key
+from lifecycle.schemas.validate import from_json, subject_key, text_problem
 from lifecycle.streams.access import open_access
 from lifecycle.streams.db import Database, describe
 from lifecycle.streams.erasure import erasure_status
@@ -33,7 +33,7 @@ from lifecycle.streams.http_auth import BodyTooLarge, BodyTooSlow, read_body
 from lifecycle.streams.journal import journal_accept, journal_mark_sent
 from lifecycle.streams.processors.consent import consent_state
 from lifecycle.streams.receipts import consent_receipts
-from lifecycle.streams.sealing import seal_events
+from lifecycle.streams.sealing import presealed_problems, seal_events
 
 if TYPE_CHECKING:
     from lifecycle.streams.app import Pipeline
@@ -117,8 +117,18 @@ def register_views(pipeline: Pipeline) -> None:
                     accepted.append(from_json(event, codec.catalog, not_after))
                 except ValidationFailed as exc:
                     errors.extend(_problem(index, e.field, e.problem) for e in exc.errors)
+            if not errors and settings.encrypt_personal_data:
+                try:
+                    errors.extend(_problem(index, name, "looks sealed (lc1:) but does not open as this subject's "
+                                           "field: send it in clear, or sealed under its own subject's key")
+                                  for index, name in await presealed_problems(journal_db, data_keys, accepted))
+                except Exception as exc:
+                    log.warning("ingestion could not reach PostgreSQL: %s", describe(exc))
+                    return self._refuse(503, "database_unavailable",
+                                        [_problem(None, "$", "database unavailable, retry")])
             if errors:
                 return self._refuse(400, "invalid_event", errors)
+
             async def accept(conn: Any) -> list[tuple[str, str, bytes, bytes]]:
                 # Sealed in the journal's transaction: the keys it creates commit with the events.
                 values = (await seal_events(conn, data_keys, accepted) if settings.encrypt_personal_data
@@ -190,8 +200,8 @@ def register_views(pipeline: Pipeline) -> None:
             for index, item in enumerate(items):
                 subject = item.get("subject") if isinstance(item, dict) else None
                 category = item.get("category") if isinstance(item, dict) else None
-                if not isinstance(subject, str) or not 0 < len(subject) <= 256:
-                    errors.append(_problem(index, "subject", "a string of 1 to 256 characters"))
+                if not isinstance(subject, str) or _id_problem(subject) is not None:
+                    errors.append(_problem(index, "subject", "a string of 1 to 256 printable characters"))
                 elif category not in known_categories:
                     errors.append(_problem(index, "category", "not a category of the retention policy"))
                 else:
@@ -230,8 +240,8 @@ def register_views(pipeline: Pipeline) -> None:
     @app.page("/v1/accounts/{account_id}/erasure")
     class Erasure(faust.web.View):
         async def get(self, request: Any, account_id: str) -> Any:
-            if len(account_id) > 256:
-                return self.json({"errors": [_problem(None, "account_id", "too long")]}, status=400)
+            if (problem := _id_problem(account_id)) is not None:
+                return self.json({"errors": [_problem(None, "account_id", problem)]}, status=400)
             try:
                 statuses = await db.run("erasure query", lambda conn: erasure_status(
                     conn, pipeline.context.keys, account_id))
@@ -257,8 +267,8 @@ def register_views(pipeline: Pipeline) -> None:
         async def get(self, request: Any, account_id: str) -> Any:
             """The account's access archive (docs/access.md): the first call opens the request,
             202 while the stores answer, 200 with the zip once every store has."""
-            if not 0 < len(account_id) <= 256:
-                return self.json({"errors": [_problem(None, "account_id", "1 to 256 characters")]}, status=400)
+            if (problem := _id_problem(account_id)) is not None:
+                return self.json({"errors": [_problem(None, "account_id", problem)]}, status=400)
             try:
                 state = await access_db.run("access request", lambda conn: open_access(
                     conn, pipeline.context, account_id))
@@ -284,8 +294,8 @@ def register_views(pipeline: Pipeline) -> None:
                     now = int(at_raw)
                 except ValueError:
                     return self.json({"errors": [_problem(None, "at", "epoch milliseconds expected")]}, status=400)
-            if len(subject_id) > 256:
-                return self.json({"errors": [_problem(None, "subject_id", "too long")]}, status=400)
+            if (problem := _id_problem(subject_id)) is not None:
+                return self.json({"errors": [_problem(None, "subject_id", problem)]}, status=400)
             try:
                 state, receipts = await db.run("consent query", lambda conn: _consent_with_receipts(conn, subject_id,
                                                                                                      now))
@@ -312,6 +322,15 @@ def register_views(pipeline: Pipeline) -> None:
     async def _consent_with_receipts(conn: Any, subject_id: str, now: int) -> tuple[Any, Any]:
         return (await consent_state(conn, [subject_id], now),
                 await consent_receipts(conn, subject_id, now, pipeline.context.policy))
+
+
+def _id_problem(value: str) -> str | None:
+    """Why an identifier from a path cannot be one (parsed here, never passed on to the database)."""
+    if not 0 < len(value) <= 256:
+        return "1 to 256 characters"
+    if not value.isprintable():
+        return "contains a control character"
+    return text_problem(value)
 
 
 def _iso(ms: int) -> str:

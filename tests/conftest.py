@@ -32,7 +32,8 @@ def personal_data_sweep(tmp_path_factory: pytest.TempPathFactory):
     assert hits == [], f"seeded personal data in logs: {hits}"
 
 
-_MARK_BY_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e", "faults": "faults"}
+_MARK_BY_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e", "faults": "faults",
+                   "security": "security"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

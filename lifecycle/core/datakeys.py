@@ -54,8 +54,9 @@ CREATE TABLE IF NOT EXISTS master_key_check (
 """
 _GET_OR_CREATE = """
 WITH new AS (
-    INSERT INTO data_keys (kid, subject_hash, category, wrapped)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])
+    INSERT INTO data_keys (kid, subject_hash, category, wrapped, destroyed_at)
+    SELECT k, h, c, w, CASE WHEN w IS NULL THEN now() END
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) AS t(k, h, c, w)
     ON CONFLICT (subject_hash, category) DO NOTHING
     RETURNING kid, subject_hash, category, wrapped, true AS created)
 -- created: by this transaction (this statement or an earlier one), so not to be cached before it commits
@@ -65,6 +66,9 @@ SELECT d.kid, d.subject_hash, d.category, d.wrapped,
        d.xmin::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296 FROM data_keys d
 JOIN unnest(%s::text[], %s::text[]) AS w(h, c) ON d.subject_hash = w.h AND d.category = w.c
 """
+# A subject erased under an earlier key of the ring (before `keys rotate`) has its destroyed rows
+# filed under that key's hash: a key for its current hash is created destroyed, never live.
+_DESTROYED_UNDER = "SELECT subject_hash, category FROM data_keys WHERE subject_hash = ANY(%s) AND wrapped IS NULL"
 _BY_KID = "SELECT kid, subject_hash, category, wrapped FROM data_keys WHERE kid = ANY(%s)"
 # An upsert, not an UPDATE: it waits for a transaction still creating one of these keys, and leaves
 # a destroyed row for every category, so that none of the subject's keys is ever created again.
@@ -84,6 +88,8 @@ class DataKey:
     aead: AESGCM | None  # None: destroyed
     raw: bytes | None  # what /v1/keys hands to a holder of the keys token
     at: float
+    subject_hash: str = ""  # whose key it is: opening checks the value's subject and category against these
+    category: str = ""
 
 
 Prepared = dict[tuple[str, str], DataKey]  # (subject hash, category) -> its key
@@ -137,7 +143,7 @@ class DataKeys:
 
     def _unwrap(self, kid: str, subject_hash: str, category: str, wrapped: bytes | None) -> DataKey:
         raw = self.wrapper.unwrap(kid, subject_hash, category, bytes(wrapped)) if wrapped else None
-        return DataKey(kid, AESGCM(raw) if raw else None, raw, self._now())
+        return DataKey(kid, AESGCM(raw) if raw else None, raw, self._now(), subject_hash, category)
 
     # -- keys to seal with -------------------------------------------------------------------
     def _from_cache(self, pairs: Iterable[tuple[str, str]]) -> tuple[Prepared, dict[tuple[str, str], str]]:
@@ -155,14 +161,25 @@ class DataKeys:
                 found[key] = entry
         return found, missing
 
-    def _create_params(self, missing: Iterable[tuple[str, str]]) -> tuple[list[Any], ...]:
-        kids, hashes, cats, wrapped = [], [], [], []
+    def _earlier_hashes(self, missing: dict[tuple[str, str], str]) -> dict[str, str]:
+        """The hashes of the missing keys' subjects under the ring's earlier keys -> current hash."""
+        return {old: h for (h, _), subject in missing.items() for old in self.keyring.candidates(subject) if old != h}
+
+    def _create_params(self, missing: dict[tuple[str, str], str], earlier: dict[str, str],
+                       destroyed: Iterable[tuple[str, str]]) -> tuple[list[Any], ...]:
+        """Parameters of _GET_OR_CREATE; ``destroyed``: (earlier hash, category) rows found
+        destroyed, whose subject's new key is created destroyed too."""
+        dead = {(earlier[old], c) for old, c in destroyed if old in earlier}
+        kids: list[str] = []
+        hashes: list[str] = []
+        cats: list[str] = []
+        wrapped: list[bytes | None] = []
         for h, c in sorted(missing):  # one lock order for every writer
             kid = new_kid()
             kids.append(kid)
             hashes.append(h)
             cats.append(c)
-            wrapped.append(self.wrapper.wrap(kid, h, c, secrets.token_bytes(32)))
+            wrapped.append(None if (h, c) in dead else self.wrapper.wrap(kid, h, c, secrets.token_bytes(32)))
         return kids, hashes, cats, wrapped, hashes, cats
 
     def _take(self, rows: list[tuple[Any, ...]], committed: bool, into: Prepared) -> None:
@@ -180,7 +197,10 @@ class DataKeys:
         for _ in range(3):  # a key another transaction created since this statement's snapshot: once more
             if not missing:
                 return found
-            self._take(conn.execute(_GET_OR_CREATE, self._create_params(missing)).fetchall(), True, found)
+            earlier = self._earlier_hashes(missing)
+            destroyed = conn.execute(_DESTROYED_UNDER, (list(earlier),)).fetchall() if earlier else []
+            self._take(conn.execute(_GET_OR_CREATE, self._create_params(missing, earlier, destroyed)).fetchall(),
+                       True, found)
             missing = {k: v for k, v in missing.items() if k not in found}
         raise RuntimeError("data keys could not be created")
 
@@ -191,7 +211,11 @@ class DataKeys:
         for _ in range(3):
             if not missing:
                 return found
-            cur = await conn.execute(_GET_OR_CREATE, self._create_params(missing))
+            earlier = self._earlier_hashes(missing)
+            destroyed: list[Any] = []
+            if earlier:
+                destroyed = await (await conn.execute(_DESTROYED_UNDER, (list(earlier),))).fetchall()
+            cur = await conn.execute(_GET_OR_CREATE, self._create_params(missing, earlier, destroyed))
             self._take(await cur.fetchall(), False, found)
             missing = {k: v for k, v in missing.items() if k not in found}
         raise RuntimeError("data keys could not be created")
@@ -242,10 +266,11 @@ class DataKeys:
             cur = await conn.execute(_BY_KID, (kids,))
             self._take_opening(kids, await cur.fetchall())
 
-    def open(self, token: str, subject: str, field: str) -> str:
+    def open(self, token: str, subject: str, field: str, category: str | None = None) -> str:
         """The clear value of a sealed one (loaded first): ERASED if its key is destroyed; Forged
-        if it names no key, or does not open as ``field`` of ``subject``."""
-        return self.open_bytes(token, subject, field).decode()
+        if it names no key, a key of another subject or category, or does not open as ``field`` of
+        ``subject``."""
+        return self.open_bytes(token, subject, field, category).decode()
 
     def _entry_for(self, kid: str) -> DataKey | None:
         return self._by_kid.get(kid)  # no expiry check: load() made it just before
@@ -254,11 +279,17 @@ class DataKeys:
         """The key ``kid`` names once loaded (None: no such key)."""
         return self._entry_for(kid)
 
-    def open_bytes(self, token: str, subject: str, field: str) -> bytes:
+    def open_bytes(self, token: str, subject: str, field: str, category: str | None = None) -> bytes:
         kid, blob = split_sealed(token)
         entry = self._entry_for(kid)
         if entry is None:
             raise Forged("sealed value names no data key")
+        # The associated data binds a value to its subject and field, not to its key: a holder of the
+        # keys token could seal B's value under A's key, where B's erasure would never reach it.
+        if category is not None and entry.category != category:
+            raise Forged("sealed value names a key of another category")
+        if entry.subject_hash != self.hash_of(subject) and entry.subject_hash not in self.keyring.candidates(subject):
+            raise Forged("sealed value names a key of another subject")
         if entry.aead is None:
             return ERASED.encode()
         return open_with(entry.aead, blob, subject, field)
