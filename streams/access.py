@@ -34,6 +34,7 @@ import psycopg
 from lifecycle.core.boxes import BoxError, new_box_key, open_box, part_aad
 from lifecycle.core.processing import load_processing
 from lifecycle.core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
+from lifecycle.schemas.validate import text_problem
 from lifecycle.streams.context import Context
 
 __all__ = ["open_access", "access_state", "apply_answers", "access_tick", "answer_problem", "ARCHIVE_FORMAT",
@@ -114,8 +115,12 @@ def answer_problem(answer: dict[str, Any]) -> str | None:
         return "request_id: not a UUID"
     if answer["error"] is None and not 0 <= answer["part"] < answer["parts"] <= 10_000:
         return "part: not within 0 and parts - 1 (at most 10000 parts)"
-    if answer["items"] < 0:
-        return "items: negative"
+    if not 0 <= answer["items"] <= 2**53:
+        return "items: out of range"
+    if not 0 < len(answer["store"]) <= 64 or not answer["store"].isprintable():
+        return "store: empty, too long or not printable"
+    if answer["error"] is not None and text_problem(answer["error"]) is not None:
+        return "error: not storable text"
     return None
 
 

@@ -36,7 +36,7 @@ from lifecycle.streams.health import Health
 from lifecycle.streams.intake import Origin, Rejected
 from lifecycle.streams.intake_loop import SendDeadLetter
 from lifecycle.streams.processors import Context
-from lifecycle.streams.retention import apply_retention_acks
+from lifecycle.streams.retention import apply_retention_acks, retention_ack_problem
 
 __all__ = ["AckKeys", "AcksLoop", "ACKS_BATCH"]
 
@@ -141,7 +141,7 @@ class AcksLoop:
         decoded = await with_retry("decode acks", lambda: _decode(ctx.codec, messages),
                                    on_retry=lambda exc: self._registry_down.inc())
         good: list[tuple[Any, dict[str, Any]]] = []
-        sweeps: list[dict[str, Any]] = []
+        sweeps: list[tuple[Any, dict[str, Any]]] = []
         answers: list[tuple[Any, dict[str, Any]]] = []
         pending: list[Any] = []
 
@@ -160,7 +160,10 @@ class AcksLoop:
             elif (forged := await self.ack_keys.problem(outcome.value["store"], msg.value, msg.headers)) is not None:
                 await reject(msg, Rejected(forged[0], "ForgedAck", forged[1], stage="erasure-acks"))
             elif outcome.record.short_name == "RetentionAck":
-                sweeps.append(outcome.value)
+                if (problem := retention_ack_problem(outcome.value)) is not None:
+                    await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
+                else:
+                    sweeps.append((msg, outcome.value))
             elif outcome.record.short_name == "AccessAnswer":
                 if (problem := answer_problem(outcome.value)) is not None:
                     await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
@@ -188,7 +191,7 @@ class AcksLoop:
         if good:
             await isolating("erasure acks", lambda conn, acks: apply_acks(conn, ctx, acks), good)
         if sweeps:
-            await self.db.run("retention acks", lambda conn: apply_retention_acks(conn, ctx, sweeps))
+            await isolating("retention acks", lambda conn, items: apply_retention_acks(conn, ctx, items), sweeps)
         if answers:
             await isolating("access answers", lambda conn, items: apply_answers(conn, ctx, items), answers)
         for fut in pending:

@@ -28,8 +28,9 @@ from typing import Any
 import psycopg
 
 from lifecycle.core.keys import Keyring
-from lifecycle.core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
+from lifecycle.core.timeutil import DAY_MS, MAX_MS, dt_to_ms, ms_to_dt
 from lifecycle.schemas.statuses import SUCCESS, AckStatus
+from lifecycle.schemas.validate import text_problem
 from lifecycle.streams.access import forget_access
 from lifecycle.streams.context import Context, Row
 from lifecycle.streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
@@ -339,7 +340,6 @@ _ASK_VERIFY = _ASK_VERIFY.replace("{success}", _SUCCESS_SQL)
 _VERIFIED = _VERIFIED.replace("{success}", _SUCCESS_SQL)
 _COMPLETE = _COMPLETE.replace("{success}", _SUCCESS_SQL)
 _RANK = {status: 0 if status in SUCCESS else 1 for status in AckStatus}  # a success is never overwritten
-_MAX_MS = 253_402_300_799_999  # 9999-12-31, the last instant PostgreSQL and Python both hold
 _MAX_ITEMS = 2**53
 
 
@@ -358,8 +358,10 @@ def ack_problem(ack: dict[str, Any]) -> str | None:
         return "items_found: out of range"
     if not 0 <= ack.get("round", 0) < 2**31:
         return "round: out of range"
-    if not 0 <= ack["completed_at"] <= _MAX_MS:
+    if not 0 <= ack["completed_at"] <= MAX_MS:
         return "completed_at: out of range"
+    if ack.get("error") is not None and text_problem(ack["error"]) is not None:
+        return "error: not storable text"
     return None
 
 
@@ -430,7 +432,9 @@ async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
         (rid, store, ack["status"], ack.get("items_found", 0), ms_to_dt(ack["completed_at"]), ack.get("round", 0))
         for (rid, store), ack in best.items()]))
     rows = await cur.fetchall()
-    rows += await _late_findings(conn, best, {(r[0], r[1]) for r in rows})
+    late = await _late_findings(conn, best, {(r[0], r[1]) for r in rows})
+    closed_round = {(r[0], r[1]) for r in late}
+    rows += late
     # Under a replay: still complete, or already replaying (another store's finding came first).
     cur = await conn.execute("SELECT request_id FROM erasure_proofs WHERE request_id = ANY(%s) "
                              "AND state IN ('complete', 'replaying') AND replay_store IS NOT NULL",
@@ -445,7 +449,7 @@ async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
         result = ("replayed" if rid in replaying else "found") if items else \
             "clean" if verified else "unchecked"
         ctx.metrics.verifications.labels(label, result).inc()
-        if items:
+        if items and (rid, store) not in closed_round:
             found.append((rid, store))
         elif state == "complete" and verified:
             verified_complete.append((rid, store))
@@ -468,10 +472,12 @@ async def _late_findings(conn: psycopg.AsyncConnection[Any], best: dict[tuple[uu
                          answered: set[tuple[uuid.UUID, str]]) -> list[Any]:
     """Verify answers that found data in a round another store's finding has already closed.
 
-    The stores answer a verify order in any order; the first finding opens the next round, and a
-    finding of the same round arriving after it would be dropped with its round, to be found
-    again one round later. It counts now instead: the store erases again in the next round.
-    Rows shaped like _VERIFIED's (request, store, found, state, verified)."""
+    The stores answer a verify order in any order; the first finding opens the next round, whose
+    erase order goes to every store (each erases again under the new round's receipt) and whose
+    verify order asks every store again. A finding of a closed round is counted, and opens
+    nothing: opening a round for it let anyone who replayed an old signed finding keep an erasure
+    open for ever (issue 26, finding 7). Rows shaped like _VERIFIED's (request, store, found,
+    state, verified)."""
     late = [(rid, store, ack.get("items_found", 0), ack.get("round", 0)) for (rid, store), ack in best.items()
             if (rid, store) not in answered and ack.get("items_found", 0) > 0]
     if not late:

@@ -20,10 +20,11 @@ from typing import Any
 import psycopg
 
 from lifecycle.core.policy import Policy
-from lifecycle.core.timeutil import dt_to_ms, ms_to_dt
+from lifecycle.core.timeutil import MAX_MS, dt_to_ms, ms_to_dt
+from lifecycle.schemas.validate import text_problem
 from lifecycle.streams.context import Context
 
-__all__ = ["retention_tick", "apply_retention_acks", "store_label"]
+__all__ = ["retention_tick", "apply_retention_acks", "store_label", "retention_ack_problem"]
 
 _NAMESPACE = uuid.UUID("0f6f3b1a-5a53-4b7e-8d53-2d8c2b7e4a90")
 
@@ -83,6 +84,28 @@ async def _refresh_gauges(conn: psycopg.AsyncConnection[Any], ctx: Context) -> N
         last_sweep[label] = max(last_sweep.get(label, 0.0), float(acked))
     for label, at in last_sweep.items():
         ctx.metrics.retention_last_sweep.labels(label).set(at)
+
+
+def retention_ack_problem(ack: dict[str, Any]) -> str | None:
+    """Why a decoded RetentionAck cannot be applied (a field and its problem), or None. Any store
+    may write to erasure-acks: nothing in one is trusted to be in range."""
+    try:
+        uuid.UUID(ack["order_id"])
+    except ValueError:
+        return "order_id: not a UUID"
+    if not 0 < len(ack["store"]) <= 64 or not ack["store"].isprintable():
+        return "store: empty, too long or not printable"
+    if not 0 < len(ack["category"]) <= 64 or not ack["category"].isprintable():
+        return "category: empty, too long or not printable"
+    if not 0 <= ack["items_erased"] <= 2**53:
+        return "items_erased: out of range"
+    for name in ("cutoff", "completed_at", "oldest_remaining"):
+        value = ack.get(name)
+        if value is not None and not 0 <= value <= MAX_MS:
+            return f"{name}: out of range"
+    if ack.get("error") is not None and text_problem(ack["error"]) is not None:
+        return "error: not storable text"
+    return None
 
 
 _RUNS = """

@@ -6,10 +6,13 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 
-__all__ = ["ms_to_dt", "dt_to_ms", "add_months", "hour_start_ms", "HOUR_MS", "DAY_MS"]
+__all__ = ["ms_to_dt", "dt_to_ms", "add_months", "hour_start_ms", "HOUR_MS", "DAY_MS", "MAX_MS"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+
+
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant PostgreSQL and Python both hold
 
 
 def ms_to_dt(ms: int) -> dt.datetime:
