@@ -49,8 +49,8 @@ def test_malformed_retention_acks_are_dead_lettered_and_block_nothing(settings, 
         producer.send(topic, key=same_partition, value=good, headers=sign_ack(crm, good))
         producer.flush(30)
         url = worker.url("/metrics")
-        wait_for(lambda: metric(url, "lifecycle_events_rejected_total", topic="erasure-acks", reason="invalid_ack") == 5,
-                 what="five malformed retention acks dead-lettered")
+        wait_for(lambda: metric(url, "lifecycle_events_rejected_total", topic="erasure-acks",
+                                reason="invalid_ack") == 5, what="five malformed retention acks dead-lettered")
         wait_for(lambda: erasure_answer(worker, acc)["erasures"][0]["stores"][0]["status"] == "erased",
                  what="the good ack behind them applied")
         assert worker.proc is not None and worker.proc.poll() is None
