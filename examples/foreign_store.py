@@ -5,19 +5,23 @@ It uses no code of this project: kafka-python, fastavro, cryptography and the pu
 files. The store itself is a JSON file mapping account ids to records (a stand-in for any database).
 
     lifecycle store add crm --out crm.key     # once, by the pipeline's operator: the store's ack key
-    python examples/foreign_store.py --bootstrap 127.0.0.1:9092 --store crm --data crm.json --key-file crm.key
+    lifecycle orders key --raw > order.pub    # the pipeline's public order key, published
+    python examples/foreign_store.py --bootstrap 127.0.0.1:9092 --store crm --data crm.json --key-file crm.key \
+        --order-key order.pub
 
 Register the store with the pipeline first: `lifecycle store add crm` hands over the key it signs
 its acks with (HMAC-SHA256 of the ack's bytes, header lifecycle.signature; an unsigned or wrongly
 signed ack is refused), and adding its name to LIFECYCLE_ERASURE_STORES (e.g.
 "postgres,files,mailing-list,redis,crm") makes every erasure opened from then on wait for it.
 
-The protocol (CONTRACT.md section 3, docs/erasure.md):
-  1. consume <prefix>tombstones with a consumer group of your own;
+The protocol (docs/erasure.md, docs/security.md):
+  1. consume <prefix>tombstones with a consumer group of your own; act on an order only when its
+     header lifecycle.order-signature (base64) is an Ed25519 signature of the record's value bytes
+     under the pipeline's published order key; otherwise leave it (the pipeline never sent it);
   2. delete everything the store holds for the order's account_id (and the ids in `subjects`);
   3. only after that delete is durable, produce an ErasureAck to <prefix>erasure-acks, keyed by
      account_id: status erased / nothing_found / retained_legal_hold / failed, items_erased,
-     signed with the store's key;
+     echoing the order's `nonce`, signed with the store's key;
   4. then commit the offset. A redelivered order must be acknowledged again.
 An order with action `verify` asks the store to look again and delete nothing: answer with the
 same action and round, status nothing_found and items_found 0 when nothing of the subjects is
@@ -38,6 +42,7 @@ ephemeral public key, the 12-byte nonce and the ciphertext.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import hmac
 import io
@@ -49,7 +54,9 @@ import time
 from pathlib import Path
 
 import fastavro
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -87,7 +94,7 @@ def access_answer(order: dict, store: dict, name: str, schema: dict, schema_id_:
     aad = f"{order['request_id']}\0{name}\0{0}\0{1}".encode()
     answer = {"request_id": order["request_id"], "store": name, "part": 0, "parts": 1, "items": items,
               "sealed": seal(order["answer_key"], document, aad), "completed_at": int(time.time() * 1000),
-              "error": None}
+              "error": None, "nonce": order.get("nonce", "")}
     body = io.BytesIO()
     fastavro.schemaless_writer(body, schema, answer)
     return struct.pack(">bI", 0, schema_id_) + body.getvalue()
@@ -101,8 +108,19 @@ def main() -> None:
     p.add_argument("--data", required=True, help="the store: a JSON file {account_id: [records]}")
     p.add_argument("--key-file", required=True,
                    help="the store's ack key, hex (from `lifecycle store add NAME --out FILE`)")
+    p.add_argument("--order-key", required=True,
+                   help="the pipeline's public order key, base64 (from `lifecycle orders key --raw`)")
     args = p.parse_args()
     ack_key = bytes.fromhex(Path(args.key_file).read_text().strip())
+    order_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(Path(args.order_key).read_text().strip()))
+
+    def signed_by_the_pipeline(msg) -> bool:
+        given = [v for k, v in msg.headers or [] if k == "lifecycle.order-signature"]
+        try:
+            order_key.verify(base64.b64decode(given[0], validate=True), msg.value)
+            return len(given) == 1
+        except (IndexError, ValueError, InvalidSignature):
+            return False
 
     order_schema = fastavro.parse_schema(json.loads((SCHEMAS / "DeletionOrder.avsc").read_text()))
     access_schema = fastavro.parse_schema(json.loads((SCHEMAS / "AccessOrder.avsc").read_text()))
@@ -122,8 +140,8 @@ def main() -> None:
     while not stopping:
         for batch in consumer.poll(timeout_ms=500).values():
             for msg in batch:
-                if msg.value is None or msg.value[0] != 0:
-                    continue
+                if msg.value is None or msg.value[0] != 0 or not signed_by_the_pipeline(msg):
+                    continue  # not an order of the pipeline's: never acted upon
                 store = json.loads(data_path.read_text()) if data_path.exists() else {}
                 if msg.topic == f"{args.prefix}access-orders":
                     access = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), access_schema)
@@ -137,7 +155,7 @@ def main() -> None:
                 answer = {"request_id": order["request_id"], "account_id": order["account_id"] or None,
                           "store": args.store, "items_erased": 0, "completed_at": int(time.time() * 1000),
                           "error": None, "action": order.get("action", "erase"), "round": order.get("round", 0),
-                          "items_found": 0}
+                          "items_found": 0, "nonce": order.get("nonce", "")}
                 if answer["action"] == "verify" and not order["account_id"]:
                     answer.update(status="failed", error="cannot match keyed hashes")
                 elif answer["action"] == "verify":

@@ -328,6 +328,7 @@ def _ledger_context(settings: Settings) -> Any:
     from lifecycle.core.clock import make_clock
     from lifecycle.core.datakeys import open_data_keys
     from lifecycle.core.keys import open_keyring
+    from lifecycle.core.orderkeys import load_order_signer
     from lifecycle.core.policy import load_policy
     from lifecycle.schemas.catalog import load_catalog
     from lifecycle.schemas.codec import Codec
@@ -341,7 +342,8 @@ def _ledger_context(settings: Settings) -> Any:
                    codec=Codec(make_registry(settings.schema_registry_url, catalog), catalog,
                                topic_prefix=settings.topic_prefix),
                    metrics=Metrics.create(CollectorRegistry(), catalog), policy=load_policy(settings.retention_policy),
-                   data_keys=open_data_keys(settings, keys, create=False))
+                   data_keys=open_data_keys(settings, keys, create=False),
+                   orders=load_order_signer(settings, create=False))
 
 
 def _export_archive(settings: Settings, args: argparse.Namespace) -> int:
@@ -468,6 +470,16 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
         consumer.close()
         producer.close()
     _say(f"replayed {replayed}, skipped {skipped}")
+    return 0
+
+
+def cmd_orders_key(settings: Settings, args: argparse.Namespace) -> int:
+    """The pipeline's public order key, for the stores to verify orders with (docs/security.md)."""
+    from lifecycle.core.orderkeys import load_order_signer
+
+    public = load_order_signer(settings, create=not args.no_create).public
+    _say(public if args.raw else json.dumps({"algorithm": "Ed25519", "public_key": public,
+                                             "header": "lifecycle.order-signature"}, indent=2))
     return 0
 
 
@@ -649,6 +661,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="a file with the published key (`proof key --raw`); default: LIFECYCLE_PROOF_TRUST_FILE. "
                              "Without either the signer is unverified (exit 2)")
     verify.set_defaults(fn=cmd_proof)
+    orders = sub.add_parser("orders", help="the key that signs every order to a store").add_subparsers(
+        dest="action", required=True)
+    orders_key = orders.add_parser("key", help="the public order key, to publish to the stores")
+    orders_key.add_argument("--raw", action="store_true", help="the base64 key alone")
+    orders_key.add_argument("--no-create", action="store_true", help="fail when there is no key yet")
+    orders_key.set_defaults(fn=cmd_orders_key)
     proof_key = proof.add_parser("key", help="the public key that signs certificates, to publish")
     proof_key.add_argument("--raw", action="store_true", help="the base64 key alone")
     proof_key.add_argument("--no-create", action="store_true", help="fail when there is no key yet")

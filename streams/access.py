@@ -83,7 +83,7 @@ def _order(ctx: Context, request_id: uuid.UUID, account_id: str, subjects: list[
            public: bytes) -> Any:
     return ctx.record("access-orders", account_id, "AccessOrder", {
         "request_id": str(request_id), "account_id": account_id, "subjects": subjects, "issued_at": issued,
-        "deadline": deadline, "answer_key": public})
+        "deadline": deadline, "answer_key": public, "nonce": ctx.nonce("access", str(request_id))})
 
 
 async def access_state(conn: psycopg.AsyncConnection[Any], ctx: Context, account_id: str) -> dict[str, Any] | None:

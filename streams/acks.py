@@ -159,6 +159,9 @@ class AcksLoop:
                 await reject(msg, outcome)
             elif (forged := await self.ack_keys.problem(outcome.value["store"], msg.value, msg.headers)) is not None:
                 await reject(msg, Rejected(forged[0], "ForgedAck", forged[1], stage="erasure-acks"))
+            elif not _answers_its_order(ctx, outcome.record.short_name, outcome.value):
+                await reject(msg, Rejected("unbound_ack", "UnboundAck", "nonce: not the nonce of the order it names "
+                                           "(another order, round or request, or a replay)", stage="erasure-acks"))
             elif outcome.record.short_name == "RetentionAck":
                 if (problem := retention_ack_problem(outcome.value)) is not None:
                     await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
@@ -196,6 +199,17 @@ class AcksLoop:
             await isolating("access answers", lambda conn, items: apply_answers(conn, ctx, items), answers)
         for fut in pending:
             await fut
+
+
+def _answers_its_order(ctx: Context, kind: str, value: dict[str, Any]) -> bool:
+    """Whether an answer echoes the nonce of the order it names (lifecycle/core/orderkeys.py)."""
+    nonce, signer = value.get("nonce"), ctx.signer
+    if kind == "RetentionAck":
+        return signer.nonce_matches(nonce, "retention", value["order_id"])
+    if kind == "AccessAnswer":
+        return signer.nonce_matches(nonce, "access", value["request_id"])
+    return signer.nonce_matches(nonce, "erasure", value["request_id"], value.get("action") or "erase",
+                                value.get("round") or 0)
 
 
 async def _apply_one(conn: Any, *, apply: Any, item: dict[str, Any]) -> Any:

@@ -26,6 +26,7 @@ from lifecycle.core.config import Settings
 from lifecycle.core.datakeys import open_data_keys
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.keys import Keyring, key_file, open_keyring
+from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.pgroles import as_component, setup_roles
 from lifecycle.core.policy import load_policy
 from lifecycle.schemas.catalog import Catalog, load_catalog
@@ -150,9 +151,10 @@ def build_app(
     clock = clock or make_clock(settings.clock)
     keys = prepare_database(settings, clock, store_grants or {})
     data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
+    orders = load_order_signer(settings)
     settings = as_component(settings, "worker")  # from here on, the worker's own role
     context = Context(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys, policy=policy,
-                      data_keys=data_keys)
+                      data_keys=data_keys, orders=orders)
     health = Health(metrics)
     letters = DeadLetters(context, Database(settings.postgres_dsn or ""),
                           _raw_topic(app, settings.topic("dead-letters")))
@@ -245,7 +247,7 @@ def _register_background(pipeline: Pipeline) -> None:
         return settings.topic("dead-letters"), letter_key, value, headers
 
     relay_loop = Relay(settings, Database(settings.postgres_dsn or ""), ctx.keys, pipeline.clock, pipeline.metrics,
-                       oversize_letter)
+                       oversize_letter, ctx.signer)
     journal = JournalRelay(Database(settings.postgres_dsn or ""))
     rebuild_db = Database(settings.postgres_dsn or "")
 

@@ -15,7 +15,9 @@ import psycopg
 from lifecycle.core.clock import Clock
 from lifecycle.core.config import Settings
 from lifecycle.core.datakeys import DataKeys
+from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import Keyring
+from lifecycle.core.orderkeys import OrderSigner
 from lifecycle.core.policy import Policy
 from lifecycle.schemas.catalog import RecordType
 from lifecycle.schemas.codec import Codec
@@ -55,10 +57,21 @@ class Context:
     keys: Keyring
     policy: Policy
     data_keys: DataKeys
+    orders: OrderSigner | None = None  # signs orders and makes their nonces (lifecycle/core/orderkeys.py)
     ordered: frozenset[str] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.ordered = frozenset(self.settings.topic(t) for t in ORDERED_TOPICS)
+
+    @property
+    def signer(self) -> OrderSigner:
+        if self.orders is None:
+            raise ConfigError("orders need the pipeline's order key (lifecycle/core/orderkeys.py)")
+        return self.orders
+
+    def nonce(self, kind: str, request_id: str, action: str = "", round_: int = 0) -> str:
+        """The nonce an order carries and its answer must echo."""
+        return self.signer.nonce(kind, request_id, action, round_)
 
     def record(self, topic: str, key: str | None, record_name: str, value: dict[str, Any]) -> Row:
         """An outbox row (full topic, key bytes, framed value), or the Draft of one to seal."""

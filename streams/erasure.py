@@ -199,6 +199,7 @@ def _order(ctx: Context, req: _Request, action: str = "erase") -> Row:
         "subjects": req.subjects if req.account_id else [],
         "pseudonymise": ctx.policy.pseudonymised_at_closure(req.legal_hold),
         "action": action, "round": req.round, "subject_hashes": req.subject_hashes,
+        "nonce": ctx.nonce("erasure", str(req.request_id), action, req.round),
     })
 
 

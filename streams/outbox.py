@@ -9,6 +9,9 @@ in outbox id order, and each round waits for the broker before the next. Writers
 compacted topic are serialised by ``Context.enqueue``, so id order is their commit order: every
 key's records reach the log in commit order, whatever the number of workers.
 
+Orders (``ORDER_TOPICS``) are signed with the pipeline's order key as they are published: a store
+acts on nothing else (docs/security.md).
+
 Two guards, so that no path is blocked and no erased person comes back:
 - a non-null record about a subject whose erasure has committed (its null tombstone is queued or
   published) is withheld and counted; whichever writer raced the erasure, the tombstone stays last;
@@ -27,11 +30,12 @@ import psycopg
 from lifecycle.core.clock import Clock
 from lifecycle.core.config import Settings
 from lifecycle.core.keys import Keyring
+from lifecycle.core.orderkeys import OrderSigner
 from lifecycle.streams.db import Database
 from lifecycle.streams.metrics import Metrics
 from lifecycle.streams.suppression import erased_among
 
-__all__ = ["Relay", "MAX_RECORD_BYTES", "SUBJECT_TOPICS"]
+__all__ = ["Relay", "MAX_RECORD_BYTES", "SUBJECT_TOPICS", "ORDER_TOPICS"]
 
 log = logging.getLogger("lifecycle.outbox")
 
@@ -39,6 +43,8 @@ log = logging.getLogger("lifecycle.outbox")
 MAX_RECORD_BYTES = 990_000
 # Topics keyed by a person (account or visitor id): what the erasure guard applies to.
 SUBJECT_TOPICS = ("accounts", "consents", "session-logs")
+# Topics whose records command a store: each is signed as it is published (lifecycle/core/orderkeys.py).
+ORDER_TOPICS = ("tombstones", "access-orders", "retention-orders")
 _RELAY_LOCK = (74_002, 1)
 _CLAIM = "SELECT id, topic, key, value FROM outbox ORDER BY id LIMIT %s FOR UPDATE"
 
@@ -50,8 +56,10 @@ class Relay:
     """One per worker; ``once`` publishes a round."""
 
     def __init__(self, settings: Settings, db: Database, keys: Keyring, clock: Clock, metrics: Metrics,
-                 oversize_letter: OversizeLetter):
+                 oversize_letter: OversizeLetter, signer: OrderSigner):
         self.db = db
+        self.signer = signer
+        self.signed_topics = frozenset(settings.topic(t) for t in ORDER_TOPICS)
         self.keys = keys
         self.clock = clock
         self.metrics = metrics
@@ -92,8 +100,9 @@ class Relay:
                 futures.append(await producer.send(letter_topic, key=key_b, value=letter, partition=None,
                                                    timestamp=None, headers=headers))
                 continue
+            signed = self.signer.headers(value_b) if topic in self.signed_topics and value_b is not None else None
             futures.append(await producer.send(topic, key=key_b, value=value_b, partition=None, timestamp=None,
-                                               headers=None))
+                                               headers=signed))
         for fut in futures:
             await fut
         await conn.execute("DELETE FROM outbox WHERE id = ANY(%b)", ([r[0] for r in rows],))

@@ -56,7 +56,7 @@ async def retention_tick(conn: psycopg.AsyncConnection[Any], ctx: Context, polic
         order_id = uuid.uuid5(_NAMESPACE, f"{category.name}|{cutoff}|{digest}")
         rows.append(ctx.record("retention-orders", category.name, "RetentionOrder", {
             "order_id": str(order_id), "category": category.name, "cutoff": cutoff, "action": category.action,
-            "issued_at": now_ms, "held_accounts": held,
+            "issued_at": now_ms, "held_accounts": held, "nonce": ctx.nonce("retention", str(order_id)),
         }))
         upserts.append((category.name, order_id, ms_to_dt(cutoff), held))
         ctx.metrics.retention_orders.labels(category.name).inc()

@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from lifecycle.schemas.statuses import AckStatus
 
-__all__ = ["ConnectorMetrics"]
+__all__ = ["ConnectorMetrics", "REJECT_REASONS"]
 
 _STATUSES = tuple(AckStatus)
+REJECT_REASONS = ("unsigned_order", "bad_signature", "invalid_order", "unreadable_order", "store_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,7 @@ class ConnectorMetrics:
     retention_items: Counter
     unavailable: Counter
     last_poll: Gauge
+    rejected: Counter
 
     @classmethod
     def create(cls, store: str, categories: tuple[str, ...] = ()) -> ConnectorMetrics:
@@ -39,7 +41,12 @@ class ConnectorMetrics:
             last_poll=Gauge("lifecycle_connector_last_poll_timestamp_seconds",
                             "When the connector last polled its topics: flat when it is stuck.", ["store"],
                             registry=registry),
+            rejected=Counter("lifecycle_connector_orders_rejected",
+                             "Orders not acted upon (unsigned, forged, malformed), each dead-lettered, by reason.",
+                             ["store", "reason"], registry=registry),
         )
+        for reason in REJECT_REASONS:
+            m.rejected.labels(store, reason)
         for status in _STATUSES:
             m.orders.labels(store, status)
         for category in categories:

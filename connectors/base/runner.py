@@ -40,6 +40,7 @@ from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
     ErasureOrder,
+    InvalidOrder,
     Outcome,
     RetentionOrder,
     RetentionSink,
@@ -52,9 +53,11 @@ from lifecycle.core.config import Settings
 from lifecycle.core.crypto import load_master_key
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import Keyring, load_keyring
+from lifecycle.core.orderkeys import load_order_verifier
 from lifecycle.core.pgroles import component_dsn
 from lifecycle.core.storekeys import load_store_keys, sign_ack
 from lifecycle.schemas.codec import Codec
+from lifecycle.schemas.deadletters import Origin, Rejected, dead_letter
 from lifecycle.schemas.errors import DecodeError
 from lifecycle.schemas.registry import make_registry
 
@@ -97,6 +100,7 @@ class _Connector:
         self.codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
         self.store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{sink.name}")
         self.resolver = _Resolver(sink, settings)
+        self.verifier = load_order_verifier(settings)  # before anything: no key, no connector
         self.last_failed_ack = 0.0
 
     async def in_store(self, fn: Callable[[], _T]) -> _T:
@@ -151,22 +155,35 @@ class _Connector:
             verifies: dict[str, ErasureOrder] = {}
             sweeps: dict[str, RetentionOrder] = {}
             accesses: dict[str, AccessOrder] = {}
+            letters: list[Any] = []
             for msg in messages:
                 retention = msg.topic == retention_topic
                 contract = "retention-orders" if retention else "access-orders" if msg.topic == access_topic \
                     else "tombstones"
+                # Nothing is acted upon before its signature verified (docs/security.md).
+                if (forged := self.verifier.problem(msg.value, msg.headers)) is not None:
+                    letters.append(await self.reject(producer, msg, Rejected(forged[0], "ForgedOrder", forged[1])))
+                    continue
                 try:
                     value = self.codec.decode(msg.value, topic=contract).value
-                except DecodeError as exc:
-                    log.warning("skipping an unreadable order at %s[%d]@%d: %s", msg.topic, msg.partition,
-                                msg.offset, exc.reason)
-                    continue
-                if contract == "access-orders":
-                    accesses[value["request_id"]] = AccessOrder.from_record(value)
-                elif retention:
-                    sweeps[value["category"]] = RetentionOrder.from_record(value)  # the latest counts
-                else:
+                    if contract == "access-orders":
+                        access = AccessOrder.from_record(value)
+                        accesses[access.request_id] = access
+                        continue
+                    if retention:
+                        sweep = RetentionOrder.from_record(value)
+                        sweeps[sweep.category] = sweep  # the latest counts
+                        continue
                     order = ErasureOrder.from_record(value)
+                except DecodeError as exc:
+                    letters.append(await self.reject(producer, msg, Rejected(
+                        "unreadable_order", type(exc).__name__, f"{exc.reason}: {exc}")))
+                    continue
+                except InvalidOrder as exc:
+                    letters.append(await self.reject(producer, msg,
+                                                     Rejected("invalid_order", "InvalidOrder", str(exc))))
+                    continue
+                else:
                     pending = verifies if order.action == "verify" else orders
                     if order.request_id not in pending or pending[order.request_id].round < order.round:
                         pending[order.request_id] = order  # the latest round counts
@@ -182,7 +199,19 @@ class _Connector:
                 break
             if accesses and not await self.answer_access(producer, list(accesses.values())):
                 break
+            await _confirmed(producer, letters)
             await consumer.commit()
+
+    async def reject(self, producer: _SigningProducer, msg: Any, rejected: Rejected) -> Any:
+        """Dead-letter an order not acted upon, with its reason and origin. Neither its key nor its
+        bytes are copied (they may name a person; the original stays at its origin)."""
+        self.metrics.rejected.labels(self.sink.name, rejected.reason).inc()
+        log.warning("store %s refused the order at %s[%d]@%d: %s", self.sink.name, msg.topic, msg.partition,
+                    msg.offset, rejected.reason)
+        rejected = dataclasses.replace(rejected, stage=f"store-{self.sink.name}")
+        key, value, headers = dead_letter(self.codec, rejected, Origin(msg.topic, msg.partition, msg.offset,
+                                                                       msg.timestamp, None), None, _now_ms())
+        return await producer.send(self.settings.topic("dead-letters"), key=key, value=value, extra=headers)
 
     async def erase(self, producer: _SigningProducer, orders: list[ErasureOrder]) -> bool:
         """Erase, then acknowledge once the deletes committed; False if stopped first."""
@@ -246,7 +275,7 @@ class _Connector:
             for answer in answers:
                 value = self.codec.encode("AccessAnswer", {
                     "request_id": order.request_id, "store": sink.name, "items": found.items if found else 0,
-                    "completed_at": _now_ms(), **answer})
+                    "completed_at": _now_ms(), "nonce": order.nonce, **answer})
                 futures.append(await producer.send(self.settings.topic("erasure-acks"), key=order.request_id.encode(),
                                                    value=value))
         await _confirmed(producer, futures)
@@ -352,7 +381,7 @@ class _Sweeper:
         value = self.codec.encode("RetentionAck", {
             "order_id": order.order_id, "store": self.sink.name, "category": order.category,
             "cutoff": order.cutoff_ms, "items_erased": items, "oldest_remaining": oldest_ms,
-            "completed_at": _now_ms(), "error": error,
+            "completed_at": _now_ms(), "error": error, "nonce": order.nonce,
         })
         return await self.producer.send(self.settings.topic("erasure-acks"), key=order.category.encode(), value=value)
 
@@ -363,9 +392,11 @@ class _SigningProducer:
     def __init__(self, producer: Any, key: bytes):
         self.producer, self.key = producer, key
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+    async def send(self, topic: str, key: bytes | None, value: bytes, extra: list[tuple[str, bytes]] | None = None
+                   ) -> Any:
         """Queue one record; the future it returns resolves once the broker has it."""
-        return await self.producer.send(topic, key=key, value=value, headers=sign_ack(self.key, value))
+        headers = [*(extra or ()), *sign_ack(self.key, value)]
+        return await self.producer.send(topic, key=key, value=value, headers=headers)
 
     async def flush(self) -> None:
         await self.producer.flush()
@@ -455,7 +486,7 @@ async def _ack(producer: _SigningProducer, codec: Codec, settings: Settings, sto
             "request_id": order.request_id, "account_id": account, "store": store,
             "status": outcome.status, "items_erased": outcome.items, "completed_at": _now_ms(),
             "error": outcome.error, "action": order.action, "round": order.round,
-            "items_found": (found or {}).get(order.request_id, 0),
+            "items_found": (found or {}).get(order.request_id, 0), "nonce": order.nonce,
         })
         key = (account or (order.subject_hashes[0] if order.subject_hashes else order.request_id)).encode()
         futures.append(await producer.send(settings.topic("erasure-acks"), key=key, value=value))

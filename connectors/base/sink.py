@@ -8,20 +8,76 @@ import abc
 import base64
 import dataclasses
 import datetime as dt
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
 from lifecycle.core.config import Settings
 from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.core.timeutil import MAX_MS
 from lifecycle.schemas.statuses import AckStatus
+from lifecycle.schemas.validate import text_problem
 
 __all__ = ["ErasureOrder", "Outcome", "Sink", "RetentionSink", "TransientStoreError", "RetentionOrder", "Expiry",
-           "AckStatus", "required", "AccessOrder", "Held", "jsonable"]
+           "AckStatus", "required", "AccessOrder", "Held", "jsonable", "InvalidOrder"]
 
 
 class TransientStoreError(LifecycleError):
     """The store is unreachable or busy: the order is retried, never dropped."""
+
+
+class InvalidOrder(LifecycleError):
+    """An order that decodes but cannot be one the pipeline sent (an identifier that is not one, a
+    number out of range): dead-lettered, never acted upon. The message names the field, never its value."""
+
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+_MAX_LIST = 100_000
+
+
+def _uuid(value: Any, name: str) -> str:
+    """A request or order id: a UUID in its canonical form, so that it can name a file or a row."""
+    try:
+        if isinstance(value, str) and str(uuid.UUID(value)) == value:
+            return value
+    except ValueError:
+        pass
+    raise InvalidOrder(f"{name}: not a UUID in canonical form")
+
+
+def _identifier(value: Any, name: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not value and not empty) or len(value) > 256 or \
+            (value and (not value.isprintable() or text_problem(value) is not None)):
+        raise InvalidOrder(f"{name}: not an identifier (1 to 256 printable characters)")
+    return value
+
+
+def _identifiers(values: Any, name: str) -> tuple[str, ...]:
+    values = tuple(values or ())
+    if len(values) > _MAX_LIST:
+        raise InvalidOrder(f"{name}: more than {_MAX_LIST} items")
+    return tuple(_identifier(v, name) for v in values)
+
+
+def _names(values: Any, name: str) -> tuple[str, ...]:
+    """Category names: short and printable."""
+    names = tuple(values or ())
+    if len(names) > 256 or any(not isinstance(v, str) or not 0 < len(v) <= 64 or not v.isprintable() for v in names):
+        raise InvalidOrder(f"{name}: not a list of category names")
+    return tuple(str(v) for v in names)
+
+
+def _number(value: Any, name: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise InvalidOrder(f"{name}: out of range")
+    return value
+
+
+def _nonce(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not value.isascii() or not value.isprintable():
+        raise InvalidOrder("nonce: not a nonce")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,14 +93,23 @@ class ErasureOrder:
     action: str = "erase"  # or "verify": look again, delete nothing
     round: int = 0  # one more each time a verification found data again
     subject_hashes: tuple[str, ...] = ()  # keyed hashes, the account's first; alone once the ids are gone
+    nonce: str = ""  # echoed by the acknowledgement (lifecycle/core/orderkeys.py)
 
     @classmethod
     def from_record(cls, value: dict[str, Any]) -> ErasureOrder:
-        subjects = tuple(value.get("subjects") or ()) or ((value["account_id"],) if value["account_id"] else ())
-        return cls(value["request_id"], value["account_id"], subjects, bool(value.get("legal_hold")),
-                   tuple(value.get("categories") or ()), tuple(value.get("pseudonymise") or ()),
-                   value.get("action") or "erase", int(value.get("round") or 0),
-                   tuple(value.get("subject_hashes") or ()))
+        """The order, every identifier parsed strictly (InvalidOrder otherwise)."""
+        hashes = tuple(value.get("subject_hashes") or ())
+        if len(hashes) > _MAX_LIST or not all(isinstance(h, str) and _HASH.match(h) for h in hashes):
+            raise InvalidOrder("subject_hashes: not keyed hashes (64 lowercase hex digits each)")
+        account = _identifier(value["account_id"], "account_id", empty=bool(hashes))
+        subjects = _identifiers(value.get("subjects"), "subjects") or ((account,) if account else ())
+        action = value.get("action") or "erase"
+        if action not in ("erase", "verify"):
+            raise InvalidOrder("action: not erase or verify")
+        return cls(_uuid(value["request_id"], "request_id"), account, subjects, bool(value.get("legal_hold")),
+                   _names(value.get("categories"), "categories"), _names(value.get("pseudonymise"), "pseudonymise"),
+                   action, _number(value.get("round") or 0, "round", 2**31 - 1), hashes,
+                   _nonce(value.get("nonce", "")))
 
     @property
     def receipt_id(self) -> str:
@@ -76,11 +141,17 @@ class AccessOrder:
     account_id: str
     subjects: tuple[str, ...]  # the account id and every visitor id linked to it
     answer_key: bytes  # the X25519 public key the answer is sealed to
+    nonce: str = ""  # echoed by every part of the answer (lifecycle/core/orderkeys.py)
 
     @classmethod
     def from_record(cls, value: dict[str, Any]) -> AccessOrder:
-        subjects = tuple(value.get("subjects") or ()) or (value["account_id"],)
-        return cls(value["request_id"], value["account_id"], subjects, bytes(value["answer_key"]))
+        """The order, every identifier parsed strictly (InvalidOrder otherwise)."""
+        account = _identifier(value["account_id"], "account_id")
+        subjects = _identifiers(value.get("subjects"), "subjects") or (account,)
+        if len(value["answer_key"]) != 32:
+            raise InvalidOrder("answer_key: not 32 bytes (an X25519 public key)")
+        return cls(_uuid(value["request_id"], "request_id"), account, subjects, bytes(value["answer_key"]),
+                   _nonce(value.get("nonce", "")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,11 +173,15 @@ class RetentionOrder:
     cutoff_ms: int
     action: str
     held_accounts: frozenset[str]
+    nonce: str = ""  # echoed by the RetentionAck (lifecycle/core/orderkeys.py)
 
     @classmethod
     def from_record(cls, value: dict[str, Any]) -> RetentionOrder:
-        return cls(value["order_id"], value["category"], int(value["cutoff"]), value.get("action") or "erase",
-                   frozenset(value.get("held_accounts") or ()))
+        """The order, every field parsed strictly (InvalidOrder otherwise)."""
+        (category,) = _names([value["category"]], "category")
+        return cls(_uuid(value["order_id"], "order_id"), category, _number(value["cutoff"], "cutoff", MAX_MS),
+                   _names([value.get("action") or "erase"], "action")[0],
+                   frozenset(_identifiers(value.get("held_accounts"), "held_accounts")), _nonce(value.get("nonce", "")))
 
 
 @dataclasses.dataclass(frozen=True)

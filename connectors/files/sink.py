@@ -46,9 +46,18 @@ EXPORT_INLINE_BYTES = 8 * 1024 * 1024  # larger files are listed in an access ex
 
 
 def account_folder(root: Path, account_id: str) -> Path:
-    if not account_id or "/" in account_id or account_id in (".", "..") or account_id.startswith("_"):
+    if not account_id or "/" in account_id or "\\" in account_id or "\x00" in account_id \
+            or account_id in (".", "..") or account_id.startswith("_"):
         raise ValueError("not a usable account folder name")
-    return root / account_id
+    return _inside(root, root / account_id)
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` when it resolves to an entry directly under ``root``: a name from an order never
+    reaches outside the store's folder, whatever links or dots it holds."""
+    if path.resolve().parent != root.resolve():
+        raise ValueError("not a folder of this store")
+    return path
 
 
 class FilesSink(RetentionSink):
@@ -78,7 +87,7 @@ class FilesSink(RetentionSink):
             raise TransientStoreError("files root unavailable") from exc
 
     def _erase_one(self, order: ErasureOrder) -> Outcome:
-        receipt = self.receipts / f"{order.receipt_id}.json"
+        receipt = _inside(self.receipts, self.receipts / f"{order.receipt_id}.json")
         if receipt.exists():
             data = json.loads(receipt.read_text())
             return Outcome(AckStatus(data["status"]), data["items"])
@@ -90,7 +99,7 @@ class FilesSink(RetentionSink):
         if order.keeps("documents_and_files"):
             status = AckStatus.RETAINED_LEGAL_HOLD if folder.exists() else status
             return self._receipt(receipt, Outcome(status, 0))
-        doomed = self.trash / order.receipt_id
+        doomed = _inside(self.trash, self.trash / order.receipt_id)
         if folder.exists():
             os.replace(folder, doomed)  # atomic: the account's name is gone at once
         if doomed.exists():

@@ -100,6 +100,8 @@ class Settings:
     keys_url: str | None = None  # where the emitter SDK asks for keys when it has no database
     proof_key_file: Path | None = None  # Ed25519 key that signs certificates (lifecycle/proofs.py)
     store_key: str | None = dataclasses.field(default=None, repr=False)  # a connector's ack key, hex
+    order_key_file: Path | None = None  # Ed25519 key that signs orders (lifecycle/core/orderkeys.py)
+    order_public_key: str | None = None  # the pipeline's order key as a store is given it (base64)
     # Erasure (docs/erasure.md).
     erasure_deadline_days: int = 30
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
@@ -145,6 +147,7 @@ class Settings:
             ("KEYS_TOKEN", "keys_token"),
             ("READ_TOKEN", "read_token"),
             ("STORE_KEY", "store_key"),
+            ("ORDER_PUBLIC_KEY", "order_public_key"),
             ("KEYS_URL", "keys_url"),
             ("POSTGRES_ROLE_PREFIX", "postgres_role_prefix"),
         ):
@@ -164,6 +167,8 @@ class Settings:
             kw["hash_key_file"] = Path(raw)
         if (raw := get("PROOF_KEY_FILE")) is not None:
             kw["proof_key_file"] = Path(raw)
+        if (raw := get("ORDER_KEY_FILE")) is not None:
+            kw["order_key_file"] = Path(raw)
         if (raw := get("HTTP_TOKENS_FILE")) is not None:
             kw["http_tokens_file"] = Path(raw)
         if (raw := get("POSTGRES_ROLES_DIR")) is not None:

@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from lifecycle.connectors.base.runner import run_connector
 from lifecycle.connectors.files.sink import FilesSink
 from lifecycle.core.keys import Keyring
+from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.schemas import Codec
 from lifecycle.schemas.registry import make_registry
 from tests.helpers import T0
@@ -27,17 +28,18 @@ def test_a_verify_order_is_answered_before_the_next_round_erases(settings):
     (s.files_dir / acc).mkdir(parents=True)
     (s.files_dir / acc / "restored.txt").write_text("back from a backup")
     codec = Codec(make_registry(s.schema_registry_url), topic_prefix=s.topic_prefix)
+    signer = load_order_signer(s)  # the pipeline's order key: the store acts on signed orders alone
 
     def order(action: str, round_: int) -> bytes:
         return codec.encode("DeletionOrder", {
             "request_id": rid, "account_id": acc, "reason": "account_closed", "issued_at": T0,
             "deadline": T0 + 30 * 86_400_000, "categories": ["documents_and_files", "billing_records"],
             "legal_hold": False, "subjects": [acc], "pseudonymise": [], "action": action, "round": round_,
-            "subject_hashes": ["h"]})
+            "subject_hashes": ["ab" * 32], "nonce": signer.nonce("erasure", rid, action, round_)})
 
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap)
     for value in (order("verify", 0), order("erase", 1)):  # before the store runs: one batch
-        producer.send(s.topic("tombstones"), key=acc.encode(), value=value)
+        producer.send(s.topic("tombstones"), key=acc.encode(), value=value, headers=signer.headers(value))
     producer.flush(10)
     producer.close()
 

@@ -16,6 +16,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from lifecycle.core.datakeys import open_data_keys
+from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import add_store_key, sign_ack
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
@@ -39,10 +40,12 @@ def _orders(settings, request_id):
         consumer.close()
 
 
-def _ack(request_id, action, round_, status, found=0):
+def _ack(request_id, action, round_, status, found=0, *, settings):
+    nonce = load_order_signer(settings, create=False).nonce("erasure", request_id, action, round_)
     return Codec().encode("ErasureAck", {
         "request_id": request_id, "account_id": None, "store": "crm", "status": status, "items_erased": 0,
-        "completed_at": T0 + 2 * HOUR, "error": None, "action": action, "round": round_, "items_found": found})
+        "completed_at": T0 + 2 * HOUR, "error": None, "action": action, "round": round_, "items_found": found,
+        "nonce": nonce})
 
 
 def test_data_found_at_verification_keeps_the_erasure_open_until_erased_again(settings, tmp_path):
@@ -68,11 +71,11 @@ def test_data_found_at_verification_keeps_the_erasure_open_until_erased_again(se
              event("account.closed", T0 + HOUR, account="acc-v"))
         wait_for(lambda: erasure_answer(worker, "acc-v"), what="the erasure open")
         request_id = erasure_answer(worker, "acc-v")["erasures"][0]["request_id"]
-        send(_ack(request_id, "erase", 0, "erased"))
+        send(_ack(request_id, "erase", 0, "erased", settings=settings))
         wait_for(lambda: any(a == "verify" for a, _, _ in _orders(settings, request_id)), what="a verify order")
         assert crm()[0] == "open"  # acknowledged, not verified
 
-        send(_ack(request_id, "verify", 0, "failed", found=3))
+        send(_ack(request_id, "verify", 0, "failed", found=3, settings=settings))
         wait_for(lambda: crm()[1]["status"] == "pending" and crm()[1]["items_found"] == 3, what="data found")
         wait_for(lambda: ("erase", 1) in {(a, r) for a, r, _ in _orders(settings, request_id)},
                  what="a new round of erase orders")
@@ -80,16 +83,17 @@ def test_data_found_at_verification_keeps_the_erasure_open_until_erased_again(se
         assert metric(url, "lifecycle_erasure_verifications_total", store="crm", result="found") == 1
         assert metric(url, "lifecycle_erasure_proofs_regressed_total") == 0  # never complete, nothing regressed
 
-        send(_ack(request_id, "erase", 0, "erased"))  # the old round's answer (a receipt) changes nothing
-        send(_ack(request_id, "verify", 0, "nothing_found"))
+        # The old round's answer (a receipt) changes nothing.
+        send(_ack(request_id, "erase", 0, "erased", settings=settings))
+        send(_ack(request_id, "verify", 0, "nothing_found", settings=settings))
         time.sleep(1)
         state, store = crm()
         assert (state, store["status"], store["verified_at"]) == ("open", "pending", None)
 
-        send(_ack(request_id, "erase", 1, "erased"))
+        send(_ack(request_id, "erase", 1, "erased", settings=settings))
         wait_for(lambda: ("verify", 1) in {(a, r) for a, r, _ in _orders(settings, request_id)},
                  what="a verify order of round 1")
-        send(_ack(request_id, "verify", 1, "nothing_found"))
+        send(_ack(request_id, "verify", 1, "nothing_found", settings=settings))
         wait_for(lambda: crm()[0] == "complete", what="complete after round 1")
         assert crm()[1]["verified_at"] is not None
     finally:

@@ -31,10 +31,16 @@ def test_a_foreign_store_acknowledges_and_completes_the_erasure(settings, tmp_pa
         added = subprocess.run([sys.executable, "-m", "lifecycle", "store", "add", "crm", "--out", str(key)],
                                env={**os.environ, **settings.to_env()}, capture_output=True, timeout=60)
         assert added.returncode == 0, added.stderr.decode()
+        order_key = tmp_path / "order.pub"  # the pipeline's published order key
+        published = subprocess.run([sys.executable, "-m", "lifecycle", "orders", "key", "--raw"],
+                                   env={**os.environ, **settings.to_env()}, capture_output=True, timeout=60)
+        assert published.returncode == 0, published.stderr.decode()
+        order_key.write_bytes(published.stdout)
         with open(tmp_path / "crm.log", "wb") as log:
             store = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "examples" / "foreign_store.py"),
                                       "--bootstrap", settings.kafka_bootstrap, "--prefix", settings.topic_prefix,
-                                      "--store", "crm", "--data", str(data), "--key-file", str(key)],
+                                      "--store", "crm", "--data", str(data), "--key-file", str(key),
+                                      "--order-key", str(order_key)],
                                      stdout=log, stderr=subprocess.STDOUT)
         _emit(settings, event("account.registered", T0, account="acc-crm", email="c@example.test", first_name="C",
                               last_name="R"))

@@ -12,17 +12,19 @@ import psycopg
 from kafka import KafkaProducer
 
 from lifecycle.core.datakeys import open_data_keys
+from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import add_store_key, sign_ack
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
 
 
-def _ack(request_id, account, store, action="erase"):
+def _ack(request_id, account, store, action="erase", settings=None):
+    nonce = load_order_signer(settings, create=False).nonce("erasure", request_id, action, 0)
     return Codec().encode("ErasureAck", {"request_id": request_id, "account_id": account, "store": store,
                                          "status": "erased" if action == "erase" else "nothing_found",
                                          "items_erased": 1, "completed_at": T0 + 2 * HOUR, "error": None,
-                                         "action": action})
+                                         "action": action, "nonce": nonce})
 
 
 def _stores(worker, account):
@@ -46,7 +48,7 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
         wait_for(lambda: _stores(worker, acc) == {"crm": "pending", "audit": "pending"}, what="the erasure open")
         request_id = erasure_answer(worker, acc)["erasures"][0]["request_id"]
         topic = settings.topic("erasure-acks")
-        value = _ack(request_id, acc, "crm")
+        value = _ack(request_id, acc, "crm", settings=settings)
         for headers in ([], sign_ack(secrets.token_bytes(32), value), sign_ack(audit, value)):
             producer.send(topic, key=acc.encode(), value=value, headers=headers)
         producer.flush(30)
@@ -62,14 +64,14 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
         producer.send(topic, key=acc.encode(), value=value, headers=sign_ack(crm, value))
         producer.flush(30)
         wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "pending"}, what="crm's own ack")
-        audit_ack = _ack(request_id, acc, "audit")
+        audit_ack = _ack(request_id, acc, "audit", settings=settings)
         producer.send(topic, key=acc.encode(), value=audit_ack, headers=sign_ack(audit, audit_ack))
         producer.flush(30)
         wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "erased"}, what="audit's own ack")
         time.sleep(1)  # acknowledged is not complete: every store must verify first
         assert erasure_answer(worker, acc)["erasures"][0]["state"] == "open"
         for store, key in (("crm", audit), ("crm", crm), ("audit", audit)):  # the first is forged
-            verified = _ack(request_id, None, store, action="verify")
+            verified = _ack(request_id, None, store, action="verify", settings=settings)
             producer.send(topic, key=request_id.encode(), value=verified, headers=sign_ack(key, verified))
         producer.flush(30)
         wait_for(lambda: erasure_answer(worker, acc)["erasures"][0]["state"] == "complete", what="complete")

@@ -14,15 +14,17 @@ import psycopg
 from kafka import KafkaProducer
 
 from lifecycle.core.datakeys import open_data_keys
+from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import add_store_key, sign_ack
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
 
 
-def _retention_ack(**changes):
+def _retention_ack(settings, **changes):
     value = {"order_id": str(uuid.uuid4()), "store": "crm", "category": "billing_records", "cutoff": T0,
              "items_erased": 1, "oldest_remaining": None, "completed_at": T0 + HOUR, "error": None, **changes}
+    value["nonce"] = load_order_signer(settings, create=False).nonce("retention", value["order_id"])
     return Codec().encode("RetentionAck", value)
 
 
@@ -40,12 +42,15 @@ def test_malformed_retention_acks_are_dead_lettered_and_block_nothing(settings, 
         wait_for(lambda: erasure_answer(worker, acc), what="the erasure open")
         request_id = erasure_answer(worker, acc)["erasures"][0]["request_id"]
         topic, same_partition = settings.topic("erasure-acks"), b"one-key"
-        for bad in (_retention_ack(completed_at=2**62), _retention_ack(error="disk\u0000full"),
-                    _retention_ack(items_erased=-5), _retention_ack(cutoff=2**62), _retention_ack(order_id="x")):
+        s = settings
+        for bad in (_retention_ack(s, completed_at=2**62), _retention_ack(s, error="disk\u0000full"),
+                    _retention_ack(s, items_erased=-5), _retention_ack(s, cutoff=2**62),
+                    _retention_ack(s, order_id="x")):
             producer.send(topic, key=same_partition, value=bad, headers=sign_ack(crm, bad))
         good = Codec().encode("ErasureAck", {
             "request_id": request_id, "account_id": acc, "store": "crm", "status": "erased", "items_erased": 1,
-            "completed_at": T0 + 2 * HOUR, "error": None, "action": "erase"})
+            "completed_at": T0 + 2 * HOUR, "error": None, "action": "erase",
+            "nonce": load_order_signer(settings, create=False).nonce("erasure", request_id, "erase", 0)})
         producer.send(topic, key=same_partition, value=good, headers=sign_ack(crm, good))
         producer.flush(30)
         url = worker.url("/metrics")

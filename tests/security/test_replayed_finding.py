@@ -11,14 +11,16 @@ import psycopg
 from kafka import KafkaProducer
 
 from lifecycle.core.datakeys import open_data_keys
+from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import add_store_key, sign_ack
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, wait_for
 
 
-def _ack(request_id, store, *, action="erase", round_=0, found=0):
-    return Codec().encode("ErasureAck", {
+def _ack(request_id, store, *, action="erase", round_=0, found=0, settings):
+    nonce = load_order_signer(settings, create=False).nonce("erasure", request_id, action, round_)
+    return Codec().encode("ErasureAck", {"nonce": nonce,
         "request_id": request_id, "account_id": None, "store": store,
         "status": "failed" if found else "erased" if action == "erase" else "nothing_found",
         "items_erased": 1 if action == "erase" else 0, "completed_at": T0 + 2 * HOUR,
@@ -52,20 +54,20 @@ def test_a_replayed_old_finding_opens_no_new_round(settings, tmp_path):
             producer.flush(30)
 
         for store in keys:
-            send(store, _ack(rid, store))
+            send(store, _ack(rid, store, settings=settings))
         wait_for(lambda: all(s["status"] == "erased" for s in erasure_answer(worker, acc)["erasures"][0]["stores"]),
                  what="both erased")
-        old_finding = _ack(rid, "crm", action="verify", found=3)
+        old_finding = _ack(rid, "crm", action="verify", found=3, settings=settings)
         send("crm", old_finding)
         wait_for(lambda: _round(settings) == (1, "open"), what="round 1 opened by crm's finding")
-        send("crm", _ack(rid, "crm", round_=1))
+        send("crm", _ack(rid, "crm", round_=1, settings=settings))
         wait_for(lambda: {s["store"]: s["status"] for s in erasure_answer(worker, acc)["erasures"][0]["stores"]}
                  == {"crm": "erased", "audit": "erased"}, what="crm erased again in round 1")
         for _ in range(3):  # the attacker replays the old finding, signature and all
             producer.send(topic, key=rid.encode(), value=old_finding, headers=sign_ack(keys["crm"], old_finding))
         producer.flush(30)
         for store in keys:
-            send(store, _ack(rid, store, action="verify", round_=1))
+            send(store, _ack(rid, store, action="verify", round_=1, settings=settings))
         wait_for(lambda: _round(settings)[1] == "complete", deadline_s=30, what="the erasure complete")
         assert _round(settings) == (1, "complete")
     finally:
