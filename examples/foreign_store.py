@@ -9,8 +9,9 @@ files. The store itself is a JSON file mapping account ids to records (a stand-i
     python examples/foreign_store.py --bootstrap 127.0.0.1:9092 --store crm --data crm.json --key-file crm.key \
         --order-key order.pub
 
-Register the store with the pipeline first: `lifecycle store add crm` hands over the key it signs
-its acks with (HMAC-SHA256 of the ack's bytes, header lifecycle.signature; an unsigned or wrongly
+Register the store with the pipeline first: `lifecycle store add crm` hands over the private half
+of the Ed25519 key it signs its acks with ("ed25519:" + base64 of the signature of the ack's bytes,
+header lifecycle.signature; the pipeline keeps only the public half, and an unsigned or wrongly
 signed ack is refused), and adding its name to LIFECYCLE_ERASURE_STORES (e.g.
 "postgres,files,mailing-list,redis,crm") makes every erasure opened from then on wait for it.
 
@@ -43,8 +44,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
-import hmac
 import io
 import json
 import os
@@ -56,7 +55,7 @@ from pathlib import Path
 import fastavro
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -111,7 +110,12 @@ def main() -> None:
     p.add_argument("--order-key", required=True,
                    help="the pipeline's public order key, base64 (from `lifecycle orders key --raw`)")
     args = p.parse_args()
-    ack_key = bytes.fromhex(Path(args.key_file).read_text().strip())
+    key_text = Path(args.key_file).read_text().strip()  # "ed25519:" + the private key's 32 bytes in hex
+    ack_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(key_text.removeprefix("ed25519:")))
+
+    def signature_of(value: bytes) -> bytes:
+        """Signed with the store's own key, which only the store holds (docs/security.md)."""
+        return b"ed25519:" + base64.b64encode(ack_key.sign(value))
     order_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(Path(args.order_key).read_text().strip()))
 
     def signed_by_the_pipeline(msg) -> bool:
@@ -146,7 +150,7 @@ def main() -> None:
                 if msg.topic == f"{args.prefix}access-orders":
                     access = fastavro.schemaless_reader(io.BytesIO(msg.value[5:]), access_schema)
                     value = access_answer(access, store, args.store, answer_schema, answer_id)
-                    signature = hmac.new(ack_key, value, hashlib.sha256).hexdigest().encode()
+                    signature = signature_of(value)
                     producer.send(f"{args.prefix}erasure-acks", key=access["request_id"].encode(), value=value,
                                   headers=[("lifecycle.signature", signature)]).get(timeout=30)
                     continue
@@ -171,7 +175,7 @@ def main() -> None:
                 fastavro.schemaless_writer(body, ack_schema, answer)
                 value = struct.pack(">bI", 0, ack_id) + body.getvalue()
                 # Signed with the store's own key: the orchestrator believes no other ack (docs/erasure.md).
-                signature = hmac.new(ack_key, value, hashlib.sha256).hexdigest().encode()
+                signature = signature_of(value)
                 producer.send(f"{args.prefix}erasure-acks", key=order["request_id"].encode(), value=value,
                               headers=[("lifecycle.signature", signature)]).get(timeout=30)
         consumer.commit()

@@ -521,26 +521,44 @@ def cmd_proof(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_store_add(settings: Settings, args: argparse.Namespace) -> int:
-    """Register a store's ack key (a foreign store's registration step); print it once, for its owner."""
+    """Register a store: a new Ed25519 pair, the public half kept, the private half handed to its owner
+    once (the pipeline keeps no copy, so it cannot sign for the store; docs/security.md)."""
     if not settings.postgres_dsn:
         raise LifecycleError("`lifecycle store add` needs LIFECYCLE_POSTGRES_DSN")
     import psycopg
 
-    from lifecycle.core.datakeys import open_data_keys
     from lifecycle.core.keys import create_key_file
-    from lifecycle.core.storekeys import add_store_key
+    from lifecycle.core.storekeys import fingerprint, register_store
 
-    wrapper = open_data_keys(settings, create=False).wrapper  # the master key, checked against the database
+    if args.out and Path(args.out).exists():
+        raise LifecycleError(f"{args.out} exists: a store's key file is never overwritten")
     with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
-        key = add_store_key(conn, wrapper, args.name, replace=args.rotate)
+        signer = register_store(conn, args.name, replace=args.rotate)
+    assert signer.public is not None
     if args.out:
-        create_key_file(Path(args.out), key)
-        print(f"ack key of {args.name} written to {args.out} (mode 0600)", file=sys.stderr)
+        create_key_file(Path(args.out), signer.text.encode(), encode=False)
+        print(f"signing key of {args.name} written to {args.out} (mode 0600)", file=sys.stderr)
     else:
-        _say(key.hex())
-    print(f"the store signs each ack with it (HMAC-SHA256 of the value, header lifecycle.signature; "
-          f"docs/erasure.md); add {args.name} to LIFECYCLE_ERASURE_STORES so that new erasures wait for it",
-          file=sys.stderr)
+        _say(signer.text)
+    print(f"public key fingerprint {fingerprint(signer.public)}; the store signs each ack with it (Ed25519 of the "
+          f"value, header lifecycle.signature; docs/protocol.md); the pipeline keeps only the public half. "
+          f"Add {args.name} to LIFECYCLE_ERASURE_STORES so that new erasures wait for it", file=sys.stderr)
+    return 0
+
+
+def cmd_store_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """The stores' public keys, for an auditor's trust file (`proof verify --trust FILE`)."""
+    import psycopg
+
+    from lifecycle.core.storekeys import fingerprint, load_store_keys
+
+    with psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+        keys = load_store_keys(conn, None)
+    import base64
+
+    _say(json.dumps({store: {"algorithm": "Ed25519", "public_key": base64.b64encode(k.public).decode(),
+                             "fingerprint": fingerprint(k.public)} if k.public else {"legacy_hmac": True}
+                     for store, k in sorted(keys.items())}, indent=2))
     return 0
 
 
@@ -644,11 +662,14 @@ def _parser() -> argparse.ArgumentParser:
         fn=cmd_keys, reads="database")
     keys.add_parser("rotate", help="a new current key; older ones stay for matching").set_defaults(fn=cmd_keys)
     store = sub.add_parser("store", help="downstream stores").add_subparsers(dest="action", required=True)
-    store_add = store.add_parser("add", help="register a store's key for signing acknowledgements")
+    store_add = store.add_parser("add", help="make a store's signing key pair: the private half for its owner")
     store_add.add_argument("name")
-    store_add.add_argument("--rotate", action="store_true", help="replace the store's key")
+    store_add.add_argument("--rotate", action="store_true",
+                           help="replace the store's key (an HMAC key of before is refused from then on)")
     store_add.add_argument("--out", default=None, help="write the key to this file (0600) instead of printing it")
     store_add.set_defaults(fn=cmd_store_add, reads="database")
+    store_keys = store.add_parser("keys", help="every store's public key, as JSON (for auditors)")
+    store_keys.set_defaults(fn=cmd_store_keys, reads="database")
     proof = sub.add_parser("proof", help="signed certificates of erasure").add_subparsers(dest="action",
                                                                                      required=True)
     export_proof = proof.add_parser("export", help="the signed certificate of a completed erasure")

@@ -25,7 +25,7 @@ from aiokafka import ConsumerRebalanceListener
 
 from lifecycle.core.backoff import Backoff
 from lifecycle.core.crypto import KeyWrapper
-from lifecycle.core.storekeys import ack_signature_problem, ensure_store_keys, load_store_keys
+from lifecycle.core.storekeys import StoreKey, ack_signature_problem, load_store_keys
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.errors import DecodeError
 from lifecycle.streams.access import answer_problem, apply_answers
@@ -47,27 +47,28 @@ POLL_TIMEOUT_MS = 500
 
 
 class AckKeys:
-    """The stores' ack keys, created for the configured stores at start and read again when an ack
-    names a store or carries a signature they do not explain (a store added or rotated since), at
-    most every RELOAD_S."""
+    """The stores' public keys (and legacy HMAC keys, docs/security.md), read at start and again
+    when an ack names a store or carries a signature they do not explain (a store added or rotated
+    since): at most every RELOAD_S, or UNKNOWN_RELOAD_S for a store not known yet (a connector
+    registers its key at its first start). The pipeline creates no store key: it could sign with it."""
 
     RELOAD_S = 5.0
+    UNKNOWN_RELOAD_S = 1.0
 
-    def __init__(self, dsn: str, stores: tuple[str, ...], wrapper: KeyWrapper):
+    def __init__(self, dsn: str, wrapper: KeyWrapper):
         self.dsn, self.wrapper = dsn, wrapper
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-            ensure_store_keys(conn, wrapper, stores)
-            self.keys = load_store_keys(conn, wrapper)
+        self.keys = self._load()
         self._loaded = time.monotonic()
 
-    def _load(self) -> dict[str, bytes]:
+    def _load(self) -> dict[str, StoreKey]:
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
             return load_store_keys(conn, self.wrapper)
 
     async def problem(self, store: str, value: bytes, headers: Any) -> tuple[str, str] | None:
         headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
         problem = ack_signature_problem(self.keys, store, value, headers)
-        if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > self.RELOAD_S:
+        wait = self.RELOAD_S if store in self.keys else self.UNKNOWN_RELOAD_S
+        if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > wait:
             self._loaded = time.monotonic()
             self.keys = await asyncio.to_thread(self._load)
             problem = ack_signature_problem(self.keys, store, value, headers)

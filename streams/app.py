@@ -168,8 +168,8 @@ def build_app(
         dead_letters=letters,
         intake=IntakeLoop(context, health, {settings.topic(t): by_contract[t] for t in catalog.input_topics},
                           letters.send, producer_started),
-        acks=AcksLoop(context, health, AckKeys(settings.postgres_dsn or "", settings.erasure_stores,
-                                               data_keys.wrapper), letters.send, producer_started),
+        acks=AcksLoop(context, health, AckKeys(settings.postgres_dsn or "", data_keys.wrapper), letters.send,
+                      producer_started),
     )
     app.start_with(pipeline.intake.run, pipeline.acks.run)
     _register_background(pipeline)

@@ -50,12 +50,11 @@ from lifecycle.connectors.base.sink import (
 from lifecycle.core.backoff import Backoff
 from lifecycle.core.boxes import BoxError, part_aad, seal_to
 from lifecycle.core.config import Settings
-from lifecycle.core.crypto import load_master_key
 from lifecycle.core.errors import ConfigError
-from lifecycle.core.keys import Keyring, load_keyring
+from lifecycle.core.keys import Keyring, create_key_file, load_keyring
 from lifecycle.core.orderkeys import load_order_verifier
 from lifecycle.core.pgroles import component_dsn
-from lifecycle.core.storekeys import load_store_keys, sign_ack
+from lifecycle.core.storekeys import AckSigner, register_public_key, store_key_path
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.deadletters import Origin, Rejected, dead_letter
 from lifecycle.schemas.errors import DecodeError
@@ -389,37 +388,44 @@ class _Sweeper:
 class _SigningProducer:
     """Every acknowledgement signed with the store's key (lifecycle/core/storekeys.py)."""
 
-    def __init__(self, producer: Any, key: bytes):
+    def __init__(self, producer: Any, key: AckSigner):
         self.producer, self.key = producer, key
 
     async def send(self, topic: str, key: bytes | None, value: bytes, extra: list[tuple[str, bytes]] | None = None
                    ) -> Any:
         """Queue one record; the future it returns resolves once the broker has it."""
-        headers = [*(extra or ()), *sign_ack(self.key, value)]
+        headers = [*(extra or ()), *self.key.headers(value)]
         return await self.producer.send(topic, key=key, value=value, headers=headers)
 
     async def flush(self) -> None:
         await self.producer.flush()
 
 
-def store_key(settings: Settings, store: str) -> bytes:
-    """The store's ack key: ``LIFECYCLE_STORE_KEY`` (hex), else from the pipeline's database."""
+def store_key(settings: Settings, store: str) -> AckSigner:
+    """The store's own signing key: ``LIFECYCLE_STORE_KEY``, else ``LIFECYCLE_STORE_KEY_FILE``, else
+    ``<state>/secrets/stores/NAME.key``; a connector of the pipeline's that has none yet makes its
+    pair there and registers the public half with its own PostgreSQL role (docs/security.md)."""
     if settings.store_key:
+        return AckSigner(settings.store_key, "LIFECYCLE_STORE_KEY")
+    path = settings.store_key_file or store_key_path(settings.state_dir, store)
+    if path.exists():
         try:
-            return bytes.fromhex(settings.store_key.strip())
-        except ValueError:
-            raise ConfigError("LIFECYCLE_STORE_KEY: expected hex digits (as `lifecycle store add` prints)") from None
+            return AckSigner(path.read_text(), str(path))
+        except OSError as exc:
+            raise ConfigError(f"store key file {path} unreadable: {exc.strerror}") from None
+    if settings.store_key_file is not None:
+        raise ConfigError(f"LIFECYCLE_STORE_KEY_FILE: no such file: {path}")
     if not settings.postgres_dsn:
-        raise ConfigError("a store signs its acks: set LIFECYCLE_STORE_KEY (from `lifecycle store add NAME`)")
+        raise ConfigError("a store signs its acks: set LIFECYCLE_STORE_KEY_FILE (from `lifecycle store add NAME`)")
     import psycopg
 
-    wrapper = load_master_key(settings, create=False)
+    signer = AckSigner.generate()
+    assert signer.public is not None
     with psycopg.connect(component_dsn(settings, f"store-{store}"), autocommit=True, connect_timeout=10) as conn:
-        keys = load_store_keys(conn, wrapper)  # its own row alone (row-level security)
-    if store not in keys:
-        raise ConfigError(f"no ack key for store {store!r}: start the worker with it in LIFECYCLE_ERASURE_STORES, "
-                          f"or run `lifecycle store add {store}`")
-    return keys[store]
+        register_public_key(conn, store, signer.public, replace=False)  # its own row alone (row-level security)
+    create_key_file(path, signer.text.encode(), encode=False)
+    log.info("store %s: a signing key made and registered (%s)", store, path)
+    return signer
 
 
 def _maybe_die(folder: str, outcomes: dict[str, Outcome]) -> None:

@@ -99,7 +99,8 @@ class Settings:
     http_max_in_flight: int = 64  # requests served at once; more are answered 503
     keys_url: str | None = None  # where the emitter SDK asks for keys when it has no database
     proof_key_file: Path | None = None  # Ed25519 key that signs certificates (lifecycle/proofs.py)
-    store_key: str | None = dataclasses.field(default=None, repr=False)  # a connector's ack key, hex
+    store_key: str | None = dataclasses.field(default=None, repr=False)  # a connector's ack key (storekeys.py)
+    store_key_file: Path | None = None  # default <state_dir>/secrets/stores/NAME.key
     order_key_file: Path | None = None  # Ed25519 key that signs orders (lifecycle/core/orderkeys.py)
     order_public_key: str | None = None  # the pipeline's order key as a store is given it (base64)
     # Erasure (docs/erasure.md).
@@ -167,6 +168,8 @@ class Settings:
             kw["hash_key_file"] = Path(raw)
         if (raw := get("PROOF_KEY_FILE")) is not None:
             kw["proof_key_file"] = Path(raw)
+        if (raw := get("STORE_KEY_FILE")) is not None:
+            kw["store_key_file"] = Path(raw)
         if (raw := get("ORDER_KEY_FILE")) is not None:
             kw["order_key_file"] = Path(raw)
         if (raw := get("HTTP_TOKENS_FILE")) is not None:

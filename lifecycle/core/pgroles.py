@@ -9,7 +9,7 @@ default ``lifecycle_``, one per database sharing a cluster):
 - ``worker``: reads and writes the pipeline's tables in ``public``; nothing of a store's schema.
 - ``reader``: the read API (consent, erasure status): SELECT on those tables alone.
 - ``store_<name>``: a store's connector: what its Sink class declares (``database_grants``),
-  and its own row of ``store_keys`` (row-level security), nothing else.
+  and its own row of ``store_keys`` (row-level security: it registers its public key there), nothing else.
 
 Passwords are generated (32 random bytes, hex) into ``<state>/secrets/postgres-roles/<component>.password``
 (``LIFECYCLE_POSTGRES_ROLES_DIR``), mode 0600, by whoever needs one first, and set on the role
@@ -147,11 +147,12 @@ def setup_roles(conn: Any, settings: Settings, stores: Iterable[str],
     for store in stores:
         role = role_name(settings, f"store-{store}")
         policy = sql.Identifier(f"own_key_{role}")
-        conn.execute(sql.SQL("GRANT SELECT ON store_keys TO {}").format(sql.Identifier(role)))
+        # Its own row, to register its public key at its first start (lifecycle/core/storekeys.py).
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON store_keys TO {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("GRANT SELECT ON hash_keys TO {}").format(sql.Identifier(role)))  # fingerprints
         conn.execute(sql.SQL("DROP POLICY IF EXISTS {} ON store_keys").format(policy))
-        conn.execute(sql.SQL("CREATE POLICY {} ON store_keys FOR SELECT TO {} USING (store = {})").format(
-            policy, sql.Identifier(role), sql.Literal(store)))
+        conn.execute(sql.SQL("CREATE POLICY {} ON store_keys TO {} USING (store = {}) WITH CHECK (store = {})").format(
+            policy, sql.Identifier(role), sql.Literal(store), sql.Literal(store)))
 
 
 def _create(conn: Any, role: str, *, login: bool, password: str | None) -> None:

@@ -15,9 +15,8 @@ import psycopg
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
-from lifecycle.core.datakeys import open_data_keys
 from lifecycle.core.orderkeys import load_order_signer
-from lifecycle.core.storekeys import add_store_key, sign_ack
+from lifecycle.core.storekeys import register_store
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
@@ -55,7 +54,7 @@ def test_data_found_at_verification_keeps_the_erasure_open_until_erased_again(se
     topic = settings.topic("erasure-acks")
 
     def send(value):
-        producer.send(topic, key=b"crm", value=value, headers=sign_ack(key, value))
+        producer.send(topic, key=b"crm", value=value, headers=key.headers(value))
         producer.flush(30)
 
     def crm():
@@ -65,7 +64,7 @@ def test_data_found_at_verification_keeps_the_erasure_open_until_erased_again(se
     try:
         worker.start()
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-            key = add_store_key(conn, open_data_keys(settings, create=False).wrapper, "crm")
+            key = register_store(conn, "crm")
         emit(settings, event("account.registered", T0, account="acc-v", email="v@example.test", first_name="V",
                              last_name="F"),
              event("account.closed", T0 + HOUR, account="acc-v"))

@@ -11,9 +11,8 @@ import time
 import psycopg
 from kafka import KafkaProducer
 
-from lifecycle.core.datakeys import open_data_keys
 from lifecycle.core.orderkeys import load_order_signer
-from lifecycle.core.storekeys import add_store_key, sign_ack
+from lifecycle.core.storekeys import register_store, sign_ack
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
@@ -39,8 +38,7 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
     try:
         worker.start()
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-            wrapper = open_data_keys(settings, create=False).wrapper
-            crm, audit = add_store_key(conn, wrapper, "crm"), add_store_key(conn, wrapper, "audit")
+            crm, audit = register_store(conn, "crm"), register_store(conn, "audit")
         acc = "acc-signed"
         emit(settings, event("account.registered", T0, account=acc, email="s@example.test", first_name="S",
                              last_name="A"),
@@ -49,7 +47,7 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
         request_id = erasure_answer(worker, acc)["erasures"][0]["request_id"]
         topic = settings.topic("erasure-acks")
         value = _ack(request_id, acc, "crm", settings=settings)
-        for headers in ([], sign_ack(secrets.token_bytes(32), value), sign_ack(audit, value)):
+        for headers in ([], sign_ack(secrets.token_bytes(32), value), audit.headers(value)):
             producer.send(topic, key=acc.encode(), value=value, headers=headers)
         producer.flush(30)
         url = worker.url("/metrics")
@@ -61,18 +59,18 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
         with psycopg.connect(settings.postgres_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM erasure_proofs").fetchone()[0] == 0
 
-        producer.send(topic, key=acc.encode(), value=value, headers=sign_ack(crm, value))
+        producer.send(topic, key=acc.encode(), value=value, headers=crm.headers(value))
         producer.flush(30)
         wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "pending"}, what="crm's own ack")
         audit_ack = _ack(request_id, acc, "audit", settings=settings)
-        producer.send(topic, key=acc.encode(), value=audit_ack, headers=sign_ack(audit, audit_ack))
+        producer.send(topic, key=acc.encode(), value=audit_ack, headers=audit.headers(audit_ack))
         producer.flush(30)
         wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "erased"}, what="audit's own ack")
         time.sleep(1)  # acknowledged is not complete: every store must verify first
         assert erasure_answer(worker, acc)["erasures"][0]["state"] == "open"
         for store, key in (("crm", audit), ("crm", crm), ("audit", audit)):  # the first is forged
             verified = _ack(request_id, None, store, action="verify", settings=settings)
-            producer.send(topic, key=request_id.encode(), value=verified, headers=sign_ack(key, verified))
+            producer.send(topic, key=request_id.encode(), value=verified, headers=key.headers(verified))
         producer.flush(30)
         wait_for(lambda: erasure_answer(worker, acc)["erasures"][0]["state"] == "complete", what="complete")
     finally:

@@ -13,9 +13,8 @@ import uuid
 import psycopg
 from kafka import KafkaProducer
 
-from lifecycle.core.datakeys import open_data_keys
 from lifecycle.core.orderkeys import load_order_signer
-from lifecycle.core.storekeys import add_store_key, sign_ack
+from lifecycle.core.storekeys import register_store
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
@@ -35,7 +34,7 @@ def test_malformed_retention_acks_are_dead_lettered_and_block_nothing(settings, 
     try:
         worker.start()
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-            crm = add_store_key(conn, open_data_keys(settings, create=False).wrapper, "crm")
+            crm = register_store(conn, "crm")
         acc = "acc-stall"
         emit(settings, event("account.registered", T0, account=acc, email="st@example.test", first_name="S",
                              last_name="T"), event("account.closed", T0 + HOUR, account=acc))
@@ -46,12 +45,12 @@ def test_malformed_retention_acks_are_dead_lettered_and_block_nothing(settings, 
         for bad in (_retention_ack(s, completed_at=2**62), _retention_ack(s, error="disk\u0000full"),
                     _retention_ack(s, items_erased=-5), _retention_ack(s, cutoff=2**62),
                     _retention_ack(s, order_id="x")):
-            producer.send(topic, key=same_partition, value=bad, headers=sign_ack(crm, bad))
+            producer.send(topic, key=same_partition, value=bad, headers=crm.headers(bad))
         good = Codec().encode("ErasureAck", {
             "request_id": request_id, "account_id": acc, "store": "crm", "status": "erased", "items_erased": 1,
             "completed_at": T0 + 2 * HOUR, "error": None, "action": "erase",
             "nonce": load_order_signer(settings, create=False).nonce("erasure", request_id, "erase", 0)})
-        producer.send(topic, key=same_partition, value=good, headers=sign_ack(crm, good))
+        producer.send(topic, key=same_partition, value=good, headers=crm.headers(good))
         producer.flush(30)
         url = worker.url("/metrics")
         wait_for(lambda: metric(url, "lifecycle_events_rejected_total", topic="erasure-acks",

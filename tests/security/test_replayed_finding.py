@@ -10,9 +10,8 @@ import dataclasses
 import psycopg
 from kafka import KafkaProducer
 
-from lifecycle.core.datakeys import open_data_keys
 from lifecycle.core.orderkeys import load_order_signer
-from lifecycle.core.storekeys import add_store_key, sign_ack
+from lifecycle.core.storekeys import register_store
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, wait_for
@@ -40,8 +39,7 @@ def test_a_replayed_old_finding_opens_no_new_round(settings, tmp_path):
     try:
         worker.start()
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-            wrapper = open_data_keys(settings, create=False).wrapper
-            keys = {"crm": add_store_key(conn, wrapper, "crm"), "audit": add_store_key(conn, wrapper, "audit")}
+            keys = {"crm": register_store(conn, "crm"), "audit": register_store(conn, "audit")}
         acc = "acc-replayed-finding"
         emit(settings, event("account.registered", T0, account=acc, email="r@example.test", first_name="R",
                              last_name="F"), event("account.closed", T0 + HOUR, account=acc))
@@ -50,7 +48,7 @@ def test_a_replayed_old_finding_opens_no_new_round(settings, tmp_path):
         topic = settings.topic("erasure-acks")
 
         def send(store, value):
-            producer.send(topic, key=rid.encode(), value=value, headers=sign_ack(keys[store], value))
+            producer.send(topic, key=rid.encode(), value=value, headers=keys[store].headers(value))
             producer.flush(30)
 
         for store in keys:
@@ -64,7 +62,7 @@ def test_a_replayed_old_finding_opens_no_new_round(settings, tmp_path):
         wait_for(lambda: {s["store"]: s["status"] for s in erasure_answer(worker, acc)["erasures"][0]["stores"]}
                  == {"crm": "erased", "audit": "erased"}, what="crm erased again in round 1")
         for _ in range(3):  # the attacker replays the old finding, signature and all
-            producer.send(topic, key=rid.encode(), value=old_finding, headers=sign_ack(keys["crm"], old_finding))
+            producer.send(topic, key=rid.encode(), value=old_finding, headers=keys["crm"].headers(old_finding))
         producer.flush(30)
         for store in keys:
             send(store, _ack(rid, store, action="verify", round_=1, settings=settings))
