@@ -59,6 +59,7 @@ class AckKeys:
         self.dsn, self.wrapper = dsn, wrapper
         self.keys = self._load()
         self._loaded = time.monotonic()
+        self._fresh = True
 
     def _load(self) -> dict[str, StoreKey]:
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
@@ -66,13 +67,26 @@ class AckKeys:
 
     async def problem(self, store: str, value: bytes, headers: Any) -> tuple[str, str] | None:
         headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        known = self.keys.get(store)
+        if known is not None and known.public is None and not self._fresh:
+            # A legacy HMAC key is refused once the store has a signing key: look again before believing it
+            # (one query per batch that holds such acks, while stores migrate).
+            await self._reload()
         problem = ack_signature_problem(self.keys, store, value, headers)
         wait = self.RELOAD_S if store in self.keys else self.UNKNOWN_RELOAD_S
         if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > wait:
-            self._loaded = time.monotonic()
-            self.keys = await asyncio.to_thread(self._load)
+            await self._reload()
             problem = ack_signature_problem(self.keys, store, value, headers)
         return problem
+
+    async def _reload(self) -> None:
+        self._loaded = time.monotonic()
+        self.keys = await asyncio.to_thread(self._load)
+        self._fresh = True
+
+    def new_batch(self) -> None:
+        """Keys read before this batch are not fresh enough to believe a legacy key with."""
+        self._fresh = False
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -139,6 +153,7 @@ class AcksLoop:
         """One batch: decode (a registry outage is waited out), dead-letter what is undecodable,
         unsigned or out of range, apply the rest; an ack that fails alone is isolated."""
         ctx = self.context
+        self.ack_keys.new_batch()
         decoded = await with_retry("decode acks", lambda: _decode(ctx.codec, messages),
                                    on_retry=lambda exc: self._registry_down.inc())
         good: list[tuple[Any, dict[str, Any]]] = []
