@@ -22,7 +22,8 @@ The protocol (docs/erasure.md, docs/security.md):
   2. delete everything the store holds for the order's account_id (and the ids in `subjects`);
   3. only after that delete is durable, produce an ErasureAck to <prefix>erasure-acks, keyed by
      account_id: status erased / nothing_found / retained_legal_hold / failed, items_erased,
-     echoing the order's `nonce`, signed with the store's key;
+     echoing the order's `nonce`, signed with the store's key (header lifecycle.signature), with
+     its receipt statement signed too (header lifecycle.receipt-signature; docs/security.md);
   4. then commit the offset. A redelivered order must be acknowledged again.
 An order with action `verify` asks the store to look again and delete nothing: answer with the
 same action and round, status nothing_found and items_found 0 when nothing of the subjects is
@@ -174,10 +175,15 @@ def main() -> None:
                 body = io.BytesIO()
                 fastavro.schemaless_writer(body, ack_schema, answer)
                 value = struct.pack(">bI", 0, ack_id) + body.getvalue()
-                # Signed with the store's own key: the orchestrator believes no other ack (docs/erasure.md).
-                signature = signature_of(value)
+                # Signed with the store's own key: the orchestrator believes no other ack; and the receipt
+                # statement (the answer without the account id) signed too, for the certificate of erasure.
+                receipt = json.dumps({"format": "lifecycle-store-receipt/1", **{
+                    k: answer[k] for k in ("request_id", "store", "action", "round", "status", "items_erased",
+                                           "items_found", "completed_at", "nonce")}},
+                    sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
                 producer.send(f"{args.prefix}erasure-acks", key=order["request_id"].encode(), value=value,
-                              headers=[("lifecycle.signature", signature)]).get(timeout=30)
+                              headers=[("lifecycle.signature", signature_of(value)),
+                                       ("lifecycle.receipt-signature", signature_of(receipt))]).get(timeout=30)
         consumer.commit()
     consumer.close()
     producer.close()

@@ -473,6 +473,16 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _published_store_keys(path: Path) -> dict[str, str]:
+    """``store -> base64 public key`` from a file as `lifecycle store keys` prints it."""
+    try:
+        doc = json.loads(path.read_text())
+        return {store: entry["public_key"] for store, entry in doc.items() if "public_key" in entry}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise LifecycleError(f"{path}: not the stores' published keys (`lifecycle store keys`): "
+                             f"{type(exc).__name__}") from None
+
+
 def cmd_orders_key(settings: Settings, args: argparse.Namespace) -> int:
     """The pipeline's public order key, for the stores to verify orders with (docs/security.md)."""
     from lifecycle.core.orderkeys import load_order_signer
@@ -490,14 +500,19 @@ def cmd_proof(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "verify":
         trusted = args.public_key or os.environ.get("LIFECYCLE_PROOF_TRUST_FILE") or None
         public = Path(trusted).read_text().strip() if trusted else None
+        stores_file = args.store_keys or os.environ.get("LIFECYCLE_STORE_TRUST_FILE") or None
         try:
             body = proofs.verify(Path(args.file).read_bytes(), public)
+            store_keys = _published_store_keys(Path(stores_file)) if stores_file else None
+            checked = proofs.verify_stores(body, store_keys)
         except proofs.SignerUnverified as exc:
             print(f"UNVERIFIED SIGNER: {exc}", file=sys.stderr)
             return 2
         except proofs.ProofRefused as exc:
             print(f"REFUSED: {exc}", file=sys.stderr)
             return 1
+        for line in checked:
+            _say(line)
         _say(f"valid: erasure {body['request_id']} completed {body['completed_at']}, "
              f"{len(body['stores'])} stores, {body['items_erased']} items, keys destroyed {body['keys_destroyed_at']}")
         return 0
@@ -681,6 +696,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", default=None,
                         help="a file with the published key (`proof key --raw`); default: LIFECYCLE_PROOF_TRUST_FILE. "
                              "Without either the signer is unverified (exit 2)")
+    verify.add_argument("--store-keys", default=None,
+                        help="the stores' published keys (`lifecycle store keys`); default: "
+                             "LIFECYCLE_STORE_TRUST_FILE. A v2 certificate's store receipts need them")
     verify.set_defaults(fn=cmd_proof)
     orders = sub.add_parser("orders", help="the key that signs every order to a store").add_subparsers(
         dest="action", required=True)

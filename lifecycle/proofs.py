@@ -29,11 +29,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from lifecycle.core.config import Settings
 from lifecycle.core.errors import ConfigError, LifecycleError
 from lifecycle.core.keys import create_key_file
+from lifecycle.core.storekeys import fingerprint, verify_receipt
 
 __all__ = ["proof_key_file", "load_signing_key", "public_key_text", "certificate", "sign", "verify",
-           "canonical", "ProofRefused", "SignerUnverified"]
+           "canonical", "ProofRefused", "SignerUnverified", "verify_stores", "FORMAT_V1"]
 
-FORMAT = "lifecycle-erasure-certificate/1"
+FORMAT = "lifecycle-erasure-certificate/2"
+FORMAT_V1 = "lifecycle-erasure-certificate/1"  # before issue 26: no store receipts; still verifies as v1
 
 
 class ProofRefused(LifecycleError):
@@ -101,7 +103,12 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
                     "acknowledged_at": _iso(dt.datetime.fromtimestamp(s["acknowledged_at"] / 1000, dt.UTC))
                     if s.get("acknowledged_at") else None,
                     "verified_at": _iso(dt.datetime.fromtimestamp(s["verified_at"] / 1000, dt.UTC))
-                    if s.get("verified_at") else None} for s in stores],
+                    if s.get("verified_at") else None,
+                    # The store's own word, signed with its key (no account id in it): checked offline.
+                    "store_key": s.get("store_key") or "legacy-hmac",
+                    "ack_receipt": _receipt(s.get("ack_statement"), s.get("ack_signature")),
+                    "verify_receipt": _receipt(s.get("verify_statement"), s.get("verify_signature"))}
+                   for s in stores],
         "last_verified_at": _iso(last),
         "regressions": regressions,
         "last_regressed_at": _iso(regressed),
@@ -111,6 +118,10 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
         "policy_version": hashlib.sha256(settings.retention_policy.read_bytes()).hexdigest()[:16],
         "issued_at": _iso(dt.datetime.now(dt.UTC)),
     }
+
+
+def _receipt(statement: str | None, signature: str | None) -> dict[str, str] | None:
+    return {"statement": statement, "signature": signature} if statement and signature else None
 
 
 def sign(body: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
@@ -144,9 +155,58 @@ def verify(data: bytes, public_key: str | None = None, *, trust_embedded: bool =
         key.verify(sig, canonical(body))
     except InvalidSignature:
         raise ProofRefused("the signature does not match the certificate") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
+    if not isinstance(body, dict) or body.get("format") not in (FORMAT, FORMAT_V1):
         raise ProofRefused("not a certificate of erasure (unknown format)")
     if public_key is None and not trust_embedded:
         raise SignerUnverified("the signature matches the key inside the file, but that key is not trusted: "
                                "give the pipeline's published key (--public-key FILE, or LIFECYCLE_PROOF_TRUST_FILE)")
     return body
+
+
+def verify_stores(body: dict[str, Any], store_keys: dict[str, str] | None) -> list[str]:
+    """Check each store's own signed receipts in a v2 certificate against the stores' published keys
+    (``store -> base64 raw Ed25519 key``); returns one line per store. ProofRefused when a receipt is
+    altered, signed by another key (the pipeline's included), or disagrees with the certificate;
+    SignerUnverified when a store's key was not given or the store signs with a legacy shared key."""
+    if body.get("format") == FORMAT_V1:
+        return ["a v1 certificate: it carries no store receipts (issued before stores signed their own)"]
+    if store_keys is None:
+        raise SignerUnverified("the stores' receipts are not checked: give the stores' published keys "
+                               "(--store-keys FILE, as `lifecycle store keys` prints them)")
+    lines = []
+    for entry in body.get("stores") or []:
+        store = entry.get("store")
+        if entry.get("store_key") == "legacy-hmac" or not entry.get("ack_receipt"):
+            raise SignerUnverified(f"store {store!r} signed with a legacy shared key: its word cannot be checked "
+                                   "offline (`lifecycle store add NAME --rotate` gives it a key of its own)")
+        given = store_keys.get(store)
+        if given is None:
+            raise SignerUnverified(f"no published key given for store {store!r}")
+        try:
+            public = base64.b64decode(given, validate=True)
+        except ValueError:
+            raise ProofRefused(f"the key given for store {store!r} is not base64") from None
+        if fingerprint(public) != entry.get("store_key"):
+            raise ProofRefused(f"store {store!r}: the certificate names another key than the one published")
+        for kind, action in (("ack_receipt", "erase"), ("verify_receipt", "verify")):
+            _check_receipt(entry, kind, action, public, str(body.get("request_id")))
+        lines.append(f"store {store}: its own signature over its erase and verify receipts ({fingerprint(public)})")
+    return lines
+
+
+def _check_receipt(entry: dict[str, Any], kind: str, action: str, public: bytes, request_id: str) -> None:
+    store, receipt = entry.get("store"), entry.get(kind)
+    if not isinstance(receipt, dict):
+        raise ProofRefused(f"store {store!r}: no {kind.replace('_', ' ')}")
+    statement, signature = str(receipt.get("statement", "")), str(receipt.get("signature", ""))
+    if not verify_receipt(public, statement.encode(), signature.encode()):
+        raise ProofRefused(f"store {store!r}: the {kind.replace('_', ' ')} is not signed by the store's key")
+    try:
+        said = json.loads(statement)
+    except ValueError:
+        raise ProofRefused(f"store {store!r}: the {kind.replace('_', ' ')} is unreadable") from None
+    if said.get("store") != store or said.get("action") != action or said.get("request_id") != request_id or \
+            (action == "erase" and (said.get("status") != entry.get("status")
+                                    or said.get("items_erased") != entry.get("items_erased"))) or \
+            (action == "verify" and said.get("items_found") != 0):
+        raise ProofRefused(f"store {store!r}: the certificate says otherwise than the store's signed {action} receipt")

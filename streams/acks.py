@@ -25,7 +25,14 @@ from aiokafka import ConsumerRebalanceListener
 
 from lifecycle.core.backoff import Backoff
 from lifecycle.core.crypto import KeyWrapper
-from lifecycle.core.storekeys import StoreKey, ack_signature_problem, load_store_keys
+from lifecycle.core.storekeys import (
+    RECEIPT_HEADER,
+    StoreKey,
+    ack_signature_problem,
+    load_store_keys,
+    receipt_problem,
+    receipt_statement,
+)
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.errors import DecodeError
 from lifecycle.streams.access import answer_problem, apply_answers
@@ -66,7 +73,7 @@ class AckKeys:
             return load_store_keys(conn, self.wrapper)
 
     async def problem(self, store: str, value: bytes, headers: Any) -> tuple[str, str] | None:
-        headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        headers = _header_list(headers)
         known = self.keys.get(store)
         if known is not None and known.public is None and not self._fresh:
             # A legacy HMAC key is refused once the store has a signing key: look again before believing it
@@ -178,6 +185,9 @@ class AcksLoop:
             elif not _answers_its_order(ctx, outcome.record.short_name, outcome.value):
                 await reject(msg, Rejected("unbound_ack", "UnboundAck", "nonce: not the nonce of the order it names "
                                            "(another order, round or request, or a replay)", stage="erasure-acks"))
+            elif outcome.record.short_name == "ErasureAck" and \
+                    (bad := receipt_problem(self.ack_keys.keys, outcome.value, _header_list(msg.headers))) is not None:
+                await reject(msg, Rejected(bad[0], "ForgedAck", bad[1], stage="erasure-acks"))
             elif outcome.record.short_name == "RetentionAck":
                 if (problem := retention_ack_problem(outcome.value)) is not None:
                     await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
@@ -191,7 +201,7 @@ class AcksLoop:
             elif (problem := ack_problem(outcome.value)) is not None:
                 await reject(msg, Rejected("invalid_ack", "InvalidAck", problem, stage="erasure-acks"))
             else:
-                good.append((msg, outcome.value))
+                good.append((msg, _with_receipt(outcome.value, msg.headers)))
 
         async def isolating(what: str, apply: Callable[[Any, list[dict[str, Any]]], Awaitable[Any]],
                             items: list[tuple[Any, dict[str, Any]]]) -> None:
@@ -215,6 +225,18 @@ class AcksLoop:
             await isolating("access answers", lambda conn, items: apply_answers(conn, ctx, items), answers)
         for fut in pending:
             await fut
+
+
+def _header_list(headers: Any) -> list[tuple[str, bytes]]:
+    return list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+
+
+def _with_receipt(ack: dict[str, Any], headers: Any) -> dict[str, Any]:
+    """The ack with the store's signed receipt (statement, signature) attached, for the certificate."""
+    signature = next((v for k, v in _header_list(headers) if k == RECEIPT_HEADER), None)
+    if signature is None:
+        return ack
+    return {**ack, "receipt": (receipt_statement(ack).decode(), signature.decode("ascii", "replace"))}
 
 
 def _answers_its_order(ctx: Context, kind: str, value: dict[str, Any]) -> bool:

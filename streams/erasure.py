@@ -240,9 +240,11 @@ async def _statuses(conn: psycopg.AsyncConnection[Any], where: str, params: tupl
 
 _ACK = """
 UPDATE erasure_progress p
-SET status = a.status, items_erased = a.items, acknowledged_at = a.at, error = a.error
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::int[])
-     AS a(request_id, store, status, items, at, error, round), erasure_requests r
+SET status = a.status, items_erased = a.items, acknowledged_at = a.at, error = a.error,
+    ack_statement = a.statement, ack_signature = a.signature
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::int[], %s::text[],
+            %s::text[])
+     AS a(request_id, store, status, items, at, error, round, statement, signature), erasure_requests r
 WHERE p.request_id = a.request_id AND p.store = a.store AND r.request_id = p.request_id AND a.round = r.round
   AND p.status NOT IN ({success})
 RETURNING p.request_id, p.store, a.status, extract(epoch FROM (now() - p.last_issued_at))
@@ -260,9 +262,9 @@ RETURNING {_REQUEST_COLUMNS}
 _VERIFIED = """
 UPDATE erasure_progress p
 SET verified_at = CASE WHEN a.found = 0 AND a.status IN ({success}) THEN a.at ELSE p.verified_at END,
-    items_found = a.found
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::int[])
-     AS a(request_id, store, status, found, at, round), erasure_requests r
+    items_found = a.found, verify_statement = a.statement, verify_signature = a.signature
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::int[], %s::text[], %s::text[])
+     AS a(request_id, store, status, found, at, round, statement, signature), erasure_requests r
 WHERE p.request_id = a.request_id AND p.store = a.store AND r.request_id = p.request_id AND a.round = r.round
   AND p.status IN ({success}) AND (r.state = 'complete' OR r.verify_issued_at IS NOT NULL)
 RETURNING p.request_id, p.store, a.found, r.state, a.found = 0 AND a.status IN ({success})
@@ -320,7 +322,11 @@ SELECT d.request_id, d.account_hash, d.reason, d.opened_at, d.completed_at, d.ke
        (SELECT jsonb_agg(jsonb_build_object(
                    'store', p.store, 'status', p.status, 'items_erased', p.items_erased,
                    'acknowledged_at', (extract(epoch FROM p.acknowledged_at) * 1000)::bigint,
-                   'verified_at', (extract(epoch FROM p.verified_at) * 1000)::bigint) ORDER BY p.store)
+                   'verified_at', (extract(epoch FROM p.verified_at) * 1000)::bigint,
+                   'ack_statement', p.ack_statement, 'ack_signature', p.ack_signature,
+                   'verify_statement', p.verify_statement, 'verify_signature', p.verify_signature,
+                   'store_key', (SELECT left(encode(sha256(k.public_key), 'hex'), 16) FROM store_keys k
+                                 WHERE k.store = p.store)) ORDER BY p.store)
         FROM erasure_progress p WHERE p.request_id = d.request_id),
        'complete', now(), now() + make_interval(days => %(reverify_days)s)
 FROM done d
@@ -416,7 +422,7 @@ async def _apply_erase_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
     cur = await conn.execute(_ACK, _columns([
         (rid, store, ack["status"], ack["items_erased"], ms_to_dt(ack["completed_at"]),
          (ack.get("error") or None) and ack["error"][:200].replace("\x00", ""),  # text holds no NUL
-         ack.get("round", 0)) for (rid, store), ack in best.items()]))
+         ack.get("round", 0), *(ack.get("receipt") or (None, None))) for (rid, store), ack in best.items()]))
     touched = set()
     for rid, store, status, waited in await cur.fetchall():
         touched.add(rid)
@@ -430,8 +436,8 @@ async def _apply_erase_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
 async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: Context,
                              best: dict[tuple[uuid.UUID, str], dict[str, Any]]) -> set[uuid.UUID]:
     cur = await conn.execute(_VERIFIED, _columns([
-        (rid, store, ack["status"], ack.get("items_found", 0), ms_to_dt(ack["completed_at"]), ack.get("round", 0))
-        for (rid, store), ack in best.items()]))
+        (rid, store, ack["status"], ack.get("items_found", 0), ms_to_dt(ack["completed_at"]), ack.get("round", 0),
+         *(ack.get("receipt") or (None, None))) for (rid, store), ack in best.items()]))
     rows = await cur.fetchall()
     late = await _late_findings(conn, best, {(r[0], r[1]) for r in rows})
     closed_round = {(r[0], r[1]) for r in late}

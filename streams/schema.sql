@@ -414,3 +414,10 @@ CREATE TABLE IF NOT EXISTS access_parts (
     PRIMARY KEY (request_id, store, part),
     FOREIGN KEY (request_id, store) REFERENCES access_progress ON DELETE CASCADE
 );
+
+-- Certificates of erasure, version 2 (lifecycle/proofs.py, docs/security.md): each store's own signed
+-- receipt statement (no account id in it) for the erase ack and the verify ack that counted.
+ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS ack_statement text;
+ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS ack_signature text;
+ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS verify_statement text;
+ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS verify_signature text;

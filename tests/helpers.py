@@ -102,3 +102,10 @@ _LETTER_KEYS: dict[str, Any] = {}
 def _close_letter_connections() -> None:
     for _, conn in _LETTER_KEYS.values():
         conn.close()
+
+
+def ack_headers(signer: Any, value: bytes) -> list[tuple[str, bytes]]:
+    """The headers a store sends with an ErasureAck: its signature, and its signed receipt."""
+    from lifecycle.schemas import Codec
+
+    return [*signer.headers(value), *signer.receipt_headers(Codec().decode(value, topic="erasure-acks").value)]

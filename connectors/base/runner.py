@@ -488,12 +488,14 @@ async def _ack(producer: _SigningProducer, codec: Codec, settings: Settings, sto
             continue
         # An order by hash alone is answered by hash alone: the ids it matched stay in the store.
         account = None if order.by_hash_only else order.account_id
-        value = codec.encode("ErasureAck", {
+        record = {
             "request_id": order.request_id, "account_id": account, "store": store,
             "status": outcome.status, "items_erased": outcome.items, "completed_at": _now_ms(),
             "error": outcome.error, "action": order.action, "round": order.round,
             "items_found": (found or {}).get(order.request_id, 0), "nonce": order.nonce,
-        })
+        }
+        value = codec.encode("ErasureAck", record)
         key = (account or (order.subject_hashes[0] if order.subject_hashes else order.request_id)).encode()
-        futures.append(await producer.send(settings.topic("erasure-acks"), key=key, value=value))
+        futures.append(await producer.send(settings.topic("erasure-acks"), key=key, value=value,
+                                           extra=producer.key.receipt_headers(record)))
     await _confirmed(producer, futures)

@@ -25,6 +25,7 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from lifecycle.core.crypto import KeyWrapper
 from lifecycle.core.errors import ConfigError
 
-__all__ = ["DDL", "ensure_table", "SIGNATURE_HEADER", "StoreKey", "AckSigner", "load_store_keys", "sign_ack",
-           "ack_signature_problem", "register_store", "register_public_key", "fingerprint", "store_key_path",
-           "check_store_name"]
+__all__ = ["RECEIPT_HEADER", "receipt_statement", "receipt_problem", "verify_receipt", "DDL", "ensure_table",
+           "SIGNATURE_HEADER", "StoreKey", "AckSigner", "load_store_keys", "sign_ack", "ack_signature_problem",
+           "register_store", "register_public_key", "fingerprint", "store_key_path", "check_store_name"]
 
 SIGNATURE_HEADER = "lifecycle.signature"
+# The store's signature of its receipt statement (below): what a certificate of erasure carries, so
+# that an auditor checks each store's own word offline, without the ack (which names the account).
+RECEIPT_HEADER = "lifecycle.receipt-signature"
+RECEIPT_FORMAT = "lifecycle-store-receipt/1"
+RECEIPT_FIELDS = ("request_id", "store", "action", "round", "status", "items_erased", "items_found",
+                  "completed_at", "nonce")
 _ED25519 = b"ed25519:"
 DDL = """
 CREATE TABLE IF NOT EXISTS store_keys (
@@ -51,6 +58,43 @@ CREATE TABLE IF NOT EXISTS store_keys (
 ALTER TABLE store_keys ADD COLUMN IF NOT EXISTS public_key bytea;
 ALTER TABLE store_keys ALTER COLUMN wrapped DROP NOT NULL
 """
+
+
+def receipt_statement(ack: dict[str, Any]) -> bytes:
+    """The canonical bytes a store signs for one ErasureAck: its answer without the account id (a
+    certificate carries it). JSON, keys sorted, no spaces, ASCII."""
+    body = {name: getattr(ack.get(name), "value", ack.get(name)) for name in RECEIPT_FIELDS}  # enums as text
+    body["action"] = body["action"] or "erase"
+    body["round"] = body["round"] or 0
+    body["items_found"] = body["items_found"] or 0
+    body["nonce"] = body["nonce"] or ""
+    body["format"] = RECEIPT_FORMAT
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def verify_receipt(public: bytes, statement: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` (``ed25519:`` + base64) is the store's over ``statement``."""
+    if not signature.startswith(_ED25519):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(signature[len(_ED25519):],
+                                                                           validate=True), statement)
+    except (ValueError, binascii.Error, InvalidSignature):
+        return False
+    return True
+
+
+def receipt_problem(keys: dict[str, StoreKey], ack: dict[str, Any],
+                    headers: Iterable[tuple[str, bytes]] | None) -> tuple[str, str] | None:
+    """(reason, message) when a store with a signing key did not sign its receipt; None otherwise (a
+    legacy store has none: its certificate entry says so)."""
+    key = keys.get(ack["store"])
+    if key is None or key.public is None:
+        return None
+    given = [v for k, v in headers or [] if k == RECEIPT_HEADER]
+    if len(given) != 1 or not verify_receipt(key.public, receipt_statement(ack), given[0]):
+        return "bad_receipt", "no receipt signature, or not the store's over this ack's receipt statement"
+    return None
 
 
 def fingerprint(public: bytes) -> str:
@@ -112,6 +156,12 @@ class AckSigner:
         if self._ed25519 is None:
             return None
         return self._ed25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def receipt_headers(self, ack: dict[str, Any]) -> list[tuple[str, bytes]]:
+        """The signed receipt of an ErasureAck (none with a legacy HMAC key)."""
+        if self._ed25519 is None:
+            return []
+        return [(RECEIPT_HEADER, _ED25519 + base64.b64encode(self._ed25519.sign(receipt_statement(ack))))]
 
     def headers(self, value: bytes) -> list[tuple[str, bytes]]:
         if self._ed25519 is not None:

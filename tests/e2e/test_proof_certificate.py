@@ -44,8 +44,12 @@ def test_a_certificate_verifies_offline_and_no_changed_byte_does(settings, worke
     published = _lifecycle(settings, "proof", "key", "--raw")
     assert published.returncode == 0
     key.write_bytes(published.stdout)
+    stores = tmp_path / "stores.json"  # the stores' published keys (issue 26: a v2 certificate's receipts)
+    listed = _lifecycle(settings, "store", "keys")
+    assert listed.returncode == 0, listed.stderr.decode()
+    stores.write_bytes(listed.stdout)
     offline = dataclasses.replace(settings, postgres_dsn=None, kafka_bootstrap=None, state_dir=tmp_path / "auditor")
-    ok = _lifecycle(offline, "proof", "verify", str(cert), "--public-key", str(key))
+    ok = _lifecycle(offline, "proof", "verify", str(cert), "--public-key", str(key), "--store-keys", str(stores))
     assert ok.returncode == 0 and b"valid" in ok.stdout, ok.stderr.decode()
 
     for i in range(len(data)):  # every byte changed in turn: each a refusal

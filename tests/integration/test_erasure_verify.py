@@ -19,7 +19,7 @@ from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import register_store
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
-from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
+from tests.helpers import HOUR, T0, ack_headers, emit, erasure_answer, event, metric, wait_for
 from tests.integration.test_erasure import _life_of, _seed_outside_stores
 
 
@@ -54,7 +54,7 @@ def test_data_found_at_verification_keeps_the_erasure_open_until_erased_again(se
     topic = settings.topic("erasure-acks")
 
     def send(value):
-        producer.send(topic, key=b"crm", value=value, headers=key.headers(value))
+        producer.send(topic, key=b"crm", value=value, headers=ack_headers(key, value))
         producer.flush(30)
 
     def crm():

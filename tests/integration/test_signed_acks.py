@@ -15,7 +15,7 @@ from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import register_store, sign_ack
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
-from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
+from tests.helpers import HOUR, T0, ack_headers, emit, erasure_answer, event, metric, wait_for
 
 
 def _ack(request_id, account, store, action="erase", settings=None):
@@ -47,7 +47,7 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
         request_id = erasure_answer(worker, acc)["erasures"][0]["request_id"]
         topic = settings.topic("erasure-acks")
         value = _ack(request_id, acc, "crm", settings=settings)
-        for headers in ([], sign_ack(secrets.token_bytes(32), value), audit.headers(value)):
+        for headers in ([], sign_ack(secrets.token_bytes(32), value), ack_headers(audit, value)):
             producer.send(topic, key=acc.encode(), value=value, headers=headers)
         producer.flush(30)
         url = worker.url("/metrics")
@@ -59,18 +59,18 @@ def test_only_the_stores_own_signature_advances_an_erasure(settings, tmp_path):
         with psycopg.connect(settings.postgres_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM erasure_proofs").fetchone()[0] == 0
 
-        producer.send(topic, key=acc.encode(), value=value, headers=crm.headers(value))
+        producer.send(topic, key=acc.encode(), value=value, headers=ack_headers(crm, value))
         producer.flush(30)
         wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "pending"}, what="crm's own ack")
         audit_ack = _ack(request_id, acc, "audit", settings=settings)
-        producer.send(topic, key=acc.encode(), value=audit_ack, headers=audit.headers(audit_ack))
+        producer.send(topic, key=acc.encode(), value=audit_ack, headers=ack_headers(audit, audit_ack))
         producer.flush(30)
         wait_for(lambda: _stores(worker, acc) == {"crm": "erased", "audit": "erased"}, what="audit's own ack")
         time.sleep(1)  # acknowledged is not complete: every store must verify first
         assert erasure_answer(worker, acc)["erasures"][0]["state"] == "open"
         for store, key in (("crm", audit), ("crm", crm), ("audit", audit)):  # the first is forged
             verified = _ack(request_id, None, store, action="verify", settings=settings)
-            producer.send(topic, key=request_id.encode(), value=verified, headers=key.headers(verified))
+            producer.send(topic, key=request_id.encode(), value=verified, headers=ack_headers(key, verified))
         producer.flush(30)
         wait_for(lambda: erasure_answer(worker, acc)["erasures"][0]["state"] == "complete", what="complete")
     finally:

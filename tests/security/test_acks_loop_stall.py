@@ -17,7 +17,7 @@ from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import register_store
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
-from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
+from tests.helpers import HOUR, T0, ack_headers, emit, erasure_answer, event, metric, wait_for
 
 
 def _retention_ack(settings, **changes):
@@ -50,7 +50,7 @@ def test_malformed_retention_acks_are_dead_lettered_and_block_nothing(settings, 
             "request_id": request_id, "account_id": acc, "store": "crm", "status": "erased", "items_erased": 1,
             "completed_at": T0 + 2 * HOUR, "error": None, "action": "erase",
             "nonce": load_order_signer(settings, create=False).nonce("erasure", request_id, "erase", 0)})
-        producer.send(topic, key=same_partition, value=good, headers=crm.headers(good))
+        producer.send(topic, key=same_partition, value=good, headers=ack_headers(crm, good))
         producer.flush(30)
         url = worker.url("/metrics")
         wait_for(lambda: metric(url, "lifecycle_events_rejected_total", topic="erasure-acks",

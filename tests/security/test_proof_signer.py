@@ -14,7 +14,7 @@ from lifecycle import proofs
 
 
 def _certificate_signed_by_a_stranger(path):
-    body = {"format": proofs.FORMAT, "request_id": "00000000-0000-4000-8000-000000000001", "stores": [],
+    body = {"format": proofs.FORMAT_V1, "request_id": "00000000-0000-4000-8000-000000000001", "stores": [],
             "completed_at": "2026-01-01T00:00:00Z", "items_erased": 0, "keys_destroyed_at": None}
     key = Ed25519PrivateKey.generate()
     path.write_bytes(proofs.sign(body, key))

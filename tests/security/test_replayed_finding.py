@@ -14,7 +14,7 @@ from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import register_store
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
-from tests.helpers import HOUR, T0, emit, erasure_answer, event, wait_for
+from tests.helpers import HOUR, T0, ack_headers, emit, erasure_answer, event, wait_for
 
 
 def _ack(request_id, store, *, action="erase", round_=0, found=0, settings):
@@ -48,7 +48,7 @@ def test_a_replayed_old_finding_opens_no_new_round(settings, tmp_path):
         topic = settings.topic("erasure-acks")
 
         def send(store, value):
-            producer.send(topic, key=rid.encode(), value=value, headers=keys[store].headers(value))
+            producer.send(topic, key=rid.encode(), value=value, headers=ack_headers(keys[store], value))
             producer.flush(30)
 
         for store in keys:
@@ -62,7 +62,7 @@ def test_a_replayed_old_finding_opens_no_new_round(settings, tmp_path):
         wait_for(lambda: {s["store"]: s["status"] for s in erasure_answer(worker, acc)["erasures"][0]["stores"]}
                  == {"crm": "erased", "audit": "erased"}, what="crm erased again in round 1")
         for _ in range(3):  # the attacker replays the old finding, signature and all
-            producer.send(topic, key=rid.encode(), value=old_finding, headers=keys["crm"].headers(old_finding))
+            producer.send(topic, key=rid.encode(), value=old_finding, headers=ack_headers(keys["crm"], old_finding))
         producer.flush(30)
         for store in keys:
             send(store, _ack(rid, store, action="verify", round_=1, settings=settings))

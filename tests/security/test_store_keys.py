@@ -19,7 +19,7 @@ from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.core.storekeys import AckSigner, sign_ack
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
-from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
+from tests.helpers import HOUR, T0, ack_headers, emit, erasure_answer, event, metric, wait_for
 
 
 def _ack(settings, request_id, account):
@@ -75,7 +75,7 @@ def test_a_legacy_hmac_key_works_until_the_store_gets_a_signing_key(settings, tm
         wait_for(lambda: metric(url, "lifecycle_events_rejected_total", topic="erasure-acks", reason="bad_signature")
                  >= 1, what="the legacy signature refused")
         assert _crm(worker, "acc-after-migration") == "pending"
-        send(value, signer.headers(value))
+        send(value, ack_headers(signer, value))
         wait_for(lambda: _crm(worker, "acc-after-migration") == "erased", what="the store's own signature")
 
         # The pipeline keeps the public half alone: nothing it holds can sign for the store.
