@@ -301,6 +301,14 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
             if (folder := init_passwords(settings, settings.erasure_stores)) is not None:
                 print(f"PostgreSQL role passwords in {folder} (one per component)", file=sys.stderr)
+            if args.hand_out:
+                import psycopg
+
+                from lifecycle.handout import hand_out
+
+                with psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+                    for handed in hand_out(settings, Path(args.hand_out), settings.erasure_stores, conn):
+                        print(f"secrets of {handed.name} in {handed}", file=sys.stderr)
         keys = open_keyring(settings, create=False)
     print(json.dumps({"current": keys.fingerprints()[0], "older": list(keys.fingerprints()[1:])}))
     return 0
@@ -671,8 +679,10 @@ def _parser() -> argparse.ArgumentParser:
         fn=cmd_erasure_replay, reads="database")
     keys = sub.add_parser("keys", help="the hash key behind every pseudonym").add_subparsers(dest="action",
                                                                                           required=True)
-    keys.add_parser("init", help="create the key file if there is none; print fingerprints").set_defaults(
-        fn=cmd_keys)
+    keys_init = keys.add_parser("init", help="create the key files if there are none; print fingerprints")
+    keys_init.add_argument("--hand-out", default=None, metavar="DIR",
+                           help="then give each party a folder of its own secrets alone (lifecycle/handout.py)")
+    keys_init.set_defaults(fn=cmd_keys)
     keys.add_parser("fingerprint", help="the fingerprints of the key ring, current first").set_defaults(
         fn=cmd_keys, reads="database")
     keys.add_parser("rotate", help="a new current key; older ones stay for matching").set_defaults(fn=cmd_keys)

@@ -103,6 +103,7 @@ class Settings:
     store_key_file: Path | None = None  # default <state_dir>/secrets/stores/NAME.key
     order_key_file: Path | None = None  # Ed25519 key that signs orders (lifecycle/core/orderkeys.py)
     order_public_key: str | None = None  # the pipeline's order key as a store is given it (base64)
+    order_public_key_file: Path | None = None  # or a file holding it (default: order.pub beside the order key)
     # Erasure (docs/erasure.md).
     erasure_deadline_days: int = 30
     erasure_stores: tuple[str, ...] = ("postgres", "files", "mailing-list", "redis")
@@ -170,6 +171,8 @@ class Settings:
             kw["proof_key_file"] = Path(raw)
         if (raw := get("STORE_KEY_FILE")) is not None:
             kw["store_key_file"] = Path(raw)
+        if (raw := get("ORDER_PUBLIC_KEY_FILE")) is not None:
+            kw["order_public_key_file"] = Path(raw)
         if (raw := get("ORDER_KEY_FILE")) is not None:
             kw["order_key_file"] = Path(raw)
         if (raw := get("HTTP_TOKENS_FILE")) is not None:

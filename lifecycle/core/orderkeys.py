@@ -45,7 +45,7 @@ def order_key_file(settings: Settings) -> Path:
 
 
 def order_public_file(settings: Settings) -> Path:
-    return order_key_file(settings).with_name("order.pub")
+    return settings.order_public_key_file or order_key_file(settings).with_name("order.pub")
 
 
 def public_text(key: Ed25519PublicKey) -> str:
@@ -129,7 +129,8 @@ def load_order_signer(settings: Settings, *, create: bool = True) -> OrderSigner
 
 
 def load_order_verifier(settings: Settings) -> OrderVerifier:
-    """``LIFECYCLE_ORDER_PUBLIC_KEY`` (base64), else the public file beside the pipeline's order key."""
+    """``LIFECYCLE_ORDER_PUBLIC_KEY`` (base64), else ``LIFECYCLE_ORDER_PUBLIC_KEY_FILE``, else the
+    public file beside the pipeline's order key."""
     if settings.order_public_key:
         return OrderVerifier(settings.order_public_key, "LIFECYCLE_ORDER_PUBLIC_KEY")
     path = order_public_file(settings)

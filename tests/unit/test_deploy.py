@@ -61,7 +61,7 @@ def test_every_service_of_our_image_runs_a_real_cli_command():
 def test_every_mounted_file_exists():
     for name, svc in _compose()["services"].items():
         for volume in svc.get("volumes", []):
-            source = volume.split(":")[0]
+            source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
             if source.startswith("./"):
                 assert (PROJECT_ROOT / source).exists(), f"service {name} mounts a missing {source}"
 
