@@ -64,8 +64,9 @@ def _sigterm_as_exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-RESTART_LIMIT = 5  # crashes of one child within RESTART_WINDOW_S before `up` gives up
+RESTART_LIMIT = 5  # crashes of one child within RESTART_WINDOW_S: it is reported failing
 RESTART_WINDOW_S = 60.0
+FAILING_RETRY_S = 60.0  # a failing child is still started again, this often
 DRAIN_DEADLINE_S = 30.0
 
 
@@ -81,6 +82,8 @@ class _Child:
     crashes: list[float] = dataclasses.field(default_factory=list)
     restarts: int = 0
     due_at: float | None = None  # when a crashed child is started again
+    failing: bool = False  # crashed RESTART_LIMIT times within RESTART_WINDOW_S; reported until it stays up
+    started_at: float = 0.0
 
     def spawn(self, stack: Stack) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,12 +91,17 @@ class _Child:
             self.proc = spawn(self.argv, log=log, env=self.env)
         stack.adopt(self.proc)
         self.due_at = None
+        self.started_at = time.monotonic()
 
 
 class Supervisor:
     """The processes of `up` and `demo` on a started stack: starts them, restarts a worker or
-    connector that exits (backoff 1, 2, 4 ... 30 s; gives up after RESTART_LIMIT crashes of one
-    child within RESTART_WINDOW_S), restarts an embedded broker that exits, and drains on stop."""
+    connector that exits (backoff 1, 2, 4 ... 30 s), restarts an embedded broker that exits, and
+    drains on stop. A child that crashes RESTART_LIMIT times within RESTART_WINDOW_S is reported
+    failing (``<state>/run/children.json``: the worker's /readyz and the metric
+    ``lifecycle_stack_child_failing`` read it; an alert fires on it) and started again every
+    FAILING_RETRY_S, while the rest of the stack keeps serving: one failing connector never
+    stops them all (issue 26)."""
 
     def __init__(self, stack: Stack, live: Settings, say: Callable[[str], None]):
         self.stack, self.live, self.say = stack, live, say
@@ -112,6 +120,7 @@ class Supervisor:
         return [self.worker, *self.connectors]
 
     def start(self) -> None:
+        write_children_file(self.live, [c.name for c in self.children if c.failing])
         self.worker.spawn(self.stack)
         assert self.worker.proc is not None
         self.say(f"worker started (pid {self.worker.proc.pid}, log: {self.worker.log_path}); "
@@ -122,28 +131,38 @@ class Supervisor:
         self.say(f"connectors started: {', '.join(f'{s} (metrics :{p})' for s, p in self.ports.items())}")
 
     def watch(self) -> None:
-        """One round of supervision; raises StackError when a child keeps crashing."""
+        """One round of supervision."""
         if self.stack.broker_exited():
             self._restart_broker()
             return
         now = time.monotonic()
+        changed = False
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:
                 code = child.proc.returncode
                 self.stack.forget(child.proc)
                 child.proc = None
                 child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW_S] + [now]
-                if len(child.crashes) >= RESTART_LIMIT:
-                    raise StackError(f"the {child.name} exited {len(child.crashes)} times within "
-                                     f"{RESTART_WINDOW_S:.0f} s (last exit code {code}); see {child.log_path}")
-                delay = min(2.0 ** (len(child.crashes) - 1), 30.0)
+                if len(child.crashes) >= RESTART_LIMIT and not child.failing:
+                    child.failing = changed = True
+                    self.say(f"the {child.name} exited {len(child.crashes)} times within {RESTART_WINDOW_S:.0f} s "
+                             f"(last exit code {code}): reported failing; the rest of the stack keeps serving, and "
+                             f"it is started again every {FAILING_RETRY_S:.0f} s (log: {child.log_path})")
+                delay = FAILING_RETRY_S if child.failing else min(2.0 ** (len(child.crashes) - 1), 30.0)
                 child.due_at = now + delay
-                self.say(f"the {child.name} exited with code {code}; restarting in {delay:.0f} s "
-                         f"(log: {child.log_path})")
+                if not child.failing:
+                    self.say(f"the {child.name} exited with code {code}; restarting in {delay:.0f} s "
+                             f"(log: {child.log_path})")
+            elif child.failing and child.proc is not None and now - child.started_at > RESTART_WINDOW_S:
+                child.failing, child.crashes, changed = False, [], True
+                self.say(f"the {child.name} has stayed up {RESTART_WINDOW_S:.0f} s: no longer failing")
             if child.proc is None and child.due_at is not None and now >= child.due_at:
                 child.restarts += 1
                 child.spawn(self.stack)
-                self.say(f"the {child.name} restarted (restart {child.restarts})")
+                if not child.failing:
+                    self.say(f"the {child.name} restarted (restart {child.restarts})")
+        if changed:
+            write_children_file(self.live, [c.name for c in self.children if c.failing])
 
     def _restart_broker(self) -> None:
         """The embedded broker's log lived in its memory: start it again on its port, declare the
@@ -248,6 +267,19 @@ def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator
     """``supervised_pipeline`` for callers that only need the servers (the demo, benchmarks)."""
     with supervised_pipeline(settings, say) as supervisor:
         yield supervisor.live, supervisor.stack
+
+
+def children_file(settings: Settings) -> Path:
+    return settings.state_dir / "run" / "children.json"
+
+
+def write_children_file(settings: Settings, failing: list[str]) -> None:
+    """The children `up` reports failing, for the worker's /readyz and metrics (names, no data)."""
+    path = children_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"failing": failing}))
+    tmp.replace(path)
 
 
 def stack_file(settings: Settings) -> Path:

@@ -57,6 +57,7 @@ class Metrics:
     outbox_withheld: Counter
     registry_errors: Counter
     log_resets: Counter
+    child_failing: Gauge
     clear_personal_fields: Counter
     http_refused: Counter
     events_suppressed: Counter
@@ -162,6 +163,10 @@ class Metrics:
                 ["stage"],
                 registry=registry,
             ),
+            child_failing=Gauge(
+                f"{prefix}stack_child_failing",
+                "1 while a process `up` supervises (worker, connector NAME) keeps crashing; the rest keeps "
+                "serving (lifecycle/supervisor.py).", ["child"], registry=registry),
             log_resets=Counter(
                 f"{prefix}intake_log_resets",
                 "Input partitions whose log was new or shorter than the stored position (broker restarted "

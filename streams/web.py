@@ -65,16 +65,33 @@ def register_views(pipeline: Pipeline) -> None:
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
+    children = settings.state_dir / "run" / "children.json"  # written by `up` (lifecycle/supervisor.py)
+    seen_failing: set[str] = set()
+
+    def failing_children() -> list[str]:
+        """The processes `up` reports failing; this worker keeps serving (names only, no data)."""
+        try:
+            failing = [str(c) for c in json.loads(children.read_text()).get("failing", [])][:64]
+        except (OSError, ValueError, AttributeError):
+            failing = []
+        for child in seen_failing | set(failing):
+            pipeline.metrics.child_failing.labels(child).set(1 if child in failing else 0)
+        seen_failing.update(failing)
+        return failing
+
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         checks = {"consumer_group_joined": pipeline.health.ready}
         ok = all(checks.values())
-        # A log reset is reported, not a failure: the intake has already started again.
+        # A log reset is reported, not a failure: the intake has already started again. A failing
+        # connector is reported too: this worker is ready, and the alert names the child.
         return web.json({"status": "ready" if ok else "starting", "checks": checks,
-                         "log_resets": pipeline.health.log_resets}, status=200 if ok else 503)
+                         "log_resets": pipeline.health.log_resets, "failing_children": failing_children()},
+                        status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
+        failing_children()
         body = generate_latest(pipeline.metrics.registry)
         return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
