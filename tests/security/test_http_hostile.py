@@ -56,9 +56,9 @@ def _fields_of(answer) -> set:
     return {e["field"] for e in answer["errors"]} if isinstance(answer, dict) and "errors" in answer else set()
 
 
-def test_hostile_requests_get_the_right_answers(settings, worker):
-    url, ingest, read = worker.url("/v1/events"), settings.http_token.encode(), settings.read_token.encode()
-    events = url
+def test_hostile_requests_get_4xx_naming_the_field_never_5xx(settings, worker):
+    """Finding 10."""
+    events, ingest, read = worker.url("/v1/events"), settings.http_token.encode(), settings.read_token.encode()
 
     # 10: a lone surrogate, invalid UTF-8 and a NUL in a field: 400 naming the field, never 503 or 202.
     body = json.dumps(_session(1)).replace('"acc-storm1"', '"acc-\\ud800"').encode()
@@ -89,14 +89,23 @@ def test_hostile_requests_get_the_right_answers(settings, worker):
     for path in (b"/healthz", b"/readyz", b"/metrics"):
         assert _request(worker, "GET", path) == 200, path
 
-    # 8: a made-up sealed value is not taken as sealed.
+
+
+def test_a_value_that_looks_sealed_must_open_as_its_subjects_field(settings, worker):
+    """Finding 8."""
+    events = worker.url("/v1/events")
     forged = "lc1:" + "A" * 22 + ":" + base64.urlsafe_b64encode(b"marie.curie@example.org" * 2).decode()
     registered = event("account.registered", int(time.time() * 1000) - 60_000, account="acc-lc1",
                        email=forged, first_name="Marie", last_name="Curie")
     status, answer = post(events, registered, settings.http_token)
     assert status == 400 and _fields_of(answer) == {"email"}, answer
 
-    # 9: B's email sealed under A's key (a holder of the keys token can do this) does not open as B's.
+
+
+def test_a_value_sealed_under_another_subjects_key_is_refused(settings, worker):
+    """Finding 9: B's email sealed under A's key (a holder of the keys token can do this) does not
+    open as B's; a value sealed under B's own key is accepted as it is."""
+    events = worker.url("/v1/events")
     status, keys = post(worker.url("/v1/keys"), {"subjects": [{"subject": "acc-a", "category": "account_profile"}]},
                         settings.keys_token)
     assert status == 200, keys
@@ -106,7 +115,6 @@ def test_hostile_requests_get_the_right_answers(settings, worker):
                        email=sealed, first_name="B", last_name="B")
     status, answer = post(events, registered, settings.http_token)
     assert status == 400 and _fields_of(answer) == {"email"}, answer
-    # ...while a value sealed under the subject's own key is accepted as it is.
     status, keys = post(worker.url("/v1/keys"), {"subjects": [{"subject": "acc-b", "category": "account_profile"}]},
                         settings.keys_token)
     b_key = keys["keys"][0]
