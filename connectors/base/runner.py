@@ -40,6 +40,7 @@ from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
     ErasureOrder,
+    Expiry,
     InvalidOrder,
     Outcome,
     RetentionOrder,
@@ -218,7 +219,8 @@ class _Connector:
         unavailable = self.metrics.unavailable.labels(self.sink.name)
         while not self.stop.is_set():
             try:
-                outcomes = await self.in_store(lambda: self.resolver.erase(orders))
+                outcomes = await self.in_store(lambda: self.one_by_one(
+                    self.resolver.erase, orders, _failed_outcome))
                 break
             except TransientStoreError as exc:
                 unavailable.inc()
@@ -241,26 +243,58 @@ class _Connector:
     async def verify(self, producer: _SigningProducer, orders: list[ErasureOrder]) -> bool:
         """Answer verify orders (docs/erasure.md): nothing_found when the store holds nothing more,
         failed with items_found when it does. False if stopped before the answer."""
-        found = await self.retrying("to verify", lambda: self.resolver.verify(orders))
-        if found is None:
+        looked = await self.retrying("to verify", lambda: self.one_by_one(self.resolver.verify, orders, lambda e: e))
+        if looked is None:
             return False
-        outcomes = {rid: Outcome(AckStatus.NOTHING_FOUND) if not n else
-                    Outcome(AckStatus.FAILED, 0, f"{n} item(s) still held") for rid, n in found.items()}
+        found = {rid: n for rid, n in looked.items() if isinstance(n, int)}
+        outcomes = {rid: Outcome(AckStatus.FAILED, 0, n) if isinstance(n, str) else  # could not look: unchecked
+                    Outcome(AckStatus.NOTHING_FOUND) if not n else
+                    Outcome(AckStatus.FAILED, 0, f"{n} item(s) still held") for rid, n in looked.items()}
         await _ack(producer, self.codec, self.settings, self.sink.name, orders, outcomes, found)
         for rid, n in found.items():
             if n:
                 log.warning("store %s still holds %d item(s) of erasure %s", self.sink.name, n, rid)
         return True
 
+    def one_by_one(self, fn: Callable[[list[Any]], dict[str, Any]], orders: list[Any],
+                   failed: Callable[[str], Any]) -> dict[str, Any]:
+        """``fn(orders)`` on the store's thread; when it fails for a reason no retry mends (not
+        TransientStoreError), each order alone, and an order that fails alone is answered
+        ``failed(error)`` (the orchestrator asks again later) instead of crashing the connector on
+        every restart. The error is named by its class alone: its message may quote data."""
+        try:
+            return fn(orders)
+        except TransientStoreError:
+            raise
+        except Exception as exc:
+            log.warning("store %s failed a batch of %d order(s) with %s; each alone", self.sink.name, len(orders),
+                        type(exc).__name__)
+        out: dict[str, Any] = {}
+        for order in orders:
+            try:
+                out.update(fn([order]))
+            except TransientStoreError:
+                raise
+            except Exception as exc:
+                self.metrics.rejected.labels(self.sink.name, "store_error").inc()
+                log.warning("store %s could not carry out order %s (%s); answered failed", self.sink.name,
+                            order.request_id, type(exc).__name__)
+                out[order.request_id] = failed(f"store error: {type(exc).__name__}")
+        return out
+
     async def answer_access(self, producer: _SigningProducer, orders: list[AccessOrder]) -> bool:
         """Answer access orders: what the store holds, in sealed parts. False if stopped first."""
         sink = self.sink
-        held = await self.retrying("for an access order", lambda: sink.export(orders))
-        if held is None:
+        exported = await self.retrying("for an access order", lambda: self.one_by_one(sink.export, orders, lambda e: e))
+        if exported is None:
             return False
         futures = []
         for order in orders:
-            found = held.get(order.request_id)
+            found = exported.get(order.request_id)
+            if isinstance(found, str):  # the store could not gather it: an answer that says so
+                futures.append(await self._access_answer(producer, order, 0, {
+                    "part": 0, "parts": 0, "sealed": b"", "error": found}))
+                continue
             document = json.dumps({"store": sink.name, "holds": list(sink.holds), "items": found.items if found else 0,
                                    "data": found.data if found else {}}, sort_keys=True).encode()
             chunks = [document[i:i + PART_BYTES] for i in range(0, len(document), PART_BYTES)]
@@ -272,14 +306,17 @@ class _Connector:
             except BoxError as exc:
                 answers = [{"part": 0, "parts": 0, "sealed": b"", "error": str(exc)}]
             for answer in answers:
-                value = self.codec.encode("AccessAnswer", {
-                    "request_id": order.request_id, "store": sink.name, "items": found.items if found else 0,
-                    "completed_at": _now_ms(), "nonce": order.nonce, **answer})
-                futures.append(await producer.send(self.settings.topic("erasure-acks"), key=order.request_id.encode(),
-                                                   value=value))
+                futures.append(await self._access_answer(producer, order, found.items if found else 0, answer))
         await _confirmed(producer, futures)
         log.info("store %s answered %d access order(s)", sink.name, len(orders))
         return True
+
+    async def _access_answer(self, producer: _SigningProducer, order: AccessOrder, items: int,
+                             answer: dict[str, Any]) -> Any:
+        value = self.codec.encode("AccessAnswer", {
+            "request_id": order.request_id, "store": self.sink.name, "items": items, "completed_at": _now_ms(),
+            "nonce": order.nonce, **answer})
+        return await producer.send(self.settings.topic("erasure-acks"), key=order.request_id.encode(), value=value)
 
     async def retrying(self, what: str, fn: Callable[[], _T]) -> _T | None:
         """``fn()`` on the store's thread once the store answers (retried with backoff while it is
@@ -360,7 +397,7 @@ class _Sweeper:
                 if self.connector.stop.is_set():
                     return False
                 try:
-                    expiry = await self.connector.in_store(lambda: sink.expire(order))  # noqa: B023
+                    expiry: Expiry | None = await self.connector.in_store(lambda: sink.expire(order))  # noqa: B023
                     break
                 except TransientStoreError as exc:
                     unavailable.inc()
@@ -370,6 +407,14 @@ class _Sweeper:
                         futures.append(await self._ack(order, 0, None, error))
                         reported = True
                     await _pause(self.connector.stop, backoff.next_delay())
+                except Exception as exc:  # no retry mends it: said in the ack; the next order tries again
+                    self.connector.metrics.rejected.labels(sink.name, "store_error").inc()
+                    log.warning("store %s could not sweep %s (%s)", sink.name, order.category, type(exc).__name__)
+                    futures.append(await self._ack(order, 0, None, f"store error: {type(exc).__name__}"))
+                    expiry = None
+                    break
+            if expiry is None:
+                continue
             log.info("store %s swept %s: %d item(s) erased", sink.name, order.category, expiry.items)
             futures.append(await self._ack(order, expiry.items, expiry.oldest_ms, None))
             self.connector.metrics.retention_items.labels(sink.name, order.category).inc(expiry.items)
@@ -499,3 +544,7 @@ async def _ack(producer: _SigningProducer, codec: Codec, settings: Settings, sto
         futures.append(await producer.send(settings.topic("erasure-acks"), key=key, value=value,
                                            extra=producer.key.receipt_headers(record)))
     await _confirmed(producer, futures)
+
+
+def _failed_outcome(error: str) -> Outcome:
+    return Outcome(AckStatus.FAILED, 0, error)

@@ -11,10 +11,16 @@ and every connector keeps running and still completes a genuine erasure afterwar
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from lifecycle.connectors.base.runner import run_connector
+from lifecycle.connectors.files.sink import FilesSink
+from lifecycle.core.keys import Keyring
 from lifecycle.core.orderkeys import load_order_signer
 from lifecycle.schemas import Codec
 from tests.helpers import HOUR, T0, emit, erasure_answer, event, metric, wait_for
@@ -104,3 +110,48 @@ def test_hostile_orders_change_nothing_and_stop_no_connector(settings, worker, c
     wait_for(lambda: (a := erasure_answer(worker, live)) and a["erasures"][0]["state"] == "complete",
              deadline_s=90, what="the genuine erasure complete")
     assert not (settings.files_dir / live).exists() and (victim / "precious.txt").exists()
+
+
+class _BrittleFiles(FilesSink):
+    """The files store, failing for one account with an error no retry mends."""
+
+    def erase(self, orders):
+        if any(o.account_id == "acc-poison" for o in orders):
+            raise RuntimeError("the store choked on this one")
+        return super().erase(orders)
+
+
+def test_an_order_the_store_cannot_carry_out_is_answered_failed_and_stops_nothing(settings):
+    """An order that passes every check but makes the store fail for good no longer crashes the
+    connector (again on every restart): each order of the batch alone, that one answered failed."""
+    s = dataclasses.replace(settings, store_key="ab" * 32)
+    codec, signer = Codec(), load_order_signer(s)
+    (s.files_dir / "acc-fine").mkdir(parents=True)
+    (s.files_dir / "acc-fine" / "a.txt").write_text("x")
+    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+    for account in ("acc-poison", "acc-fine"):
+        rid = str(uuid.uuid4())
+        value = codec.encode("DeletionOrder", _deletion(rid, account, nonce=signer.nonce("erasure", rid, "erase", 0)))
+        producer.send(s.topic("tombstones"), key=account.encode(), value=value, headers=signer.headers(value))
+    producer.flush(10)
+    producer.close()
+    stop = threading.Event()
+    sink = _BrittleFiles(s.files_dir, Keyring((b"sixteen-byte-key!",)))
+    runner = threading.Thread(target=run_connector, args=(s, sink, stop))
+    runner.start()
+    acks: list[dict] = []
+    consumer = KafkaConsumer(s.topic("erasure-acks"), bootstrap_servers=s.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=500)
+    try:
+        end = time.monotonic() + 30
+        while len(acks) < 2 and time.monotonic() < end:
+            acks += [codec.decode(m.value, topic="erasure-acks").value for m in consumer]
+        assert runner.is_alive()
+    finally:
+        consumer.close()
+        stop.set()
+        runner.join(30)
+    by_account = {a["account_id"]: a for a in acks}
+    assert by_account["acc-fine"]["status"] == "erased" and not (s.files_dir / "acc-fine").exists()
+    assert by_account["acc-poison"]["status"] == "failed"
+    assert by_account["acc-poison"]["error"] == "store error: RuntimeError"
