@@ -15,6 +15,7 @@ import dataclasses
 import hmac
 import re
 import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,9 @@ def middleware(tokens: Tokens, max_in_flight: int,
                 refused(request.path, "forbidden")
                 return web.json_response({"error": f"this token lacks the scope {needed or 'of this route'}"},
                                          status=403)
+            if (problem := _path_problem(request.raw_path)) is not None:
+                return web.json_response({"errors": [{"index": None, "field": "path", "problem": problem}]},
+                                         status=400)
             encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 refused(request.path, "unsupported_encoding")
@@ -159,6 +163,18 @@ def middleware(tokens: Tokens, max_in_flight: int,
             return await handler(request)
 
     return guard
+
+
+def _path_problem(raw_path: str) -> str | None:
+    """Why a request path cannot name anything: an identifier in it is not UTF-8 once its escapes
+    are decoded, or holds a control character (the server would otherwise pass it on as text)."""
+    try:
+        text = urllib.parse.unquote_to_bytes(raw_path.split("?", 1)[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 once its %-escapes are decoded"
+    if not text.isprintable():
+        return "contains a control character"
+    return None
 
 
 def _bearer(request: web.Request) -> str | None:
