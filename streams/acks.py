@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -54,18 +53,15 @@ POLL_TIMEOUT_MS = 500
 
 
 class AckKeys:
-    """The stores' public keys (and legacy HMAC keys, docs/security.md), read at start and again
-    when an ack names a store or carries a signature they do not explain (a store added or rotated
-    since): at most every RELOAD_S, or UNKNOWN_RELOAD_S for a store not known yet (a connector
-    registers its key at its first start). The pipeline creates no store key: it could sign with it."""
-
-    RELOAD_S = 5.0
-    UNKNOWN_RELOAD_S = 1.0
+    """The stores' public keys (and legacy HMAC keys, docs/security.md), read at start and read
+    again, at most once per batch, before an ack is refused for a signature they do not explain (a
+    store registered or rotated since: a connector registers its key at its first start) or believed
+    under a legacy HMAC key (refused once the store has a signing key). At most one query per batch,
+    whatever an attacker writes. The pipeline creates no store key: it could sign with it."""
 
     def __init__(self, dsn: str, wrapper: KeyWrapper):
         self.dsn, self.wrapper = dsn, wrapper
         self.keys = self._load()
-        self._loaded = time.monotonic()
         self._fresh = True
 
     def _load(self) -> dict[str, StoreKey]:
@@ -76,23 +72,19 @@ class AckKeys:
         headers = _header_list(headers)
         known = self.keys.get(store)
         if known is not None and known.public is None and not self._fresh:
-            # A legacy HMAC key is refused once the store has a signing key: look again before believing it
-            # (one query per batch that holds such acks, while stores migrate).
             await self._reload()
         problem = ack_signature_problem(self.keys, store, value, headers)
-        wait = self.RELOAD_S if store in self.keys else self.UNKNOWN_RELOAD_S
-        if problem is not None and problem[0] == "bad_signature" and time.monotonic() - self._loaded > wait:
+        if problem is not None and problem[0] == "bad_signature" and not self._fresh:
             await self._reload()
             problem = ack_signature_problem(self.keys, store, value, headers)
         return problem
 
     async def _reload(self) -> None:
-        self._loaded = time.monotonic()
         self.keys = await asyncio.to_thread(self._load)
         self._fresh = True
 
     def new_batch(self) -> None:
-        """Keys read before this batch are not fresh enough to believe a legacy key with."""
+        """The keys may be read again once in this batch."""
         self._fresh = False
 
 
