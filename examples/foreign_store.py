@@ -68,7 +68,9 @@ SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "avro"
 
 def schema_id(schema: dict) -> int:
     """The built-in registry's id rule (docs/schemas.md)."""
-    v = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
+    # The Avro specification's CRC-64-AVRO of the Parsing Canonical Form, as a number (Java's
+    # parsingFingerprint64); fastavro gives its 8 bytes little-endian.
+    v = int.from_bytes(bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")), "little")
     return ((v ^ (v >> 31) ^ (v >> 62)) & 0x7FFFFFFF) or 1
 
 

@@ -43,7 +43,9 @@ TOPICS = ["account-events", "session-events", "consent-events", "analytics-event
 
 
 def schema_id(schema: dict) -> int:
-    value = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
+    # The Avro specification's CRC-64-AVRO of the Parsing Canonical Form, as a number (Java's
+    # parsingFingerprint64); fastavro gives its 8 bytes little-endian.
+    value = int.from_bytes(bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")), "little")
     return ((value ^ (value >> 31) ^ (value >> 62)) & 0x7FFFFFFF) or 1
 
 

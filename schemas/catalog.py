@@ -17,7 +17,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-__all__ = ["Catalog", "RecordType", "load_catalog", "schema_id", "plain_schema", "SCHEMA_DIR"]
+__all__ = ["legacy_schema_id", "Catalog", "RecordType", "load_catalog", "schema_id", "plain_schema", "SCHEMA_DIR"]
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 ENVELOPE_FIELDS = ("event_id", "event_type", "occurred_at", "account_id", "visitor_id", "source")
@@ -25,15 +25,23 @@ _RELEASED = re.compile(r"^(?P<name>[A-Za-z0-9_]+)\.v(?P<version>\d+)\.avsc$")
 
 
 def schema_id(schema: dict[str, Any]) -> int:
-    """A stable id for a schema: its CRC-64-AVRO fingerprint folded into a positive int32.
+    """A stable id for a schema: its CRC-64-AVRO fingerprint (the Avro specification's 64-bit
+    Rabin fingerprint of the Parsing Canonical Form, Java's ``parsingFingerprint64``) folded into a
+    positive int32, so that the same schema has the same id on every machine with no id allocation
+    service, and any Avro library computes it (docs/schemas.md)."""
+    # fastavro gives the fingerprint's bytes little-endian, as the specification writes them.
+    return _fold(int.from_bytes(bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")),
+                                "little"))
 
-    The built-in registry uses it so the same schema has the same id on every machine, with no
-    id allocation service.
-    """
-    canonical = to_parsing_canonical_form(schema)
-    value = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
-    folded = (value ^ (value >> 31) ^ (value >> 62)) & 0x7FFFFFFF
-    return folded or 1
+
+def legacy_schema_id(schema: dict[str, Any]) -> int:
+    """The id before issue 27, read from those bytes as a big-endian number: no library computes it
+    from the specification. Still resolved when reading, so that records already on a topic decode."""
+    return _fold(int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16))
+
+
+def _fold(value: int) -> int:
+    return ((value ^ (value >> 31) ^ (value >> 62)) & 0x7FFFFFFF) or 1
 
 
 def plain_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
-from lifecycle.schemas.catalog import Catalog, load_catalog, schema_id
+from lifecycle.schemas.catalog import Catalog, legacy_schema_id, load_catalog, schema_id
 from lifecycle.schemas.errors import RegistryError, UnknownSchemaId
 
 __all__ = ["Registry", "BuiltinRegistry", "ConfluentRegistry", "make_registry"]
@@ -29,13 +29,17 @@ class Registry(Protocol):
 
 
 class BuiltinRegistry:
-    """Schemas from the repository (current and released), ids derived from their fingerprints."""
+    """Schemas from the repository (current and released), ids derived from their fingerprints.
+    Records are written with ``schema_id``; the ids of before issue 27 (``legacy_schema_id``) are
+    still read, so nothing already on a topic, in the journal or in a dead letter becomes unreadable."""
 
     def __init__(self, catalog: Catalog | None = None):
         catalog = catalog or load_catalog()
         self._by_id: dict[int, dict[str, Any]] = {}
         for schema in catalog.all_schemas():
             self._by_id.setdefault(schema_id(schema), schema)
+        for schema in catalog.all_schemas():
+            self._by_id.setdefault(legacy_schema_id(schema), schema)
 
     def id_for(self, schema: dict[str, Any], subject: str) -> int:
         sid = schema_id(schema)

@@ -7,19 +7,21 @@ import struct
 import time
 import uuid
 
+import avro.schema
 import fastavro
-from fastavro.schema import fingerprint, to_parsing_canonical_form
 from kafka import KafkaConsumer, KafkaProducer
 
 from lifecycle.connectors.emitter import Emitter
 from lifecycle.schemas import Codec
-from lifecycle.schemas.catalog import SCHEMA_DIR
+from lifecycle.schemas.catalog import SCHEMA_DIR, plain_schema
 
 
 def _foreign_schema_id(schema):
-    # The rule as documented for foreign clients: CRC-64-AVRO of the parsing canonical form,
-    # folded to 31 bits.
-    v = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
+    # The rule as documented for foreign clients (docs/schemas.md), computed with the reference
+    # `avro` package, not with the fastavro the pipeline uses: the specification's CRC-64-AVRO of
+    # the Parsing Canonical Form as a number, folded to 31 bits. Logical types take no part in the
+    # canonical form; the avro package keeps {"type": "long"} for them, so they are left out first.
+    v = int.from_bytes(avro.schema.parse(json.dumps(plain_schema(schema))).fingerprint("CRC-64-AVRO"), "little")
     return ((v ^ (v >> 31) ^ (v >> 62)) & 0x7FFFFFFF) or 1
 
 
