@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,15 @@ def settings(servers: Settings, tmp_path: Path) -> Settings:
     return s
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class ChildProcess:
     """A `lifecycle ...` child process: started, and always stopped."""
 
@@ -81,6 +91,11 @@ class ChildProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def spawn(self) -> None:
+        port = self.extra_env.get("LIFECYCLE_METRICS_PORT")
+        if port is not None and not _bindable(int(port)):
+            # Started again after a while (a connector stopped for a minute): another test may have
+            # picked the port meanwhile ("Address already in use", seen in a fault test), so a new one.
+            self.extra_env["LIFECYCLE_METRICS_PORT"] = str(free_port())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = spawn(
