@@ -18,7 +18,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from lifecycle.core.config import Settings
-from lifecycle.core.errors import ConfigError, LifecycleError
-from lifecycle.core.keys import create_key_file
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.keys import load_ed25519_key
 from lifecycle.core.storekeys import fingerprint, verify_receipt
 
 __all__ = ["proof_key_file", "load_signing_key", "public_key_text", "certificate", "sign", "verify",
@@ -52,14 +51,7 @@ def proof_key_file(settings: Settings) -> Path:
 
 def load_signing_key(settings: Settings, *, create: bool = True) -> Ed25519PrivateKey:
     path = proof_key_file(settings)
-    if not path.exists():
-        if not create:
-            raise ConfigError(f"no proof signing key at {path}")
-        create_key_file(path, secrets.token_bytes(32))
-    try:
-        return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
-    except (ValueError, OSError):
-        raise ConfigError(f"proof signing key {path}: expected 64 hex digits") from None
+    return load_ed25519_key(path, create=create, missing=f"no proof signing key at {path}", what="proof signing key")
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:

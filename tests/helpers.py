@@ -109,3 +109,13 @@ def ack_headers(signer: Any, value: bytes) -> list[tuple[str, bytes]]:
     from lifecycle.schemas import Codec
 
     return [*signer.headers(value), *signer.receipt_headers(Codec().decode(value, topic="erasure-acks").value)]
+
+
+def lifecycle_cli(settings: Any, *args: str) -> Any:
+    """`lifecycle ARGS` with these settings, as a user runs it; the completed process."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env={**os.environ, **settings.to_env()},
+                          capture_output=True, timeout=120)

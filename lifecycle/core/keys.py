@@ -25,6 +25,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from lifecycle.core.config import Settings
 from lifecycle.core.errors import ConfigError
 
@@ -125,6 +127,19 @@ def create_key_file(path: Path, key: bytes, *, encode: bool = True) -> None:
             pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def load_ed25519_key(path: Path, *, create: bool, missing: str, what: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a file of 64 hex digits (its raw bytes), made (0600) when there is
+    none and ``create``; ConfigError ``missing`` when there is none, or naming ``what`` when unreadable."""
+    if not path.exists():
+        if not create:
+            raise ConfigError(missing)
+        create_key_file(path, secrets.token_bytes(32))
+    try:
+        return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
+    except (ValueError, OSError):
+        raise ConfigError(f"{what} {path}: expected 64 hex digits") from None
 
 
 HASH_KEYS_DDL = """

@@ -22,7 +22,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from lifecycle.core.config import Settings
 from lifecycle.core.errors import ConfigError
-from lifecycle.core.keys import create_key_file
+from lifecycle.core.keys import load_ed25519_key
 
 __all__ = ["ORDER_SIGNATURE_HEADER", "OrderSigner", "OrderVerifier", "order_key_file", "order_public_file",
            "load_order_signer", "load_order_verifier", "public_text", "nonce_of"]
@@ -110,15 +109,9 @@ def load_order_signer(settings: Settings, *, create: bool = True) -> OrderSigner
     """The pipeline's order key (created when missing and ``create``); its public half is written
     beside it for the stores of this machine."""
     path = order_key_file(settings)
-    if not path.exists():
-        if not create:
-            raise ConfigError(f"no order signing key at {path}: start the worker once, or set LIFECYCLE_ORDER_KEY_FILE")
-        create_key_file(path, secrets.token_bytes(32))
-    try:
-        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
-    except (ValueError, OSError):
-        raise ConfigError(f"order signing key {path}: expected 64 hex digits") from None
-    signer = OrderSigner(key)
+    signer = OrderSigner(load_ed25519_key(
+        path, create=create, what="order signing key",
+        missing=f"no order signing key at {path}: start the worker once, or set LIFECYCLE_ORDER_KEY_FILE"))
     public = order_public_file(settings)
     try:
         if not public.exists() or public.read_text().strip() != signer.public:

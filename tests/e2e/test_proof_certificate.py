@@ -6,20 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import psycopg
 
 from lifecycle import proofs
-from tests.helpers import HOUR, T0, emit, erasure_answer, event, wait_for
+from tests.helpers import HOUR, T0, emit, erasure_answer, event, lifecycle_cli, wait_for
 from tests.unit.samples import PII
 
-
-def _lifecycle(settings, *args):
-    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env={**os.environ, **settings.to_env()},
-                          capture_output=True, timeout=120)
+_lifecycle = lifecycle_cli
 
 
 def test_a_certificate_verifies_offline_and_no_changed_byte_does(settings, worker, connectors, tmp_path):
