@@ -12,10 +12,10 @@ files. The store itself is a JSON file mapping account ids to records (a stand-i
 Register the store with the pipeline first: `lifecycle store add crm` hands over the private half
 of the Ed25519 key it signs its acks with ("ed25519:" + base64 of the signature of the ack's bytes,
 header lifecycle.signature; the pipeline keeps only the public half, and an unsigned or wrongly
-signed ack is refused), and adding its name to LIFECYCLE_ERASURE_STORES (e.g.
-"postgres,files,mailing-list,redis,crm") makes every erasure opened from then on wait for it.
+signed ack is refused), and from then on every erasure opened waits for the store (nothing else
+to configure; `lifecycle up` does not start it: you run it).
 
-The protocol (docs/erasure.md, docs/security.md):
+The protocol (docs/protocol.md, the whole of it on one page; docs/security.md):
   1. consume <prefix>tombstones with a consumer group of your own; act on an order only when its
      header lifecycle.order-signature (base64) is an Ed25519 signature of the record's value bytes
      under the pipeline's published order key; otherwise leave it (the pipeline never sent it);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -555,8 +556,11 @@ def cmd_store_add(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).exists():
         raise LifecycleError(f"{args.out} exists: a store's key file is never overwritten")
+    from lifecycle.store_registry import join, shipped
+
     with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
         signer = register_store(conn, args.name, replace=args.rotate)
+        joined = join(settings.postgres_dsn, conn, args.name)
     assert signer.public is not None
     if args.out:
         create_key_file(Path(args.out), signer.text.encode(), encode=False)
@@ -564,8 +568,45 @@ def cmd_store_add(settings: Settings, args: argparse.Namespace) -> int:
     else:
         _say(signer.text)
     print(f"public key fingerprint {fingerprint(signer.public)}; the store signs each ack with it (Ed25519 of the "
-          f"value, header lifecycle.signature; docs/protocol.md); the pipeline keeps only the public half. "
-          f"Add {args.name} to LIFECYCLE_ERASURE_STORES so that new erasures wait for it", file=sys.stderr)
+          f"value, header lifecycle.signature; docs/protocol.md); the pipeline keeps only the public half",
+          file=sys.stderr)
+    if not shipped(args.name):
+        print(f"{args.name}: every erasure opened from now on waits for its answer"
+              f"{'' if joined else ' (as before)'}; `lifecycle up` does not start it: its owner runs it "
+              f"(`lifecycle store remove {args.name}` ends this)", file=sys.stderr)
+    return 0
+
+
+def cmd_store_remove(settings: Settings, args: argparse.Namespace) -> int:
+    """A store of another team leaves: erasures opened from now on stop waiting for it."""
+    import psycopg
+
+    from lifecycle.store_registry import leave
+
+    with psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+        pending = leave(conn, args.name)
+    _say(f"{args.name}: erasures opened from now on do not wait for it; {pending} open erasure(s) still do "
+         "(each completes only once it answers)")
+    return 0
+
+
+def cmd_store_list(settings: Settings, args: argparse.Namespace) -> int:
+    """Every store the pipeline knows: shipped or not, waited for, its key, what it has not answered."""
+    import psycopg
+
+    from lifecycle.store_registry import listing
+
+    with psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+        rows = listing(conn)
+    if args.json:
+        _say(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    _say(f"{'store':<20} {'kind':<8} {'joined by':<17} {'waited for':<10} {'key':<8} {'pending':>7}  last answer")
+    for r in rows:
+        joined_by = {"config": "ERASURE_STORES", "registered": "store add", "key": "-"}.get(r.origin, r.origin)
+        _say(f"{r.store:<20} {'shipped' if r.shipped else 'foreign':<8} {joined_by:<17} "
+             f"{'yes' if r.waited_for else 'no':<10} {'Ed25519' if r.signing_key else 'none':<8} {r.pending:>7}  "
+             f"{r.last_answer or '-'}")
     return 0
 
 
@@ -695,6 +736,12 @@ def _parser() -> argparse.ArgumentParser:
     store_add.set_defaults(fn=cmd_store_add, reads="database")
     store_keys = store.add_parser("keys", help="every store's public key, as JSON (for auditors)")
     store_keys.set_defaults(fn=cmd_store_keys, reads="database")
+    store_remove = store.add_parser("remove", help="a store that joined with `store add` leaves new erasures")
+    store_remove.add_argument("name")
+    store_remove.set_defaults(fn=cmd_store_remove, reads="database")
+    store_list = store.add_parser("list", help="every store: shipped or not, waited for, its key, its backlog")
+    store_list.add_argument("--json", action="store_true")
+    store_list.set_defaults(fn=cmd_store_list, reads="database")
     proof = sub.add_parser("proof", help="signed certificates of erasure").add_subparsers(dest="action",
                                                                                      required=True)
     export_proof = proof.add_parser("export", help="the signed certificate of a completed erasure")

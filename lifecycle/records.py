@@ -40,12 +40,21 @@ def _retention(policy: Policy, name: str) -> dict[str, Any]:
 
 
 def registered_stores(settings: Settings) -> dict[str, tuple[str, ...]]:
-    """Every registered store and the categories it keeps: what a shipped store declares, else
-    (a store of another team) what its deletion orders name."""
+    """Every store erasures wait for, and the categories it keeps: what a shipped store declares,
+    else (a store of another team) what its deletion orders name. With a database, the stores that
+    joined with `lifecycle store add` too."""
     from lifecycle.connectors.stores import held_categories
 
     policy = load_policy(settings.retention_policy)
-    return {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in settings.erasure_stores}
+    stores = list(settings.erasure_stores)
+    if settings.postgres_dsn:
+        import psycopg
+
+        from lifecycle.store_registry import listing
+
+        with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
+            stores += [r.store for r in listing(conn) if r.waited_for and r.store not in stores]
+    return {s: held_categories(s) or tuple(policy.erased_at_closure(False)) for s in stores}
 
 
 def build_record(settings: Settings, stores: Mapping[str, Iterable[str]],

@@ -24,6 +24,7 @@ from lifecycle.core.config import Settings
 from lifecycle.core.errors import StackError
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import free_port, spawn, stop_all
+from lifecycle.store_registry import shipped
 from lifecycle.streams.http_auth import init_tokens_file
 from lifecycle.topics import apply_topics, load_spec
 
@@ -108,7 +109,9 @@ class Supervisor:
         env = {**os.environ, **live.to_env()}
         logs = live.state_dir / "logs"
         self.worker = _Child("worker", [sys.executable, "-m", "lifecycle", "worker"], env, logs / "worker.log")
-        self.ports = {store: free_port() for store in live.erasure_stores}
+        # Only the stores shipped here have a connector to start; a store of another team runs
+        # where its owner runs it, and the pipeline waits for its answers (lifecycle/store_registry.py).
+        self.ports = {store: free_port() for store in live.erasure_stores if shipped(store)}
         self.connectors = [
             _Child(f"connector {store}", [sys.executable, "-m", "lifecycle", "connector", store],
                    {**os.environ, **dataclasses.replace(live, metrics_port=port).to_env()},
@@ -129,6 +132,23 @@ class Supervisor:
         for child in self.connectors:
             child.spawn(self.stack)
         self.say(f"connectors started: {', '.join(f'{s} (metrics :{p})' for s, p in self.ports.items())}")
+        self._say_foreign_stores()
+
+    def _say_foreign_stores(self) -> None:
+        """The stores `up` does not start, and whether each can answer yet (a key registered)."""
+        import psycopg
+
+        from lifecycle.store_registry import listing
+
+        try:
+            with psycopg.connect(self.live.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+                rows = [r for r in listing(conn) if not r.shipped and r.waited_for]
+        except psycopg.Error as exc:
+            self.say(f"stores of other teams: not listed (PostgreSQL: {type(exc).__name__})")
+            return
+        for r in rows:
+            self.say(f"store {r.store}: run by its owner, not by `up`; erasures wait for its answers"
+                     + ("" if r.signing_key else f" (no key yet: `lifecycle store add {r.store} --out FILE`)"))
 
     def watch(self) -> None:
         """One round of supervision."""

@@ -113,6 +113,12 @@ def build_app(
     policy = load_policy(settings.retention_policy)  # refused at start when invalid
     registry = registry or CollectorRegistry()
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+    clock = clock or make_clock(settings.clock)
+    keys, joined = prepare_database(settings, clock, store_grants or {})
+    # The stores of other teams registered with `lifecycle store add` count as configured ones here
+    # (metric labels, consumer lag); new erasures read the registry itself, so one registered
+    # while the worker runs is waited for at once.
+    settings = dataclasses.replace(settings, erasure_stores=(*settings.erasure_stores, *joined))
     metrics = Metrics.create(registry, catalog, categories=[c.name for c in policy.swept()],
                              stores=settings.erasure_stores, swept_by=swept_by)
 
@@ -148,8 +154,6 @@ def build_app(
         web_tables_enabled=False,
     )
     codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
-    clock = clock or make_clock(settings.clock)
-    keys = prepare_database(settings, clock, store_grants or {})
     data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
     orders = load_order_signer(settings)
     settings = as_component(settings, "worker")  # from here on, the worker's own role
@@ -181,19 +185,24 @@ def build_app(
     return pipeline
 
 
-def prepare_database(settings: Settings, clock: Clock, store_grants: Mapping[str, tuple[str, ...]]) -> Keyring:
+def prepare_database(settings: Settings, clock: Clock,
+                     store_grants: Mapping[str, tuple[str, ...]]) -> tuple[Keyring, tuple[str, ...]]:
     """Apply the schema and every component's role, resume the event-time clock, and return the
     hash keyring, refused when it is not the one this database was set up with
-    (lifecycle/core/keys.py)."""
+    (lifecycle/core/keys.py), with the stores registered by `lifecycle store add` beside the
+    configured ones (docs/protocol.md#running-a-store)."""
     if not settings.postgres_dsn:
         raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
     apply_schema(settings.postgres_dsn, lambda conn: setup_roles(conn, settings, settings.erasure_stores,
                                                                    store_grants))
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        configured = list(settings.erasure_stores)
         conn.execute("INSERT INTO erasure_stores (store) SELECT unnest(%s::text[]) ON CONFLICT (store) DO UPDATE "
-                     "SET active = true", (list(settings.erasure_stores),))
-        conn.execute("UPDATE erasure_stores SET active = false WHERE NOT (store = ANY(%s))",
-                     (list(settings.erasure_stores),))
+                     "SET active = true", (configured,))
+        conn.execute("UPDATE erasure_stores SET active = false WHERE origin = 'config' AND NOT (store = ANY(%s))",
+                     (configured,))
+        joined = tuple(row[0] for row in conn.execute(
+            "SELECT store FROM erasure_stores WHERE active AND NOT (store = ANY(%s)) ORDER BY store", (configured,)))
         # What the journal holds was accepted and not yet applied: the broker this worker meets may
         # not have it (an embedded broker restarted with the stack), so it is sent again; event
         # ids make a second copy harmless.
@@ -202,7 +211,7 @@ def prepare_database(settings: Settings, clock: Clock, store_grants: Mapping[str
         if row:
             clock.observe(int(row[0]))
         _move_key_out_of_database(conn, settings)
-    return open_keyring(settings)
+    return open_keyring(settings), joined
 
 
 def _move_key_out_of_database(conn: psycopg.Connection[Any], settings: Settings) -> None:

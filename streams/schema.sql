@@ -244,6 +244,9 @@ CREATE TABLE IF NOT EXISTS erasure_stores (
     registered_at timestamptz NOT NULL DEFAULT now(),
     active        boolean NOT NULL DEFAULT true
 );
+-- 'config': named in LIFECYCLE_ERASURE_STORES (a worker's start turns it off once it is not);
+-- 'registered': joined with `lifecycle store add` (a store of another team), left with `store remove`.
+ALTER TABLE erasure_stores ADD COLUMN IF NOT EXISTS origin text NOT NULL DEFAULT 'config';
 CREATE TABLE IF NOT EXISTS erasure_requests (
     request_id   uuid PRIMARY KEY,
     account_id   text,
