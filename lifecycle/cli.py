@@ -626,6 +626,21 @@ def cmd_store_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
+    """The HTTP API's OpenAPI 3.1 document (what a worker serves at /openapi.json)."""
+    from lifecycle.core.policy import load_policy
+    from lifecycle.schemas.catalog import load_catalog
+    from lifecycle.streams.openapi import document_bytes
+
+    body = document_bytes(load_catalog(), list(load_policy(settings.retention_policy).categories))
+    if args.out:
+        Path(args.out).write_bytes(body)
+        _say(f"wrote {args.out}")
+    else:
+        sys.stdout.buffer.write(body)
+    return 0
+
+
 def cmd_records(settings: Settings, args: argparse.Namespace) -> int:
     """Write the record of processing (GDPR Art. 30) as Markdown and JSON (lifecycle/records.py)."""
     from lifecycle.records import build_record, load_processing, problems, registered_stores, to_markdown, write
@@ -668,6 +683,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--visitors", type=int, default=300)
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
+    openapi = sub.add_parser("openapi", help="the HTTP API's OpenAPI 3.1 document (served at /openapi.json)")
+    openapi.add_argument("--out", default=None, help="write it to this file (docs/openapi.json)")
+    openapi.set_defaults(fn=cmd_openapi)
     records = sub.add_parser("records", help="the record of processing (GDPR Art. 30), Markdown and JSON")
     records.add_argument("--out", default=None, help="a folder for record-of-processing.md and .json "
                                                      "(default: the Markdown on standard output)")

@@ -15,18 +15,22 @@ from typing import Any
 from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
 from lifecycle.schemas.errors import FieldError, InvalidEvent, ValidationFailed
 
-__all__ = ["from_json", "check_event", "subject_key", "MAX_STRING", "PURPOSES", "text_problem"]
+__all__ = ["from_json", "check_event", "subject_key", "MAX_STRING", "PURPOSES", "text_problem", "SUBJECT_RULE",
+           "EARLIEST_MS", "LATEST_MS"]
 
 PURPOSES = ("necessary", "preferences", "analytics", "advertising")
 
 # Times outside [2000-01-01, now + skew] are refused: a far-past event is a bug upstream, and a
 # far-future one would hold retention and expiry hostage to a wrong clock.
 EARLIEST_MS = 946_684_800_000
+# 2200-01-01: an absolute ceiling whatever the clock. On the event-time clock (tests, the demo)
+# events move time, and one dated past year 9999 stopped every tick (issue 28's fuzzer).
+LATEST_MS = 7_258_118_400_000
 MAX_STRING = 4096  # no field of the contract needs more; longer values are abuse or bugs
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 # Subjects: who each topic's events must name (CONTRACT.md section 1).
-_KEY_RULE = {
+SUBJECT_RULE = {
     "account-events": "account_id",
     "session-events": "account_id",
     "analytics-events": "visitor_id",
@@ -181,7 +185,9 @@ def _rules(record: RecordType, value: dict[str, Any], not_after_ms: int | None =
     occurred = value.get("occurred_at")
     if isinstance(occurred, int) and occurred < EARLIEST_MS:
         errors.append(FieldError("occurred_at", "before 2000-01-01: not a time this pipeline can have seen"))
-    if isinstance(occurred, int) and not_after_ms is not None and occurred > not_after_ms:
+    if isinstance(occurred, int) and occurred >= LATEST_MS:
+        errors.append(FieldError("occurred_at", "from 2200-01-01 on: not a time this pipeline can have seen"))
+    elif isinstance(occurred, int) and not_after_ms is not None and occurred > not_after_ms:
         errors.append(FieldError("occurred_at", "in the future beyond the allowed clock skew"))
     if value.get("event_type") != record.event_type:
         errors.append(FieldError("event_type", f"does not match record {record.short_name}"))
@@ -192,7 +198,7 @@ def _rules(record: RecordType, value: dict[str, Any], not_after_ms: int | None =
     notice = value.get("notice_hash")
     if notice is not None and not _SHA256_HEX.fullmatch(str(notice)):
         errors.append(FieldError("notice_hash", "64 lower-case hex digits expected (the SHA-256 of the notice shown)"))
-    rule = _KEY_RULE.get(record.topic)
+    rule = SUBJECT_RULE.get(record.topic)
     if rule in ("account_id", "visitor_id") and not value.get(rule):
         errors.append(FieldError(rule, f"is required on {record.topic}"))
     if rule == "either" and not (value.get("account_id") or value.get("visitor_id")):
@@ -209,6 +215,6 @@ def check_event(record: RecordType, value: dict[str, Any], not_after_ms: int | N
 
 def subject_key(record: RecordType, value: dict[str, Any]) -> str:
     """The partitioning key of an input event: its account, else its visitor."""
-    if _KEY_RULE.get(record.topic) == "visitor_id":
+    if SUBJECT_RULE.get(record.topic) == "visitor_id":
         return str(value["visitor_id"])
     return str(value.get("account_id") or value.get("visitor_id"))

@@ -25,21 +25,17 @@ from aiohttp import web
 from lifecycle.core.config import Settings
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import create_key_file
+from lifecycle.streams.http_routes import ROUTES, pattern_of
 
 __all__ = ["SCOPES", "ROUTE_SCOPES", "Tokens", "load_tokens", "init_tokens_file", "middleware", "read_body",
            "BodyTooLarge", "BodyTooSlow", "OPEN_ROUTES"]
 
 SCOPES = ("ingest", "read", "keys")
-# (method, path pattern) -> the scope it needs; every /v1 route is listed (tests/integration/test_http_auth.py).
-ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("POST", re.compile(r"^/v1/events/?$"), "ingest"),
-    ("GET", re.compile(r"^/v1/subjects/[^/]+/consent/?$"), "read"),
-    ("GET", re.compile(r"^/v1/accounts/[^/]+/erasure/?$"), "read"),
-    ("GET", re.compile(r"^/v1/accounts/[^/]+/export/?$"), "read"),
-    ("POST", re.compile(r"^/v1/keys(/lookup)?/?$"), "keys"),
-)
+# (method, path pattern) -> the scope it needs, from the one route table (streams/http_routes.py).
+ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (r.method, pattern_of(r), r.scope) for r in ROUTES if r.scope is not None)
 # Routes that answer without a token; every other path is 404 (Faust's own index and router too).
-OPEN_ROUTES = ("/healthz", "/readyz", "/metrics")
+OPEN_ROUTES = tuple(r.path for r in ROUTES if r.scope is None)
 
 
 class BodyTooLarge(Exception):

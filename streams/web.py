@@ -16,6 +16,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -31,6 +32,7 @@ from lifecycle.streams.db import Database, describe
 from lifecycle.streams.erasure import erasure_status
 from lifecycle.streams.http_auth import BodyTooLarge, BodyTooSlow, read_body
 from lifecycle.streams.journal import journal_accept, journal_mark_sent
+from lifecycle.streams.openapi import document_bytes
 from lifecycle.streams.processors.consent import consent_state
 from lifecycle.streams.receipts import consent_receipts
 from lifecycle.streams.sealing import presealed_problems, seal_events
@@ -44,6 +46,9 @@ log = logging.getLogger("lifecycle.http")
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH = 1000
 HTTP_REASONS = ("unauthorized", "too_large", "invalid_json", "invalid_event", "database_unavailable", "draining")
+
+
+_KID = re.compile(r"[A-Za-z0-9_-]{22}")  # 16 bytes, base64url without padding (docs/protocol.md)
 
 
 def _problem(index: int | None, field: str, problem: str) -> dict[str, Any]:
@@ -94,6 +99,13 @@ def register_views(pipeline: Pipeline) -> None:
         failing_children()
         body = generate_latest(pipeline.metrics.registry)
         return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    # streams/openapi.py: the route table's document, with this worker's retention categories.
+    openapi = document_bytes(codec.catalog, list(pipeline.context.policy.categories))
+
+    @app.page("/openapi.json")
+    async def openapi_document(web: Any, request: Any) -> Any:
+        return web.bytes(openapi, content_type="application/json")
 
     @app.page("/v1/events")
     class Events(faust.web.View):
@@ -242,8 +254,9 @@ def register_views(pipeline: Pipeline) -> None:
             kids, refusal = await self._body(request, "kids")
             if kids is None:
                 return refusal
-            if not all(isinstance(k, str) and len(k) == 22 for k in kids):
-                return self.json({"errors": [_problem(None, "kids", "each a 22-character key id")]}, status=400)
+            if not all(isinstance(k, str) and _KID.fullmatch(k) for k in kids):
+                return self.json({"errors": [_problem(None, "kids", "each a key id: 22 characters of base64url")]},
+                                 status=400)
             done, refusal = await self._keys(lambda conn: data_keys.load_kids(conn, kids))
             if not done:
                 return refusal

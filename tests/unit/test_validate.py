@@ -100,3 +100,13 @@ def test_times_outside_what_the_pipeline_can_have_seen_are_refused():
     with pytest.raises(ValidationFailed) as info:
         from_json(_started(occurred_at=now + 1001), not_after_ms=now + 1000)
     assert [e.problem for e in info.value.errors] == ["in the future beyond the allowed clock skew"]
+
+
+@pytest.mark.parametrize("late", [7_258_118_400_000, 253_402_300_800_000, 2**63 - 1, "2200-01-01T00:00:00Z"])
+def test_no_clock_accepts_a_time_from_2200_on(late):
+    # On the event-time clock there is no skew bound; one event dated past year 9999 stopped
+    # every tick of the worker (found by Schemathesis, tests/integration/test_openapi.py).
+    with pytest.raises(ValidationFailed) as info:
+        from_json(_started(occurred_at=late), not_after_ms=None)
+    assert _fields(info) == {"occurred_at"}
+    from_json(_started(occurred_at=7_258_118_399_999), not_after_ms=None)
