@@ -72,9 +72,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
     from lifecycle.connectors.stores import database_grants, retention_categories
+    from lifecycle.console import register_console
     from lifecycle.streams.app import build_app
 
     pipeline = build_app(settings, swept_by=retention_categories, store_grants=database_grants())
+    register_console(pipeline)
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
     return 0
@@ -536,6 +538,7 @@ def cmd_proof(settings: Settings, args: argparse.Namespace) -> int:
 
     with psycopg.connect(settings.postgres_dsn, connect_timeout=10) as conn:
         data = proofs.sign(proofs.certificate(conn, settings, args.request_id), key)
+        proofs.record(conn, args.request_id, data)
     if args.out:
         Path(args.out).write_bytes(data)
         print(f"certificate written to {args.out}", file=sys.stderr)

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lifecycle.connectors.emitter import Emitter
 from lifecycle.core.config import Settings
-from lifecycle.supervisor import http_get, running_pipeline
+from lifecycle.supervisor import console_hint, http_get, running_pipeline
 
 __all__ = ["run_demo", "simulate", "scrape", "DEMO_EPOCH_MS"]
 
@@ -191,8 +191,10 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
         ok = _report(live, scrape(live), sent, len(bad), say)
         _record_of_processing(live, say)
         ok = _access_export(live, say, tag) and ok
+        _certificates(live, say)
         say(f"metrics of every process saved to {save_metrics(live)}")
         say(f"demo finished in {time.monotonic() - started:.1f} s")
+        say(f"to browse it: LIFECYCLE_STATE_DIR={live.state_dir} lifecycle up, then the {console_hint(live)}")
     return 0 if ok else 1
 
 
@@ -298,6 +300,22 @@ def _record_of_processing(live: Settings, say: Callable[[str], None]) -> None:
         f"{len(record['recipients'])} recipients, written to {md} (and .json)")
     for activity in record["activities"][:3]:
         say(f"  {activity['category']}: {activity['time_limit']}; purpose: \"{activity['purpose']}\"")
+
+
+def _certificates(live: Settings, say: Callable[[str], None], most: int = 5) -> None:
+    """Certificates of erasure for the newest completed erasures, as `lifecycle proof export`
+    issues them (the console hands them out and checks them)."""
+    import psycopg
+
+    from lifecycle import proofs
+
+    key = proofs.load_signing_key(live)
+    with psycopg.connect(live.postgres_dsn or "", connect_timeout=10) as conn:
+        done = [str(r[0]) for r in conn.execute("SELECT request_id FROM erasure_proofs WHERE state = 'complete' "
+                                               "ORDER BY completed_at DESC LIMIT %s", (most,))]
+        for rid in done:
+            proofs.record(conn, rid, proofs.sign(proofs.certificate(conn, live, rid), key))
+    say(f"certificates of erasure issued for {len(done)} completed erasure(s) (`lifecycle proof export ID`)")
 
 
 def _access_export(live: Settings, say: Callable[[str], None], tag: str) -> bool:

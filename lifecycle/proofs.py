@@ -30,7 +30,7 @@ from lifecycle.core.errors import LifecycleError
 from lifecycle.core.keys import load_ed25519_key
 from lifecycle.core.storekeys import fingerprint, verify_receipt
 
-__all__ = ["proof_key_file", "load_signing_key", "public_key_text", "certificate", "sign", "verify",
+__all__ = ["proof_key_file", "load_signing_key", "record", "public_key_text", "certificate", "sign", "verify",
            "canonical", "ProofRefused", "SignerUnverified", "verify_stores", "FORMAT_V1"]
 
 FORMAT = "lifecycle-erasure-certificate/2"
@@ -125,6 +125,20 @@ def sign(body: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
 class SignerUnverified(ProofRefused):
     """The certificate is intact and signed by the key it carries, but no trusted key was given:
     a key inside the file proves nothing about who signed it (docs/security.md)."""
+
+
+def record(conn: Any, request_id: str, data: bytes) -> None:
+    """Keep the certificate as issued (the console hands it out; the newest issue of an erasure
+    replaces an older one). A database without the table (before the worker's first start, or a
+    role that may not write it) keeps nothing: the file is the certificate."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            conn.execute("INSERT INTO erasure_certificates (request_id, body) VALUES (%s, %s) ON CONFLICT (request_id) "
+                         "DO UPDATE SET body = EXCLUDED.body, issued_at = now()", (request_id, data))
+    except psycopg.Error:
+        pass
 
 
 def verify(data: bytes, public_key: str | None = None, *, trust_embedded: bool = False) -> dict[str, Any]:

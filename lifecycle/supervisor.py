@@ -106,7 +106,8 @@ class Supervisor:
 
     def __init__(self, stack: Stack, live: Settings, say: Callable[[str], None]):
         self.stack, self.live, self.say = stack, live, say
-        env = {**os.environ, **live.to_env()}
+        # The console checks certificates against the published proof key, never the private one.
+        env = {**os.environ, **live.to_env(), "LIFECYCLE_PROOF_TRUST_FILE": str(publish_proof_key(live))}
         logs = live.state_dir / "logs"
         self.worker = _Child("worker", [sys.executable, "-m", "lifecycle", "worker"], env, logs / "worker.log")
         # Only the stores shipped here have a connector to start; a store of another team runs
@@ -264,6 +265,7 @@ def supervised_pipeline(settings: Settings, say: Callable[[str], None]) -> Itera
             say(f"  drift: {line}")
         supervisor = Supervisor(stack, live, say)
         supervisor.start()
+        say(console_hint(live))
         write_stack_file(live)
         targets = write_scrape_targets(live, supervisor.ports)
         say(f"Prometheus targets (file_sd): {targets}")
@@ -287,6 +289,34 @@ def running_pipeline(settings: Settings, say: Callable[[str], None]) -> Iterator
     """``supervised_pipeline`` for callers that only need the servers (the demo, benchmarks)."""
     with supervised_pipeline(settings, say) as supervisor:
         yield supervisor.live, supervisor.stack
+
+
+def publish_proof_key(live: Settings) -> Path:
+    """``<state>/run/proof.pub``: the public half of the proof key (made on first use), what the
+    console verifies certificates against; an auditor gets it from `lifecycle proof key --raw`."""
+    from lifecycle import proofs
+
+    path = live.state_dir / "run" / "proof.pub"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("LIFECYCLE_PROOF_TRUST_FILE"):
+        return Path(os.environ["LIFECYCLE_PROOF_TRUST_FILE"])
+    path.write_text(proofs.public_key_text(proofs.load_signing_key(live))["public_key"] + "\n")
+    return path
+
+
+def console_hint(live: Settings) -> str:
+    """Where the console is and a token to sign in with (the read token: it only reads)."""
+    token = next((t.strip() for t in (live.read_token or "").split(",") if t.strip()), None)
+    if token is None and live.http_tokens_file is not None:
+        with contextlib.suppress(OSError):
+            for line in live.http_tokens_file.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and "read" in parts[0].split(","):
+                    token = parts[1]
+                    break
+    where = f"http://{live.http_host}:{live.http_port}/console"
+    return f"console: {where} (sign in with the read token {token})" if token else \
+        f"console: {where} (sign in with a token of scope read)"
 
 
 def children_file(settings: Settings) -> Path:

@@ -25,7 +25,7 @@ from aiohttp import web
 from lifecycle.core.config import Settings
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import create_key_file
-from lifecycle.streams.http_routes import ROUTES, pattern_of
+from lifecycle.streams.http_routes import CONSOLE_ROUTES, ROUTES, pattern_of
 
 __all__ = ["SCOPES", "ROUTE_SCOPES", "Tokens", "load_tokens", "init_tokens_file", "middleware", "read_body",
            "BodyTooLarge", "BodyTooSlow", "OPEN_ROUTES"]
@@ -33,9 +33,11 @@ __all__ = ["SCOPES", "ROUTE_SCOPES", "Tokens", "load_tokens", "init_tokens_file"
 SCOPES = ("ingest", "read", "keys")
 # (method, path pattern) -> the scope it needs, from the one route table (streams/http_routes.py).
 ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
-    (r.method, pattern_of(r), r.scope) for r in ROUTES if r.scope is not None)
+    (r.method, pattern_of(r), r.scope) for r in ROUTES if r.scope is not None and r.path.startswith("/v1/"))
 # Routes that answer without a token; every other path is 404 (Faust's own index and router too).
-OPEN_ROUTES = tuple(r.path for r in ROUTES if r.scope is None)
+OPEN_ROUTES = tuple(r.path for r in ROUTES if r.scope is None and not r.path.startswith("/console"))
+# The console's pages: through to their views, which check the session cookie (lifecycle/console/).
+CONSOLE = tuple((r.method, pattern_of(r)) for r in CONSOLE_ROUTES)
 
 
 class BodyTooLarge(Exception):
@@ -130,6 +132,14 @@ def middleware(tokens: Tokens, max_in_flight: int,
                     ) -> web.StreamResponse:
         if request.path in OPEN_ROUTES:
             return await handler(request)  # health and metrics: open, and never crowded out
+        if request.path == "/console" or request.path.startswith("/console/"):
+            if not any(m == request.method and p.match(request.path) for m, p in CONSOLE):
+                return web.json_response({"error": "no such route"}, status=404)
+            if (problem := _path_problem(request.raw_path)) is not None:
+                return web.json_response({"errors": [{"index": None, "field": "path", "problem": problem}]},
+                                         status=400)
+            async with in_flight:
+                return await handler(request)
         if not request.path.startswith("/v1/"):
             return web.json_response({"error": "no such route"}, status=404)
         if in_flight.locked():

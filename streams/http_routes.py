@@ -11,7 +11,7 @@ import dataclasses
 import re
 from typing import Any
 
-__all__ = ["Route", "ROUTES", "pattern_of", "ERRORS", "MESSAGE"]
+__all__ = ["Route", "ROUTES", "CONSOLE_ROUTES", "pattern_of", "ERRORS", "MESSAGE"]
 
 # The shapes every refusal takes (docs/protocol.md): a field and its problem, never the value.
 ERRORS: dict[str, Any] = {
@@ -73,6 +73,7 @@ class Route:
     responses: dict[int, tuple[str, str, dict[str, Any] | None]] = dataclasses.field(default_factory=dict)
     # status -> (description, media type, schema); the auth refusals are added for every scoped route
     parameters: tuple[dict[str, Any], ...] = ()
+    request_media: str = "application/json"
 
 
 def _path(name: str, what: str) -> dict[str, Any]:
@@ -142,6 +143,57 @@ ROUTES: tuple[Route, ...] = (
           responses={200: ("the consent per purpose", _JSON, _CONSENT), 400: ("a bad id or time", _JSON, ERRORS),
                      503: ("the database is unreachable", _JSON, MESSAGE)}),
 )
+
+
+# The console (lifecycle/console/): server-rendered pages for the privacy team and the auditor,
+# read-only, behind a session cookie that a read-scope token is exchanged for (scope "console":
+# the middleware lets these through; each page checks the session itself).
+_HTML = "text/html"
+_FORM = "application/x-www-form-urlencoded"
+_PAGE = {200: ("the page", _HTML, {"type": "string"}),
+         303: ("not signed in: to the sign-in page", _HTML, None)}
+_REQUEST_ID = {"name": "request_id", "in": "path", "required": True, "description": "an erasure's request id",
+               "schema": {"type": "string", "format": "uuid"}}
+_LOOKUP = {"type": "object", "properties": {"id": {"type": "string", "maxLength": 256}}}
+CONSOLE_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/console", "console", "overview: erasures, access requests, dead letters, stores, charts",
+          responses=_PAGE),
+    Route("GET", "/console/sign-in", None, "the sign-in form", responses={200: ("the form", _HTML, None)}),
+    Route("POST", "/console/sign-in", None, "exchange a read-scope token for a session cookie",
+          request={"type": "object", "properties": {"token": {"type": "string", "maxLength": 4096}}},
+          request_media=_FORM,
+          responses={303: ("signed in: to the overview (Set-Cookie)", _HTML, None),
+                     401: ("not a token of scope read", _HTML, None), 400: ("not a form", _HTML, None),
+                     413: ("the body is too large", _HTML, None)}),
+    Route("POST", "/console/sign-out", "console", "end the session",
+          responses={303: ("to the sign-in page", _HTML, None)}),
+    Route("GET", "/console/console.css", None, "the console's style sheet",
+          responses={200: ("CSS", "text/css", {"type": "string"})}),
+    Route("GET", "/console/erasures", "console", "erasures, filtered by state, store, overdue and date",
+          parameters=tuple({"name": n, "in": "query", "required": False, "description": d, "schema": sch}
+                           for n, d, sch in (
+                               ("state", "open, complete, regressed", {"type": "string"}),
+                               ("store", "a store's name: erasures still waiting for it", {"type": "string"}),
+                               ("overdue", "1: only erasures past their deadline", {"type": "string"}),
+                               ("from", "opened on or after this day (YYYY-MM-DD)", {"type": "string"}),
+                               ("to", "opened on or before this day (YYYY-MM-DD)", {"type": "string"}))),
+          responses={**_PAGE, 400: ("a bad filter", _HTML, None)}),
+    Route("POST", "/console/erasures", "console", "look an account up by its id (by keyed hash; the id is not shown)",
+          request=_LOOKUP, request_media=_FORM,
+          responses={**_PAGE, 400: ("not a form", _HTML, None), 413: ("too large", _HTML, None)}),
+    Route("GET", "/console/erasures/{request_id}", "console", "one erasure's timeline and its certificate",
+          parameters=(_REQUEST_ID,), responses={**_PAGE, 404: ("no such erasure", _HTML, None)}),
+    Route("GET", "/console/erasures/{request_id}/certificate", "console", "the erasure's signed certificate",
+          parameters=(_REQUEST_ID,),
+          responses={200: ("the certificate", "application/json", {"type": "object"}),
+                     303: ("not signed in", _HTML, None), 404: ("not issued", _HTML, None)}),
+    Route("GET", "/console/records", "console", "the record of processing and the data map", responses=_PAGE),
+    Route("GET", "/console/consent", "console", "a subject's consent receipts: the lookup form", responses=_PAGE),
+    Route("POST", "/console/consent", "console", "a subject's consent receipts (the id is not shown)",
+          request=_LOOKUP, request_media=_FORM,
+          responses={**_PAGE, 400: ("not a form", _HTML, None), 413: ("too large", _HTML, None)}),
+)
+ROUTES = (*ROUTES, *CONSOLE_ROUTES)
 
 
 def pattern_of(route: Route) -> re.Pattern[str]:

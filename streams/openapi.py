@@ -25,11 +25,11 @@ def _responses(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for status, (what, media, schema) in sorted(route.responses.items()):
         schemas = [schema or {"type": "object"}]
-        if status == 503 and route.scope is not None:
+        if status == 503 and route.scope not in (None, "console"):
             what, schemas = f"{what}; or {_BUSY[0]}", [*schemas, _BUSY[1]]
         body = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
         out[str(status)] = {"description": what, "content": {media: {"schema": body}}}
-    if route.scope is not None:
+    if route.scope not in (None, "console"):
         for status, (what, schema) in _GUARD.items():
             out.setdefault(str(status), {"description": what, "content": {"application/json": {"schema": schema}}})
         out.setdefault("400", {"description": "a path that is not UTF-8 or holds a control character",
@@ -44,8 +44,11 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.parameters:
         op["parameters"] = list(route.parameters)
     if route.request is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": route.request}}}
-    op["security"] = [{"bearer": [route.scope]}] if route.scope is not None else []
+        op["requestBody"] = {"required": True, "content": {route.request_media: {"schema": route.request}}}
+    if route.scope == "console":
+        op["security"] = [{"session": []}]
+    else:
+        op["security"] = [{"bearer": [route.scope]}] if route.scope is not None else []
     if route.scope is not None:
         op["x-lifecycle-scope"] = route.scope
     return op
@@ -53,7 +56,7 @@ def _operation(route: Route) -> dict[str, Any]:
 
 def _operation_id(route: Route) -> str:
     words = [w.strip("{}") for w in route.path.replace(".", "/").split("/") if w and w != "v1"]
-    return route.method.lower() + "".join(w.replace("_", " ").title().replace(" ", "") for w in words)
+    return route.method.lower() + "".join(w.replace("_", " ").replace("-", " ").title().replace(" ", "") for w in words)
 
 
 def document(catalog: Catalog, categories: list[str]) -> dict[str, Any]:
@@ -75,7 +78,11 @@ def document(catalog: Catalog, categories: list[str]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {
                 "type": "http", "scheme": "bearer",
                 "description": "A token of scope ingest (POST /v1/events), read (the account and subject routes) "
-                               "or keys (the key service); docs/operations.md says how tokens are issued."}},
+                               "or keys (the key service); docs/operations.md says how tokens are issued."},
+                "session": {
+                "type": "apiKey", "in": "cookie", "name": "lifecycle_console",
+                "description": "The console's session (docs/console.md): a read-scope token exchanged at "
+                               "POST /console/sign-in for an HttpOnly, SameSite=Strict cookie that expires."}},
             "schemas": {"Event": {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in events],
                                   "discriminator": {"propertyName": "event_type", "mapping": {
                                       schema["title"]: f"#/components/schemas/{name}"

@@ -424,3 +424,19 @@ ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS ack_statement text;
 ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS ack_signature text;
 ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS verify_statement text;
 ALTER TABLE erasure_progress ADD COLUMN IF NOT EXISTS verify_signature text;
+
+-- The console's sign-in sessions (lifecycle/console/sessions.py): the SHA-256 of each session's
+-- cookie (never the cookie), until it expires or its holder signs out; expired rows go at each
+-- sign-in, so the table holds the sessions of the last LIFECYCLE_CONSOLE_SESSION_S at most.
+CREATE TABLE IF NOT EXISTS console_sessions (
+    session_hash bytea PRIMARY KEY,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL
+);
+-- Certificates of erasure as issued (`lifecycle proof export`, lifecycle/proofs.py): signed public
+-- documents with no personal data, kept so that the console can hand them out and check them.
+CREATE TABLE IF NOT EXISTS erasure_certificates (
+    request_id uuid PRIMARY KEY,
+    issued_at  timestamptz NOT NULL DEFAULT now(),
+    body       bytea NOT NULL
+);

@@ -43,3 +43,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = Path(item.path).relative_to(root).parts[0]
         if folder in _MARK_BY_FOLDER:
             item.add_marker(getattr(pytest.mark, _MARK_BY_FOLDER[folder]))
+
+
+def pytest_terminal_summary(terminalreporter: "pytest.TerminalReporter", exitstatus: int,
+                            config: pytest.Config) -> None:
+    """A machine without Chromium is told loudly: its browser tests were skipped (tests/browser.py)."""
+    from tests.browser import MISSING, available
+
+    if not available():
+        terminalreporter.write_sep("!", "BROWSER TESTS DID NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(MISSING, red=True, bold=True)

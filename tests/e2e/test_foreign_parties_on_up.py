@@ -111,6 +111,8 @@ def test_a_foreign_store_and_producer_join_a_stack_run_by_up(settings, tmp_path)
         assert wait_until_gone(str(settings.state_dir)) == []
     log = (tmp_path / "up.log").read_text()
     assert f"connector {STORE}" not in log and "unknown store" not in log
+    assert f"console: http://127.0.0.1:{settings.http_port}/console (sign in with the read token " \
+           f"{settings.read_token})" in log
 
 
 def _produce(settings, base, tmp_path, event):

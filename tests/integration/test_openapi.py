@@ -38,8 +38,9 @@ def _document():
 
 
 def test_every_view_the_worker_registers_is_in_the_route_table():
-    source = PROJECT_ROOT / "streams" / "web.py"
-    pages = sorted(node.args[0].value for node in ast.walk(ast.parse(source.read_text()))
+    pages = sorted(node.args[0].value for source in (PROJECT_ROOT / "streams" / "web.py",
+                                                     PROJECT_ROOT / "lifecycle" / "console" / "views.py")
+                   for node in ast.walk(ast.parse(source.read_text()))
                    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "page"
                    and node.args and isinstance(node.args[0], ast.Constant))
     assert pages == sorted({r.path for r in ROUTES})
@@ -69,7 +70,9 @@ def test_no_route_answers_that_the_document_does_not_list(open_worker):
     for method, path in [("GET", "/"), ("GET", "/router/"), ("GET", "/table/"), ("GET", "/stats/"), ("GET", "/graph/"),
                          ("GET", "/signal/"), ("GET", "/openapi.yaml"), ("GET", "/v1/"), ("GET", "/v1/accounts/a"),
                          ("GET", "/v1/events"), ("POST", "/v1/accounts/a/erasure"), ("GET", "/v1/keys"),
-                         ("DELETE", "/v1/events"), ("GET", "/v1/events/x"), ("POST", "/healthz/x")]:
+                         ("DELETE", "/v1/events"), ("GET", "/v1/events/x"), ("POST", "/healthz/x"),
+                         ("GET", "/console/x"), ("DELETE", "/console"), ("POST", "/console/records"),
+                         ("GET", "/console/sign-out"), ("GET", "/console/erasures/a/b/c")]:
         assert path not in documented or method.lower() not in documented[path]
         answered = _call(worker.url(path), method, token)
         assert answered in (403, 404, 405), f"{method} {path} answered {answered}, yet the document lists it not"
