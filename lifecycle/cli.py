@@ -64,7 +64,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from lifecycle.demo import run_demo
 
-    return run_demo(settings, _say, accounts=args.accounts, visitors=args.visitors)
+    serve = args.serve if args.serve is not None else 600 if sys.stdin.isatty() and sys.stdout.isatty() else 0
+    return run_demo(settings, _say, accounts=args.accounts, visitors=args.visitors, serve_s=serve)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -684,6 +685,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="`up`, driven by simulated upstream traffic, ending with a report")
     demo.add_argument("--accounts", type=int, default=200)
     demo.add_argument("--visitors", type=int, default=300)
+    demo.add_argument("--serve", type=int, default=None, metavar="SECONDS",
+                      help="keep the pipeline and its console running this long after the report (Ctrl-C stops "
+                           "sooner; default: 600 in a terminal, else 0)")
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
     openapi = sub.add_parser("openapi", help="the HTTP API's OpenAPI 3.1 document (served at /openapi.json)")

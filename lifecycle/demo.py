@@ -158,7 +158,7 @@ def handled(metrics: dict[str, float]) -> float:
 
 
 def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 200, visitors: int = 300,
-             deadline_s: float = 180) -> int:
+             deadline_s: float = 180, serve_s: int = 0) -> int:
     started = time.monotonic()
     # The demo moves time by months: the clock follows event time (docs/processors.md).
     settings = dataclasses.replace(settings, clock="event")
@@ -194,7 +194,15 @@ def run_demo(settings: Settings, say: Callable[[str], None], *, accounts: int = 
         _certificates(live, say)
         say(f"metrics of every process saved to {save_metrics(live)}")
         say(f"demo finished in {time.monotonic() - started:.1f} s")
-        say(f"to browse it: LIFECYCLE_STATE_DIR={live.state_dir} lifecycle up, then the {console_hint(live)}")
+        if serve_s > 0:
+            say(f"{console_hint(live)}; the pipeline keeps serving it for {serve_s // 60} min {serve_s % 60} s "
+                "(Ctrl-C stops sooner)")
+            try:
+                time.sleep(serve_s)
+            except KeyboardInterrupt:
+                say("stopping")
+        else:
+            say(f"to browse it: LIFECYCLE_STATE_DIR={live.state_dir} lifecycle up, then the {console_hint(live)}")
     return 0 if ok else 1
 
 

@@ -187,3 +187,47 @@ def test_the_console_refuses_without_a_session(settings, worker):
     assert _get(worker, "/console/sign-out", "POST", "", cookie=session)[0] == 303
     assert _get(worker, "/console", cookie=session)[0] == 303  # signed out: the session is gone
     assert json.loads(_get(worker, "/openapi.json")[2])["paths"]["/console"]["get"]["security"] == [{"session": []}]
+
+
+def test_after_the_demo_a_person_finds_its_erasures_and_a_certificate(tmp_path):
+    """Issue 28's bar: someone who ran only the demo opens the printed address, signs in with the
+    printed token and finds the demo's erasures and one certificate, well within a minute."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from lifecycle.embedded.process import stop_process
+    from tests.procs import wait_until_gone
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+    env.update(LIFECYCLE_STATE_DIR=str(state), LIFECYCLE_HTTP_PORT=str(free_port()))
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "lifecycle", "demo", "--accounts", "60", "--visitors", "60",
+                                 "--serve", "300"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        line = wait_for(lambda: re.search(r"console: (http://\S+) \(sign in with the read token (\S+)\); the "
+                                          r"pipeline keeps serving it", log.read_text()), deadline_s=240,
+                        what="the demo's console line")
+        address, token = line.group(1), line.group(2)
+        started = time.monotonic()
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(address)
+            page.fill("input[name=token]", token)
+            page.click("button[type=submit]")
+            assert "Complete" in page.inner_text("main")
+            page.click("nav >> text=Erasures")
+            assert "erasure(s)" in page.inner_text("main")
+            page.click("tbody tr:first-child a")
+            found = page.inner_text("main")
+            assert "Verified: signed by the published proof key" in found and "Download the certificate" in found
+        assert time.monotonic() - started < 60
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(90) == 0, log.read_text()[-2000:]
+    finally:
+        stop_process(demo, signal.SIGKILL, timeout_s=1)
+        assert wait_until_gone(str(state)) == []

@@ -25,9 +25,12 @@ from tests.helpers import T0, event, post
 ALL = "ingest,read,keys"
 
 
-def test_the_committed_document_is_the_route_tables():
+def test_the_committed_document_is_the_route_tables_and_valid_openapi_3_1():
+    from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
     committed = (PROJECT_ROOT / "docs" / "openapi.json").read_bytes()
     assert committed == _document(), "run `lifecycle openapi --out docs/openapi.json`"
+    validate(json.loads(committed), cls=OpenAPIV31SpecValidator)
 
 
 def _document():
