@@ -29,6 +29,7 @@ from lifecycle.core.datakeys import DataKey, DataKeys, open_data_keys
 from lifecycle.core.errors import ConfigError, LifecycleError
 from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
 from lifecycle.schemas.codec import Codec
+from lifecycle.schemas.gpc import gpc_signals
 from lifecycle.schemas.personal import key_pairs, seal
 from lifecycle.schemas.registry import make_registry
 from lifecycle.schemas.validate import from_json, subject_key
@@ -143,13 +144,17 @@ class Emitter:
         )
         self._futures: list[Any] = []
 
-    def emit(self, event: dict[str, Any]) -> str:
-        """Validate and send one flat JSON-style event; returns its event_id.
-        Raises ValidationFailed naming every bad field; nothing is sent then."""
+    def emit(self, event: dict[str, Any], *, gpc: bool = False) -> str:
+        """Validate and send one flat JSON-style event; returns its event_id. ``gpc``: the request
+        behind it carried Global Privacy Control (`Sec-GPC: 1`): a `consent.gpc_signal` for its
+        subjects goes too (docs/processors.md). Raises ValidationFailed naming every bad field;
+        nothing is sent then."""
         record, value = from_json(event, self.catalog)
-        subject = subject_key(record, value)
-        self.send_raw(self.settings.topic(record.topic), subject.encode(),
-                      self.codec.encode(record, self.sealed(record, value, subject)))
+        items = [(record, value), *(gpc_signals(self.catalog, [(record, value)], "gpc-relay") if gpc else [])]
+        for rec, val in items:
+            subject = subject_key(rec, val)
+            self.send_raw(self.settings.topic(rec.topic), subject.encode(),
+                          self.codec.encode(rec, self.sealed(rec, val, subject)))
         return str(value["event_id"])
 
     def sealed(self, record: RecordType, value: dict[str, Any], subject: str) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class Metrics:
     session_logs_written: Counter
     open_sessions: Gauge
     consents_expired: Counter
+    gpc_signals: Counter
     analytics_excluded: Counter
     traffic_buckets: Counter
     outbox_published: Counter
@@ -130,6 +131,13 @@ class Metrics:
                 f"{prefix}consents_expired",
                 "Cookie consents that lapsed 13 months after they were given, by purpose.",
                 ["purpose"],
+                registry=registry,
+            ),
+            gpc_signals=Counter(
+                f"{prefix}gpc_signals",
+                "Global Privacy Control signals: seen (once per signal), then per subject it covers applied "
+                "(advertising opted out) or unchanged (already out, or granted after the signal).",
+                ["outcome"],
                 registry=registry,
             ),
             analytics_excluded=Counter(
@@ -273,6 +281,8 @@ class Metrics:
             m.retention_orders.labels(category)
         for purpose in PURPOSES:
             m.consents_expired.labels(purpose)
+        for outcome in ("seen", "applied", "unchanged"):
+            m.gpc_signals.labels(outcome)
         for reason in ("no_consent", "restricted", "late"):
             m.analytics_excluded.labels(reason)
         for outcome in ("published", "suppressed"):

@@ -28,6 +28,7 @@ ASK_AGAIN_MONTHS = 6
 _NAMESPACE = uuid.UUID("0c4b5e51-7f0e-4d6a-93a3-1d6f2f5e8a20")
 _CURRENT = """
 SELECT c.purpose, c.granted, c.given_at, c.expires_at, c.expired_at, c.policy_version, c.notice_hash,
+       c.decided_by, c.gpc_since,
        EXISTS (SELECT 1 FROM consent_history h WHERE h.subject_id = c.subject_id
                AND h.event_type = 'consent.cookies_granted' AND c.purpose = ANY(h.purposes)
                AND h.occurred_at < c.given_at)
@@ -80,13 +81,19 @@ async def consent_receipts(conn: psycopg.AsyncConnection[Any], subject: str, now
     newsletter if the person ever chose."""
     out = []
     cur = await conn.execute(_CURRENT, (subject,))
-    for purpose, granted, given, expires, expired, version, notice, was_granted in await cur.fetchall():
+    for (purpose, granted, given, expires, expired, version, notice, decided_by, gpc_since,
+         was_granted) in await cur.fetchall():
         expires_ms = dt_to_ms(expires) if expires else None
         if granted:
             state = "expired" if expired or (expires_ms is not None and expires_ms <= now_ms) else "given"
         else:
             state = "withdrawn" if was_granted else "refused"
-        out.append(_receipt(subject, purpose, state, dt_to_ms(given), expires_ms, version, notice, policy))
+        receipt = _receipt(subject, purpose, state, dt_to_ms(given), expires_ms, version, notice, policy)
+        # Who decided: the person, or the browser's Global Privacy Control signal (docs/processors.md).
+        receipt["decided_by"] = "global_privacy_control" if decided_by == "gpc" else "choice"
+        if gpc_since is not None:
+            receipt["gpc_signal_since"] = _iso(dt_to_ms(gpc_since))
+        out.append(receipt)
     cur = await conn.execute(_NEWSLETTER, (subject,))
     row = await cur.fetchone()
     if row is not None:

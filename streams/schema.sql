@@ -440,3 +440,9 @@ CREATE TABLE IF NOT EXISTS erasure_certificates (
     issued_at  timestamptz NOT NULL DEFAULT now(),
     body       bytea NOT NULL
 );
+
+-- Global Privacy Control (streams/processors/consent.py, docs/processors.md): who decided the
+-- current state ('choice': the person's own grant or withdrawal; 'gpc': the signal), and since
+-- when this subject's browser has sent the signal (a grant made after it is an informed choice).
+ALTER TABLE consent_current ADD COLUMN IF NOT EXISTS decided_by text NOT NULL DEFAULT 'choice';
+ALTER TABLE consent_current ADD COLUMN IF NOT EXISTS gpc_since timestamptz;

@@ -26,6 +26,7 @@ from lifecycle.core.clock import latest_plausible
 from lifecycle.core.pgroles import component_dsn
 from lifecycle.core.timeutil import ms_to_dt
 from lifecycle.schemas.errors import ValidationFailed
+from lifecycle.schemas.gpc import gpc_signals
 from lifecycle.schemas.validate import from_json, subject_key, text_problem
 from lifecycle.streams.access import open_access
 from lifecycle.streams.db import Database, describe
@@ -157,14 +158,18 @@ def register_views(pipeline: Pipeline) -> None:
                                         [_problem(None, "$", "database unavailable, retry")])
             if errors:
                 return self._refuse(400, "invalid_event", errors)
+            # Global Privacy Control: the browser's opt-out travels with what it sends.
+            signals = gpc_signals(codec.catalog, accepted) if request.headers.get("Sec-GPC", "").strip() == "1" \
+                else []
+            events = accepted + signals
 
             async def accept(conn: Any) -> list[tuple[str, str, bytes, bytes]]:
                 # Sealed in the journal's transaction: the keys it creates commit with the events.
-                values = (await seal_events(conn, data_keys, accepted) if settings.encrypt_personal_data
-                          else [v for _, v in accepted])
+                values = (await seal_events(conn, data_keys, events) if settings.encrypt_personal_data
+                          else [v for _, v in events])
                 framed = [(str(value["event_id"]), settings.topic(record.topic),
                            subject_key(record, value).encode(), codec.encode(record, value))
-                          for (record, _), value in zip(accepted, values, strict=True)]
+                          for (record, _), value in zip(events, values, strict=True)]
                 await journal_accept(conn, framed)
                 return framed
 
@@ -183,8 +188,10 @@ def register_views(pipeline: Pipeline) -> None:
                     await journal_db.run("ingest journal", lambda conn: journal_mark_sent(conn, [r[0] for r in rows]))
             except Exception as exc:
                 log.info("accepted events not sent yet (%s); the journal relay will send them", describe(exc))
-            return self.json({"accepted": len(accepted), "event_ids": [v["event_id"] for _, v in accepted]},
-                             status=202)
+            answer: dict[str, Any] = {"accepted": len(accepted), "event_ids": [v["event_id"] for _, v in accepted]}
+            if signals:
+                answer["gpc_signals"] = len(signals)
+            return self.json(answer, status=202)
 
     keys_db = Database(settings.postgres_dsn or "")
     known_categories = set(pipeline.context.policy.categories)

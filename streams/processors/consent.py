@@ -13,6 +13,7 @@ compacted `consents` topic (the state last, so compaction keeps it).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
@@ -36,13 +37,43 @@ ON CONFLICT (event_id) DO NOTHING
 # Event time decides: an older decision arriving late never overrides a newer one.
 _DECIDE = """
 INSERT INTO consent_current (subject_id, purpose, granted, given_at, expires_at, policy_version, expired_at,
-                             notice_hash)
-VALUES (%(subject)s, %(purpose)s, %(granted)s, %(at)s, %(expires)s, %(policy_version)s, NULL, %(notice_hash)s)
+                             notice_hash, decided_by)
+VALUES (%(subject)s, %(purpose)s, %(granted)s, %(at)s, %(expires)s, %(policy_version)s, NULL, %(notice_hash)s,
+        'choice')
 ON CONFLICT (subject_id, purpose) DO UPDATE SET
     granted = EXCLUDED.granted, given_at = EXCLUDED.given_at, expires_at = EXCLUDED.expires_at,
-    policy_version = EXCLUDED.policy_version, expired_at = NULL, notice_hash = EXCLUDED.notice_hash
+    policy_version = EXCLUDED.policy_version, expired_at = NULL, notice_hash = EXCLUDED.notice_hash,
+    decided_by = 'choice'
 WHERE consent_current.given_at <= EXCLUDED.given_at
 """
+# Global Privacy Control: an opt-out of `advertising` (sale, sharing, targeted advertising), the
+# table of cases in docs/processors.md. A grant is withdrawn unless the person gave it after this
+# browser's signal was first seen (an informed choice, CCPA regulations 11 CCR 7025(c)(3)); a state
+# already withdrawn stays as it is; an older signal arriving late changes nothing.
+GPC_PURPOSE = "advertising"
+_GPC = """
+INSERT INTO consent_current AS c (subject_id, purpose, granted, given_at, expires_at, policy_version, expired_at,
+                                  notice_hash, decided_by, gpc_since)
+VALUES (%(subject)s, 'advertising', false, %(at)s, NULL, NULL, NULL, NULL, 'gpc', %(at)s)
+ON CONFLICT (subject_id, purpose) DO UPDATE SET
+    gpc_since = LEAST(COALESCE(c.gpc_since, EXCLUDED.gpc_since), EXCLUDED.gpc_since),
+    granted = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
+                        AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN false ELSE c.granted END,
+    decided_by = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
+                           AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN 'gpc'
+                      ELSE c.decided_by END,
+    given_at = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
+                         AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN EXCLUDED.given_at
+                    ELSE c.given_at END,
+    expires_at = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
+                           AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN NULL
+                      ELSE c.expires_at END,
+    notice_hash = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
+                            AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN NULL
+                       ELSE c.notice_hash END
+RETURNING c.subject_id, c.decided_by = 'gpc' AND c.given_at = %(at)s
+"""
+_LINKED = "SELECT visitor_id, account_id FROM account_visitors WHERE visitor_id = ANY(%s)"
 _NEWSLETTER = """
 INSERT INTO newsletter (subject_id, subscribed, email, updated_at, policy_version, notice_hash)
 VALUES (%(subject)s, %(subscribed)s, %(email)s, %(at)s, %(policy_version)s, %(notice_hash)s)
@@ -104,6 +135,9 @@ class ConsentProcessor:
     topic = "consent-events"
 
     async def apply(self, conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], ctx: Context) -> None:
+        signals = [e for e in events if e["event_type"] == "consent.gpc_signal"]
+        events = [e for e in events if e["event_type"] != "consent.gpc_signal"]
+        touched = {_subject(e) for e in events}
         async with conn.pipeline(), conn.cursor() as cur:
             for event in events:
                 kind, subject, at_ms = event["event_type"], _subject(event), event["occurred_at"]
@@ -122,7 +156,35 @@ class ConsentProcessor:
                     await cur.execute(_HISTORY, {**base, "purposes": ["newsletter"]})
                     await cur.execute(_NEWSLETTER, {**base, "subscribed": subscribed,
                                                     "email": event.get("email")})
-        await publish_states(conn, sorted({_subject(e) for e in events}), ctx)
+        if signals:
+            touched |= await self._signals(conn, signals, ctx)
+        await publish_states(conn, sorted(touched), ctx)
+
+    async def _signals(self, conn: psycopg.AsyncConnection[Any], signals: list[dict[str, Any]],
+                       ctx: Context) -> set[str]:
+        """Apply Global Privacy Control to the browser's visitor id, the account the event names,
+        and every account linked to the visitor (11 CCR 7025(c)(1): the browser, linked
+        pseudonymous profiles and the known consumer). Returns the subjects touched."""
+        visitors = sorted({e["visitor_id"] for e in signals if e.get("visitor_id")})
+        rows = await conn.execute(_LINKED, (visitors,))
+        by_visitor: dict[str, set[str]] = {}
+        for visitor, account in await rows.fetchall():
+            by_visitor.setdefault(visitor, set()).add(account)
+        touched: set[str] = set()
+        for event in signals:
+            subjects = {s for s in (event.get("visitor_id"), event.get("account_id")) if s}
+            subjects |= by_visitor.get(event.get("visitor_id") or "", set())
+            at = ms_to_dt(event["occurred_at"])
+            ctx.metrics.gpc_signals.labels("seen").inc()
+            for subject in sorted(subjects):
+                await conn.execute(_HISTORY, {
+                    "event_id": uuid.uuid5(uuid.UUID(event["event_id"]), subject), "subject": subject,
+                    "event_type": "consent.gpc_signal", "purposes": [GPC_PURPOSE], "policy_version": None,
+                    "at": at, "source": event["source"], "notice_hash": None})
+                applied = await (await conn.execute(_GPC, {"subject": subject, "at": at})).fetchone()
+                ctx.metrics.gpc_signals.labels("applied" if applied and applied[1] else "unchanged").inc()
+            touched |= subjects
+        return touched
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
         cur = await conn.execute(_EXPIRE, {"now": ms_to_dt(now_ms)})
