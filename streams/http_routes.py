@@ -89,6 +89,9 @@ ROUTES: tuple[Route, ...] = (
           responses={200: ("the text exposition format", "text/plain", {"type": "string"})}),
     Route("GET", "/openapi.json", None, "this document", responses={200: ("OpenAPI 3.1", _JSON, {"type": "object"})}),
     Route("POST", "/v1/events", "ingest", "send one event or a list of up to 1,000",
+          parameters=({"name": "Sec-GPC", "in": "header", "required": False,
+                       "description": "Global Privacy Control: 1 opts the events' subjects out of advertising "
+                                      "(docs/processors.md)", "schema": {"type": "string"}},),
           request={"oneOf": [{"$ref": "#/components/schemas/Event"},
                              {"type": "array", "minItems": 1, "maxItems": 1000,
                               "items": {"$ref": "#/components/schemas/Event"}}]},
@@ -96,6 +99,7 @@ ROUTES: tuple[Route, ...] = (
               202: ("durable: every event will be applied once", _JSON, {
                   "type": "object", "required": ["accepted", "event_ids"],
                   "properties": {"accepted": {"type": "integer"},
+                                 "gpc_signals": {"type": "integer", "description": "the GPC signals added"},
                                  "event_ids": {"type": "array", "items": {"type": "string", "format": "uuid"}}}}),
               400: ("every bad field, by event index", _JSON, ERRORS),
               408: ("the body did not arrive in time", _JSON, ERRORS),
