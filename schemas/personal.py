@@ -82,9 +82,13 @@ def datamap(catalog: Catalog, policy: Policy) -> list[dict[str, str]]:
     rows = []
     for record in sorted(catalog.records, key=lambda r: (r.topic, r.short_name)):
         for name, category in record.personal:
-            c = policy.categories[category]
-            retention = ("until the account closes" if c.starts == "account_closure" and c.window.amount == 0
-                         else f"{c.window} from {c.starts.replace('_', ' ')}")
             rows.append({"topic": record.topic, "record": record.short_name, "field": name,
-                         "category": category, "retention": retention})
+                         "category": category, "retention": retention_words(policy, category)})
     return rows
+
+
+def retention_words(policy: Policy, category: str) -> str:
+    """How long a category is kept, in words: "12 months from session end"."""
+    c = policy.categories[category]
+    return ("until the account closes" if c.starts == "account_closure" and c.window.amount == 0
+            else f"{c.window} from {c.starts.replace('_', ' ')}")

@@ -34,7 +34,9 @@ import psycopg
 from lifecycle.core.boxes import BoxError, new_box_key, open_box, part_aad
 from lifecycle.core.processing import load_processing
 from lifecycle.core.timeutil import DAY_MS, dt_to_ms, ms_to_dt
+from lifecycle.schemas.personal import retention_words
 from lifecycle.schemas.validate import text_problem
+from lifecycle.streams.access_report import render_report
 from lifecycle.streams.context import Context
 
 __all__ = ["open_access", "access_state", "apply_answers", "access_tick", "answer_problem", "ARCHIVE_FORMAT",
@@ -190,7 +192,8 @@ async def _assemble(conn: psycopg.AsyncConnection[Any], ctx: Context, request_id
         ctx.metrics.access_parts_refused.inc(len(unreadable))
         return
     documents = {store: json.loads(b"".join(parts)) for store, parts in chunks.items()}
-    archive = build_archive(str(request_id), account_hash, opened, documents, processing)
+    retention = {c: retention_words(ctx.policy, c) for c in ctx.policy.categories}
+    archive = build_archive(str(request_id), account_hash, opened, documents, processing, retention)
     digest = hashlib.sha256(archive).hexdigest()
     keep_days = ctx.settings.access_keep_days
     await conn.execute(
@@ -202,8 +205,10 @@ async def _assemble(conn: psycopg.AsyncConnection[Any], ctx: Context, request_id
 
 
 def build_archive(request_id: str, account_hash: str, opened: dt.datetime, documents: dict[str, Any],
-                  processing: dict[str, Any]) -> bytes:
-    """The zip: ``stores/<store>.json`` for each store, and ``manifest.json``: the format, the
+                  processing: dict[str, Any], retention: dict[str, str] | None = None) -> bytes:
+    """The zip: ``report.html`` for the person to read (streams/access_report.py; ``retention``:
+    each category's keeping time in words), ``stores/<store>.json`` for each store, and
+    ``manifest.json``: the format, the
     request, each file's SHA-256, size and items; per category, what it is, why, on what basis
     and whether you provided it, it was observed as you used the service, or derived (Art. 20
     covers the first two); and the recipients, the stores and what each holds (Art. 15(1)(c), 19)."""
@@ -235,6 +240,10 @@ def build_archive(request_id: str, account_hash: str, opened: dt.datetime, docum
                     "recipients": [{"store": store, "categories": sorted(documents[store].get("holds", []))}
                                    for store in sorted(documents)],
                     "controller": processing.get("controller", {})}
+        report = render_report(request_id, opened, documents, processing, retention or {})
+        archive.writestr(zipfile.ZipInfo("report.html", date_time=stamp), report, compress_type=zipfile.ZIP_DEFLATED)
+        manifest["report"] = {"path": "report.html", "sha256": hashlib.sha256(report).hexdigest(),
+                              "bytes": len(report)}
         archive.writestr(zipfile.ZipInfo("manifest.json", date_time=stamp),
                          json.dumps(manifest, indent=2, sort_keys=True).encode(), compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()

@@ -111,6 +111,36 @@ def test_every_store_answers_an_access_order_into_one_archive(settings, worker, 
         assert conn.execute("SELECT count(*) FROM access_requests").fetchone()[0] == 1  # the other account's
     assert http_get(worker.url(f"/v1/accounts/{ACCOUNT}/export"), timeout_s=10, token=settings.read_token)[0] == 404
 
+    # The report a person reads (issue 29), last: it needs Chromium (tests/browser.py).
+    report = archive.read("report.html")
+    assert hashlib.sha256(report).hexdigest() == manifest["report"]["sha256"]
+    seeded = [PII["email"], PII["first_name"], PII["last_name"], VISITOR, f"{ACCOUNT}-s1", "documents/contract.pdf",
+              f"cache:{{{ACCOUNT}}}:profile"]
+    _report_reads_in_chromium(report, tmp_path, seeded)
+
+
+def _report_reads_in_chromium(report, tmp_path, seeded):
+    """report.html opened from disk in Chromium: every seeded value on the page, in plain words why
+    and how long, and no request beyond the file itself."""
+    from tests.browser import chromium
+
+    path = tmp_path / "report.html"
+    path.write_bytes(report)
+    requests = []
+    with chromium() as browser:
+        page = browser.new_page()
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        text = page.inner_text("body")
+        assert page.locator("script").count() == 0
+        page.pdf(path=str(tmp_path / "report.pdf"))  # it prints (headless Chromium's print path)
+    missing = [v for v in seeded if v not in text]
+    assert missing == [], f"not on the page: {missing}"
+    for words in ("Why we keep it", "For how long", "necessary to establish your account with us",
+                  "you gave it to us", "Your rights"):
+        assert words in text, words
+    assert requests == [path.as_uri()], requests
+
 
 def _listed(settings, account):
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
