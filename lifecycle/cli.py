@@ -525,6 +525,9 @@ def cmd_proof(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         for line in checked:
             _say(line)
+        if (extension := body.get("deadline_extension")):
+            _say(f"deadline extended by {extension['months']} month(s) on {extension['extended_at']} "
+                 f"(Art. 12(3)): {extension['reason']}")
         _say(f"valid: erasure {body['request_id']} completed {body['completed_at']}, "
              f"{len(body['stores'])} stores, {body['items_erased']} items, keys destroyed {body['keys_destroyed_at']}")
         return 0
@@ -630,6 +633,32 @@ def cmd_store_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_request_extend(settings: Settings, args: argparse.Namespace) -> int:
+    """Extend an open access or erasure request's deadline once, by one or two months (GDPR Art.
+    12(3)); the person is told through the notice on request-notices (streams/extensions.py)."""
+    import asyncio
+    import datetime as dt
+
+    from lifecycle.streams.db import connect
+    from lifecycle.streams.extensions import ExtensionRefused, extend
+
+    async def run() -> dict[str, Any]:
+        conn = await connect(settings.postgres_dsn or "")
+        try:
+            async with conn.transaction():
+                return await extend(conn, args.request_id, args.months, args.reason, args.by, dt.datetime.now(dt.UTC))
+        finally:
+            await conn.close()
+
+    try:
+        done = asyncio.run(run())
+    except ExtensionRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    _say(json.dumps(done, indent=2))
+    return 0
+
+
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     """The HTTP API's OpenAPI 3.1 document (what a worker serves at /openapi.json)."""
     from lifecycle.core.policy import load_policy
@@ -690,6 +719,15 @@ def _parser() -> argparse.ArgumentParser:
                            "sooner; default: 600 in a terminal, else 0)")
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
+    request = sub.add_parser("request", help="access and erasure requests").add_subparsers(dest="action",
+                                                                                         required=True)
+    extend = request.add_parser("extend", help="extend an open request's deadline once, by 1 or 2 months "
+                                               "(GDPR Art. 12(3)); the person is told with the reason")
+    extend.add_argument("request_id")
+    extend.add_argument("--months", type=int, required=True, help="1 or 2")
+    extend.add_argument("--reason", required=True, help="why, as the person will be told (no personal data)")
+    extend.add_argument("--by", required=True, help="who decided: a role or a name of the controller's staff")
+    extend.set_defaults(fn=cmd_request_extend, reads="database")
     openapi = sub.add_parser("openapi", help="the HTTP API's OpenAPI 3.1 document (served at /openapi.json)")
     openapi.add_argument("--out", default=None, help="write it to this file (docs/openapi.json)")
     openapi.set_defaults(fn=cmd_openapi)

@@ -108,8 +108,22 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
         "last_replayed_at": _iso(replayed),
         "items_erased": sum(int(s["items_erased"]) for s in stores),
         "policy_version": hashlib.sha256(settings.retention_policy.read_bytes()).hexdigest()[:16],
+        "deadline_extension": _extension(conn, rid),  # GDPR Art. 12(3), or None
         "issued_at": _iso(dt.datetime.now(dt.UTC)),
     }
+
+
+def _extension(conn: Any, rid: Any) -> dict[str, Any] | None:
+    """The request's deadline extension (streams/extensions.py), if it had one."""
+    if conn.execute("SELECT to_regclass('request_extensions')").fetchone()[0] is None:
+        return None
+    row = conn.execute("SELECT months, reason, requested_by, extended_at, previous_deadline, deadline "
+                       "FROM request_extensions WHERE request_id = %s", (rid,)).fetchone()
+    if row is None:
+        return None
+    months, reason, by, at, previous, deadline = row
+    return {"months": months, "reason": reason, "requested_by": by, "extended_at": _iso(at),
+            "previous_deadline": _iso(previous), "deadline": _iso(deadline)}
 
 
 def _receipt(statement: str | None, signature: str | None) -> dict[str, str] | None:

@@ -38,6 +38,7 @@ from lifecycle.schemas.personal import retention_words
 from lifecycle.schemas.validate import text_problem
 from lifecycle.streams.access_report import render_report
 from lifecycle.streams.context import Context
+from lifecycle.streams.extensions import extensions_of
 
 __all__ = ["open_access", "access_state", "apply_answers", "access_tick", "answer_problem", "ARCHIVE_FORMAT",
            "forget_access"]
@@ -106,6 +107,7 @@ async def access_state(conn: psycopg.AsyncConnection[Any], ctx: Context, account
     return {"request_id": str(request_id), "state": state, "opened_at": _iso(opened), "deadline": _iso(deadline),
             "completed_at": _iso(completed), "expires_at": _iso(expires),
             "overdue": state == "open" and dt_to_ms(deadline) < ctx.clock.now_ms(), "stores": stores,
+            "extension": (await extensions_of(conn, [request_id])).get(str(request_id)),
             "archive": bytes(archive) if archive is not None else None, "archive_sha256": digest}
 
 

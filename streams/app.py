@@ -36,6 +36,7 @@ from lifecycle.streams.access import access_tick
 from lifecycle.streams.acks import AckKeys, AcksLoop
 from lifecycle.streams.db import Database, apply_schema, describe
 from lifecycle.streams.erasure import erasure_tick
+from lifecycle.streams.extensions import notify_extensions
 from lifecycle.streams.health import Health
 from lifecycle.streams.http_auth import load_tokens, middleware
 from lifecycle.streams.intake import Origin, Rejected, dead_letter
@@ -294,6 +295,10 @@ def _register_background(pipeline: Pipeline) -> None:
             await tick_db.run("access tick", lambda conn: access_tick(conn, pipeline.context, now))
         except Exception as exc:
             log.warning("access tick failed: %s", describe(exc))
+        try:
+            await tick_db.run("extension notices", lambda conn: notify_extensions(conn, pipeline.context))
+        except Exception as exc:
+            log.warning("extension notices not queued: %s", describe(exc))
         try:
             await tick_db.run("retention tick",
                               lambda conn: retention_tick(conn, pipeline.context, pipeline.context.policy, now))

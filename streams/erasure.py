@@ -33,6 +33,7 @@ from lifecycle.schemas.statuses import SUCCESS, AckStatus
 from lifecycle.schemas.validate import text_problem
 from lifecycle.streams.access import forget_access
 from lifecycle.streams.context import Context, Row
+from lifecycle.streams.extensions import extensions_of
 from lifecycle.streams.suppression import VISITOR_SUPPRESSION_MONTHS, erased_among
 
 __all__ = ["open_erasures", "publish_status", "apply_acks", "ack_problem", "erasure_tick", "erasure_status",
@@ -235,6 +236,9 @@ async def _statuses(conn: psycopg.AsyncConnection[Any], where: str, params: tupl
             entry["stores"].append({"store": store, "status": status, "items_erased": items, "attempts": attempts,
                                     "acknowledged_at": dt_to_ms(acked) if acked else None, "error": error,
                                     "verified_at": dt_to_ms(verified) if verified else None, "items_found": found})
+    extensions = await extensions_of(conn, [uuid.UUID(rid) for rid in out])
+    for rid, entry in out.items():
+        entry["extension"] = extensions.get(rid)
     return list(out.values())
 
 

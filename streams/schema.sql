@@ -446,3 +446,19 @@ CREATE TABLE IF NOT EXISTS erasure_certificates (
 -- when this subject's browser has sent the signal (a grant made after it is an informed choice).
 ALTER TABLE consent_current ADD COLUMN IF NOT EXISTS decided_by text NOT NULL DEFAULT 'choice';
 ALTER TABLE consent_current ADD COLUMN IF NOT EXISTS gpc_since timestamptz;
+
+-- Deadline extensions (GDPR Art. 12(3), streams/extensions.py): one per access or erasure request,
+-- by one or two months, with the reason the person is told and who decided; notified_at once the
+-- notice is queued on request-notices.
+CREATE TABLE IF NOT EXISTS request_extensions (
+    request_id        uuid PRIMARY KEY,
+    kind              text NOT NULL,
+    account_hash      text NOT NULL,
+    months            int NOT NULL CHECK (months BETWEEN 1 AND 2),
+    reason            text NOT NULL,
+    requested_by      text NOT NULL,
+    extended_at       timestamptz NOT NULL,
+    previous_deadline timestamptz NOT NULL,
+    deadline          timestamptz NOT NULL,
+    notified_at       timestamptz
+);

@@ -110,6 +110,10 @@ async def erasure(conn: Any, request_id: uuid.UUID) -> dict[str, Any] | None:
                              "replay_store FROM erasure_proofs WHERE request_id = %s", (request_id,))
     out["proof"] = dict(zip(("state", "regressions", "regressed_at", "last_verified_at", "replays", "replayed_at",
                              "replay_store"), proof[0], strict=True)) if proof else None
+    extended = await _all(conn, "SELECT months, reason, requested_by, extended_at, previous_deadline "
+                                "FROM request_extensions WHERE request_id = %s", (request_id,))
+    out["extension"] = dict(zip(("months", "reason", "requested_by", "extended_at", "previous_deadline"), extended[0],
+                                strict=True)) if extended else None
     issued = await _all(conn, "SELECT issued_at FROM erasure_certificates WHERE request_id = %s", (request_id,))
     out["certificate_issued_at"] = issued[0][0] if issued else None
     return out

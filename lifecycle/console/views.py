@@ -424,6 +424,10 @@ def _timeline(r: dict[str, Any]) -> list[tuple[dt.datetime, str]]:
     ]
     if r["round"]:
         steps.append((1, r["opened_at"], f"round {r['round']}: erased again after a later check found data"))
+    if (ext := r.get("extension")) is not None:
+        steps.append((0, ext["extended_at"], f"deadline extended by {ext['months']} month(s) (Art. 12(3)), from "
+                                             f"{esc(when(ext['previous_deadline']))}: {esc(ext['reason'])} "
+                                             f"(decided by {esc(ext['requested_by'])}; the person is told)"))
     for store, status, items, attempts, issued, acked, error, verified, found in r["stores"]:
         steps.append((2, issued, f"order to <b>{esc(store)}</b> (sent {attempts} time(s))"))
         steps.append((3, acked, f"<b>{esc(store)}</b> answered {esc(status)}, {items} item(s) erased"

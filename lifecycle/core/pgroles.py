@@ -51,8 +51,8 @@ _READER = (
     "GRANT SELECT ON consent_current, consent_history, newsletter, erasure_requests, erasure_progress TO {role}",
     # The console (lifecycle/console/): the erasure record, the stores, the certificates, and of the
     # access requests their timing alone (not the account id, the answer key or the archive).
-    "GRANT SELECT ON erasure_proofs, erasure_stores, erasure_certificates, erasure_replays, access_progress "
-    "TO {role}",
+    "GRANT SELECT ON erasure_proofs, erasure_stores, erasure_certificates, erasure_replays, access_progress, "
+    "request_extensions TO {role}",
     "GRANT SELECT (request_id, account_hash, opened_at, deadline, state, completed_at, expires_at) "
     "ON access_requests TO {role}",
 )

@@ -131,12 +131,12 @@ def test_topics_apply_twice_and_drift(servers, tmp_path):
                LIFECYCLE_TOPIC_PREFIX="cli-apply.")
     first = subprocess.run(_lifecycle("topics", "apply"), env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
-    assert "14 created, 0 already present" in first.stdout
+    assert "15 created, 0 already present" in first.stdout
     assert "created cli-apply.tombstones" in first.stdout
     second = subprocess.run(_lifecycle("topics", "apply", "--strict"), env=env, capture_output=True, text=True,
                             timeout=60)
     assert second.returncode == 0
-    assert "0 created, 14 already present" in second.stdout and "no drift" in second.stdout
+    assert "0 created, 15 already present" in second.stdout and "no drift" in second.stdout
 
     spec = yaml.safe_load(servers.topic_spec.read_text())
     spec["topics"]["consent-events"]["partitions"] = 6

@@ -7,7 +7,7 @@ from lifecycle.topics import ApplyReport, load_spec
 CONTRACT_TOPICS = {
     "account-events", "session-events", "consent-events", "analytics-events", "accounts", "consents",
     "session-logs", "tombstones", "erasure-acks", "erasure-status", "traffic-aggregates", "dead-letters",
-    "retention-orders", "access-orders",
+    "retention-orders", "access-orders", "request-notices",
 }
 COMPACTED = {"accounts", "consents", "erasure-status", "retention-orders"}
 
