@@ -525,6 +525,13 @@ def cmd_proof(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         for line in checked:
             _say(line)
+        if "backups_expire_by" in body:
+            _say(f"backups: every backup that may hold the subject expires by {body['backups_expire_by']}"
+                 if body["backups_expire_by"] else
+                 f"backups: no retention declared by {', '.join(body['backups_undeclared'])}: when their backups "
+                 "expire is not known")
+        _say(f"replays on restored stores: {body.get('replays', 0)}"
+             + (f", the last at {body['last_replayed_at']}" if body.get("last_replayed_at") else ""))
         if (extension := body.get("deadline_extension")):
             _say(f"deadline extended by {extension['months']} month(s) on {extension['extended_at']} "
                  f"(Art. 12(3)): {extension['reason']}")
@@ -597,6 +604,19 @@ def cmd_store_remove(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_backups(settings: Settings, args: argparse.Namespace) -> int:
+    """Record how long a store keeps its backups, as its owner declares it (docs/erasure.md)."""
+    import psycopg
+
+    from lifecycle.store_registry import declare_backups
+
+    with psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10) as conn:
+        declare_backups(settings.postgres_dsn or "", conn, args.name, args.days)
+    _say(f"{args.name}: backups kept {args.days} day(s); certificates state when those that may hold an erased "
+         "subject expire")
+    return 0
+
+
 def cmd_store_list(settings: Settings, args: argparse.Namespace) -> int:
     """Every store the pipeline knows: shipped or not, waited for, its key, what it has not answered."""
     import psycopg
@@ -608,12 +628,13 @@ def cmd_store_list(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         _say(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return 0
-    _say(f"{'store':<20} {'kind':<8} {'joined by':<17} {'waited for':<10} {'key':<8} {'pending':>7}  last answer")
+    _say(f"{'store':<20} {'kind':<8} {'joined by':<17} {'waited for':<10} {'key':<8} {'pending':>7} "
+         f"{'backups':>8}  last answer")
     for r in rows:
         joined_by = {"config": "ERASURE_STORES", "registered": "store add", "key": "-"}.get(r.origin, r.origin)
         _say(f"{r.store:<20} {'shipped' if r.shipped else 'foreign':<8} {joined_by:<17} "
-             f"{'yes' if r.waited_for else 'no':<10} {'Ed25519' if r.signing_key else 'none':<8} {r.pending:>7}  "
-             f"{r.last_answer or '-'}")
+             f"{'yes' if r.waited_for else 'no':<10} {'Ed25519' if r.signing_key else 'none':<8} {r.pending:>7} "
+             f"{(str(r.backup_days) + ' d') if r.backup_days is not None else '?':>8}  {r.last_answer or '-'}")
     return 0
 
 
@@ -802,6 +823,10 @@ def _parser() -> argparse.ArgumentParser:
     store_remove = store.add_parser("remove", help="a store that joined with `store add` leaves new erasures")
     store_remove.add_argument("name")
     store_remove.set_defaults(fn=cmd_store_remove, reads="database")
+    store_backups = store.add_parser("backups", help="how long a store keeps its backups, as its owner declares it")
+    store_backups.add_argument("name")
+    store_backups.add_argument("--days", type=int, required=True, help="0: the store keeps no backups")
+    store_backups.set_defaults(fn=cmd_store_backups, reads="database")
     store_list = store.add_parser("list", help="every store: shipped or not, waited for, its key, its backlog")
     store_list.add_argument("--json", action="store_true")
     store_list.set_defaults(fn=cmd_store_list, reads="database")

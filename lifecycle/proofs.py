@@ -82,6 +82,7 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
         raise LifecycleError(f"erasure {request_id} is {state}: a later check found data again, and the erasure "
                              "is open until every store has erased and verified again (docs/erasure.md)")
     stores = list(stores or [])
+    backups = _backups(conn, stores, completed)
     return {
         "format": FORMAT,
         "request_id": str(rid),
@@ -99,8 +100,14 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
                     # The store's own word, signed with its key (no account id in it): checked offline.
                     "store_key": s.get("store_key") or "legacy-hmac",
                     "ack_receipt": _receipt(s.get("ack_statement"), s.get("ack_signature")),
-                    "verify_receipt": _receipt(s.get("verify_statement"), s.get("verify_signature"))}
+                    "verify_receipt": _receipt(s.get("verify_statement"), s.get("verify_signature")),
+                    "backups": backups[s["store"]]}
                    for s in stores],
+        # Every backup taken before a store erased may still hold the subject until it expires:
+        # the latest such date, or None when a store declared no backup retention (listed).
+        "backups_expire_by": None if any(b["retention_days"] is None for b in backups.values()) else
+        max((b["expire_by"] for b in backups.values()), default=None),
+        "backups_undeclared": sorted(s for s, b in backups.items() if b["retention_days"] is None),
         "last_verified_at": _iso(last),
         "regressions": regressions,
         "last_regressed_at": _iso(regressed),
@@ -111,6 +118,24 @@ def certificate(conn: Any, settings: Settings, request_id: str) -> dict[str, Any
         "deadline_extension": _extension(conn, rid),  # GDPR Art. 12(3), or None
         "issued_at": _iso(dt.datetime.now(dt.UTC)),
     }
+
+
+def _backups(conn: Any, stores: list[dict[str, Any]], completed: dt.datetime) -> dict[str, dict[str, Any]]:
+    """Per store: its declared backup retention and the date its last backup holding the subject
+    expires (the day it erased, plus the retention)."""
+    declared: dict[str, Any] = {}
+    has_column = conn.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'erasure_stores' "
+                              "AND column_name = 'backup_days'").fetchone() is not None
+    if has_column:
+        declared = dict(conn.execute("SELECT store, backup_days FROM erasure_stores").fetchall())
+    out = {}
+    for s in stores:
+        days = declared.get(s["store"])
+        erased = dt.datetime.fromtimestamp(s["acknowledged_at"] / 1000, dt.UTC) if s.get("acknowledged_at") \
+            else completed
+        out[s["store"]] = {"retention_days": days,
+                           "expire_by": _iso(erased + dt.timedelta(days=days)) if days is not None else None}
+    return out
 
 
 def _extension(conn: Any, rid: Any) -> dict[str, Any] | None:

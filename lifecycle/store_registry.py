@@ -17,7 +17,7 @@ from lifecycle.core.errors import ConfigError
 from lifecycle.core.storekeys import check_store_name, ensure_table
 from lifecycle.streams.db import apply_schema
 
-__all__ = ["shipped", "join", "leave", "StoreRow", "listing"]
+__all__ = ["shipped", "join", "leave", "declare_backups", "StoreRow", "listing"]
 
 
 def shipped(store: str) -> bool:
@@ -54,6 +54,18 @@ def leave(conn: Any, store: str) -> int:
                             (store,)).fetchone()[0])
 
 
+def declare_backups(dsn: str, conn: Any, store: str, days: int) -> None:
+    """Record how long ``store`` keeps its backups, as its owner declares it (0: it keeps none);
+    certificates of erasure state by when every backup that may hold the subject expires."""
+    if not 0 <= days <= 3650:
+        raise ConfigError("--days: 0 (no backups) to 3650")
+    apply_schema(dsn)
+    found = conn.execute("UPDATE erasure_stores SET backup_days = %s WHERE store = %s RETURNING 1",
+                         (days, check_store_name(store))).fetchone()
+    if found is None:
+        raise ConfigError(f"{store!r} is not a store the pipeline knows (`lifecycle store list`)")
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreRow:
     store: str
@@ -63,26 +75,28 @@ class StoreRow:
     signing_key: bool
     pending: int  # erasure orders it has not answered yet
     last_answer: str | None  # RFC 3339, the latest acknowledgement it sent
+    backup_days: int | None  # as its owner declared it; None: not declared
 
 
 def listing(conn: Any) -> list[StoreRow]:
     """Every store the pipeline knows, by name: in the registry, or holding a key."""
     ensure_table(conn)
     if not _has_registry(conn):
-        registry: dict[str, tuple[str, bool]] = {}
+        registry: dict[str, tuple[str, bool, int | None]] = {}
         progress: dict[str, tuple[int, Any]] = {}
     else:
-        registry = {s: (o, a) for s, o, a in conn.execute("SELECT store, origin, active FROM erasure_stores")}
+        registry = {s: (o, a, b) for s, o, a, b in conn.execute(
+            "SELECT store, origin, active, backup_days FROM erasure_stores")}
         progress = {s: (int(p), last) for s, p, last in conn.execute(
             "SELECT store, count(*) FILTER (WHERE status = 'pending'), max(acknowledged_at) "
             "FROM erasure_progress GROUP BY store")}
     keys = {s: public is not None for s, public in conn.execute("SELECT store, public_key FROM store_keys")}
     rows = []
     for store in sorted(set(registry) | set(keys)):
-        origin, active = registry.get(store, ("key", False))
+        origin, active, backup_days = registry.get(store, ("key", False, None))
         pending, last = progress.get(store, (0, None))
         rows.append(StoreRow(store, shipped(store), origin, active, keys.get(store, False), pending,
-                             last.isoformat() if last is not None else None))
+                             last.isoformat() if last is not None else None, backup_days))
     return rows
 
 

@@ -462,3 +462,7 @@ CREATE TABLE IF NOT EXISTS request_extensions (
     deadline          timestamptz NOT NULL,
     notified_at       timestamptz
 );
+
+-- How long each store keeps its backups, as its owner declares it (`lifecycle store backups NAME
+-- --days N`): a certificate states by when every backup that may hold an erased subject expires.
+ALTER TABLE erasure_stores ADD COLUMN IF NOT EXISTS backup_days int;

@@ -62,3 +62,40 @@ def test_a_certificate_verifies_offline_and_no_changed_byte_does(settings, worke
     other = tmp_path / "other.key"
     other.write_text(proofs.public_key_text(proofs.Ed25519PrivateKey.generate())["public_key"])
     assert _lifecycle(offline, "proof", "verify", str(cert), "--public-key", str(other)).returncode == 1
+
+
+def test_a_certificate_states_when_the_backups_expire_and_the_replays(settings, worker, connectors, tmp_path):
+    """Issue 29: each store's declared backup retention; the date by which every backup that may
+    hold the subject expires (none while a store has declared nothing); `proof verify` shows it
+    and the restore guard's replays."""
+    acc = "acc-backups"
+    emit(settings, event("account.registered", T0, account=acc, email=PII["email"], first_name="B", last_name="K"),
+         event("account.closed", T0 + HOUR, account=acc))
+    wait_for(lambda: (a := erasure_answer(worker, acc)) and a["erasures"][0]["state"] == "complete",
+             deadline_s=90, what="the erasure")
+    rid = erasure_answer(worker, acc)["erasures"][0]["request_id"]
+    first, *rest = sorted(settings.erasure_stores)
+    for days, store in enumerate(rest, start=30):
+        assert _lifecycle(settings, "store", "backups", store, "--days", str(days)).returncode == 0
+    assert _lifecycle(settings, "store", "backups", "nobody", "--days", "3").returncode != 0
+    cert = tmp_path / "certificate.json"
+    assert _lifecycle(settings, "proof", "export", rid, "--out", str(cert)).returncode == 0
+    body = json.loads(cert.read_bytes())["certificate"]
+    assert (body["backups_expire_by"], body["backups_undeclared"]) == (None, [first])
+
+    assert _lifecycle(settings, "store", "backups", first, "--days", "90").returncode == 0
+    assert _lifecycle(settings, "proof", "export", rid, "--out", str(cert)).returncode == 0
+    body = json.loads(cert.read_bytes())["certificate"]
+    by_store = {s["store"]: s["backups"] for s in body["stores"]}
+    assert by_store[first]["retention_days"] == 90 and body["backups_undeclared"] == []
+    assert body["backups_expire_by"] == max(b["expire_by"] for b in by_store.values()) == by_store[first]["expire_by"]
+
+    key, stores = tmp_path / "proof.pub", tmp_path / "stores.json"
+    key.write_bytes(_lifecycle(settings, "proof", "key", "--raw").stdout)
+    stores.write_bytes(_lifecycle(settings, "store", "keys").stdout)
+    offline = dataclasses.replace(settings, postgres_dsn=None, kafka_bootstrap=None, state_dir=tmp_path / "auditor")
+    checked = _lifecycle(offline, "proof", "verify", str(cert), "--public-key", str(key), "--store-keys", str(stores))
+    assert checked.returncode == 0, checked.stderr.decode()
+    out = checked.stdout.decode()
+    assert f"every backup that may hold the subject expires by {body['backups_expire_by']}" in out
+    assert "replays on restored stores: 0" in out
