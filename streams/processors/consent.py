@@ -47,31 +47,26 @@ ON CONFLICT (subject_id, purpose) DO UPDATE SET
 WHERE consent_current.given_at <= EXCLUDED.given_at
 """
 # Global Privacy Control: an opt-out of `advertising` (sale, sharing, targeted advertising), the
-# table of cases in docs/processors.md. A grant is withdrawn unless the person gave it after this
-# browser's signal was first seen (an informed choice, CCPA regulations 11 CCR 7025(c)(3)); a state
-# already withdrawn stays as it is; an older signal arriving late changes nothing.
+# table of cases in docs/processors.md. Three steps per subject, in order: no decision yet, refused
+# by the signal; a grant made before the browser's signal was first seen, withdrawn (one made after
+# it is an informed choice, CCPA regulations 11 CCR 7025(c)(3), and stands; an older signal
+# arriving late changes nothing); then remember since when the signal has been seen.
 GPC_PURPOSE = "advertising"
-_GPC = """
-INSERT INTO consent_current AS c (subject_id, purpose, granted, given_at, expires_at, policy_version, expired_at,
-                                  notice_hash, decided_by, gpc_since)
-VALUES (%(subject)s, 'advertising', false, %(at)s, NULL, NULL, NULL, NULL, 'gpc', %(at)s)
-ON CONFLICT (subject_id, purpose) DO UPDATE SET
-    gpc_since = LEAST(COALESCE(c.gpc_since, EXCLUDED.gpc_since), EXCLUDED.gpc_since),
-    granted = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
-                        AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN false ELSE c.granted END,
-    decided_by = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
-                           AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN 'gpc'
-                      ELSE c.decided_by END,
-    given_at = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
-                         AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN EXCLUDED.given_at
-                    ELSE c.given_at END,
-    expires_at = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
-                           AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN NULL
-                      ELSE c.expires_at END,
-    notice_hash = CASE WHEN c.granted AND c.given_at <= EXCLUDED.given_at
-                            AND NOT (c.gpc_since IS NOT NULL AND c.given_at >= c.gpc_since) THEN NULL
-                       ELSE c.notice_hash END
-RETURNING c.subject_id, c.decided_by = 'gpc' AND c.given_at = %(at)s
+_GPC_REFUSE = """
+INSERT INTO consent_current (subject_id, purpose, granted, given_at, decided_by, gpc_since)
+VALUES (%(subject)s, 'advertising', false, %(at)s, 'gpc', %(at)s)
+ON CONFLICT (subject_id, purpose) DO NOTHING RETURNING subject_id
+"""
+_GPC_WITHDRAW = """
+UPDATE consent_current SET granted = false, given_at = %(at)s, expires_at = NULL, expired_at = NULL,
+                           notice_hash = NULL, decided_by = 'gpc'
+WHERE subject_id = %(subject)s AND purpose = 'advertising' AND granted AND given_at <= %(at)s
+  AND NOT (gpc_since IS NOT NULL AND given_at >= gpc_since)
+RETURNING subject_id
+"""
+_GPC_SEEN = """
+UPDATE consent_current SET gpc_since = LEAST(COALESCE(gpc_since, %(at)s), %(at)s)
+WHERE subject_id = %(subject)s AND purpose = 'advertising'
 """
 _LINKED = "SELECT visitor_id, account_id FROM account_visitors WHERE visitor_id = ANY(%s)"
 _NEWSLETTER = """
@@ -171,19 +166,25 @@ class ConsentProcessor:
         for visitor, account in await rows.fetchall():
             by_visitor.setdefault(visitor, set()).add(account)
         touched: set[str] = set()
-        for event in signals:
-            subjects = {s for s in (event.get("visitor_id"), event.get("account_id")) if s}
-            subjects |= by_visitor.get(event.get("visitor_id") or "", set())
-            at = ms_to_dt(event["occurred_at"])
-            ctx.metrics.gpc_signals.labels("seen").inc()
-            for subject in sorted(subjects):
-                await conn.execute(_HISTORY, {
-                    "event_id": uuid.uuid5(uuid.UUID(event["event_id"]), subject), "subject": subject,
-                    "event_type": "consent.gpc_signal", "purposes": [GPC_PURPOSE], "policy_version": None,
-                    "at": at, "source": event["source"], "notice_hash": None})
-                applied = await (await conn.execute(_GPC, {"subject": subject, "at": at})).fetchone()
-                ctx.metrics.gpc_signals.labels("applied" if applied and applied[1] else "unchanged").inc()
-            touched |= subjects
+        applied: list[Any] = []
+        async with conn.pipeline():  # every statement of the batch in one round trip
+            for event in signals:
+                subjects = {s for s in (event.get("visitor_id"), event.get("account_id")) if s}
+                subjects |= by_visitor.get(event.get("visitor_id") or "", set())
+                at = ms_to_dt(event["occurred_at"])
+                for subject in sorted(subjects):
+                    args = {"subject": subject, "at": at}
+                    await conn.execute(_HISTORY, {
+                        "event_id": uuid.uuid5(uuid.UUID(event["event_id"]), subject), "subject": subject,
+                        "event_type": "consent.gpc_signal", "purposes": [GPC_PURPOSE], "policy_version": None,
+                        "at": at, "source": event["source"], "notice_hash": None})
+                    applied.append((await conn.execute(_GPC_REFUSE, args), await conn.execute(_GPC_WITHDRAW, args)))
+                    await conn.execute(_GPC_SEEN, args)
+                touched |= subjects
+        ctx.metrics.gpc_signals.labels("seen").inc(len(signals))
+        for refused, withdrawn in applied:
+            changed = bool(await refused.fetchall()) or bool(await withdrawn.fetchall())
+            ctx.metrics.gpc_signals.labels("applied" if changed else "unchanged").inc()
         return touched
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: Context) -> None:
