@@ -25,7 +25,7 @@ from lifecycle.core.errors import StackError
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import free_port, spawn, stop_all
 from lifecycle.store_registry import shipped
-from lifecycle.streams.http_auth import init_tokens_file
+from lifecycle.streams.http_auth import init_tokens_file, load_tokens
 from lifecycle.topics import apply_topics, load_spec
 
 __all__ = ["running_pipeline", "supervised_pipeline", "Supervisor", "http_get", "wait_ready", "stack_file"]
@@ -305,15 +305,8 @@ def publish_proof_key(live: Settings) -> Path:
 
 
 def console_hint(live: Settings) -> str:
-    """Where the console is and a token to sign in with (the read token: it only reads)."""
-    token = next((t.strip() for t in (live.read_token or "").split(",") if t.strip()), None)
-    if token is None and live.http_tokens_file is not None:
-        with contextlib.suppress(OSError):
-            for line in live.http_tokens_file.read_text().splitlines():
-                parts = line.split()
-                if len(parts) == 2 and "read" in parts[0].split(","):
-                    token = parts[1]
-                    break
+    """Where the console is and a token to sign in with (a read token: it only reads)."""
+    token = next((t.decode() for t, scopes in load_tokens(live).entries if "read" in scopes), None)
     where = f"http://{live.http_host}:{live.http_port}/console"
     return f"console: {where} (sign in with the read token {token})" if token else \
         f"console: {where} (sign in with a token of scope read)"
