@@ -79,6 +79,10 @@ def test_no_route_answers_that_the_document_does_not_list(open_worker):
         assert path not in documented or method.lower() not in documented[path]
         answered = _call(worker.url(path), method, token)
         assert answered in (403, 404, 405), f"{method} {path} answered {answered}, yet the document lists it not"
+    for route in ROUTES:  # every documented /v1 route refuses a request without a token
+        if route.scope in ("ingest", "read", "keys"):
+            path = route.path.replace("{account_id}", "acc-x").replace("{subject_id}", "vis-x")
+            assert _call(worker.url(path), route.method, "not-a-token") == 401, f"{route.method} {path}"
 
 
 def _call(url, method, token):
