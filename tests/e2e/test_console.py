@@ -225,7 +225,9 @@ def test_after_the_demo_a_person_finds_its_erasures_and_a_certificate(tmp_path):
             page.click("tbody tr:first-child a")
             found = page.inner_text("main")
             assert "Verified: signed by the published proof key" in found and "Download the certificate" in found
-        assert time.monotonic() - started < 60
+        elapsed = time.monotonic() - started
+        print(f"from the demo's console line to a verified certificate: {elapsed:.1f} s")
+        assert elapsed < 60
         demo.send_signal(signal.SIGINT)
         assert demo.wait(90) == 0, log.read_text()[-2000:]
     finally:
