@@ -42,7 +42,7 @@ from lifecycle.core.config import Settings  # noqa: E402
 from lifecycle.embedded import Stack  # noqa: E402
 from lifecycle.embedded.process import free_port  # noqa: E402
 from lifecycle.schemas import Codec  # noqa: E402
-from lifecycle.streams.db import apply_schema  # noqa: E402
+from lifecycle.streams.runtime.database import apply_schema  # noqa: E402
 from lifecycle.topics import apply_topics, load_spec  # noqa: E402
 
 T0 = 1_767_225_600_000

@@ -32,7 +32,7 @@ from lifecycle.connectors.base.sink import RetentionOrder  # noqa: E402
 from lifecycle.connectors.postgres import PostgresSink  # noqa: E402
 from lifecycle.core.timeutil import dt_to_ms  # noqa: E402
 from lifecycle.embedded.postgres import EmbeddedPostgres  # noqa: E402
-from lifecycle.streams.db import apply_schema  # noqa: E402
+from lifecycle.streams.runtime.database import apply_schema  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 CUTOFF = dt.datetime(2024, 12, 16, tzinfo=dt.UTC)

@@ -334,7 +334,7 @@ def _access_export(live: Settings, say: Callable[[str], None], tag: str) -> bool
 
     import psycopg
 
-    from lifecycle.streams.http_auth import load_tokens
+    from lifecycle.streams.http.auth import load_tokens
     from lifecycle.supervisor import http_get
 
     with psycopg.connect(live.postgres_dsn or "") as conn:

@@ -139,7 +139,7 @@ def _backups(conn: Any, stores: list[dict[str, Any]], completed: dt.datetime) ->
 
 
 def _extension(conn: Any, rid: Any) -> dict[str, Any] | None:
-    """The request's deadline extension (streams/extensions.py), if it had one."""
+    """The request's deadline extension (streams/access/extensions.py), if it had one."""
     if conn.execute("SELECT to_regclass('request_extensions')").fetchone()[0] is None:
         return None
     row = conn.execute("SELECT months, reason, requested_by, extended_at, previous_deadline, deadline "

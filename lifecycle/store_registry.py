@@ -15,7 +15,7 @@ from typing import Any
 from lifecycle.connectors.stores import STORES
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.storekeys import check_store_name, ensure_table
-from lifecycle.streams.db import apply_schema
+from lifecycle.streams.runtime.database import apply_schema
 
 __all__ = ["shipped", "join", "leave", "declare_backups", "StoreRow", "listing"]
 

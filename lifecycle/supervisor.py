@@ -25,7 +25,7 @@ from lifecycle.core.errors import StackError
 from lifecycle.embedded import Stack
 from lifecycle.embedded.process import free_port, spawn, stop_all
 from lifecycle.store_registry import shipped
-from lifecycle.streams.http_auth import init_tokens_file, load_tokens
+from lifecycle.streams.http.auth import init_tokens_file, load_tokens
 from lifecycle.topics import apply_topics, load_spec
 
 __all__ = ["running_pipeline", "supervised_pipeline", "Supervisor", "http_get", "wait_ready", "stack_file"]

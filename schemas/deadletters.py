@@ -52,7 +52,7 @@ def dead_letter(
 ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) of the dead letter for a rejected record: keyed by the original key,
     the value a DeadLetter record holding the original bytes (up to DEAD_LETTER_VALUE_CAP), sealed
-    (streams/sealing.py) when ``sealed_for`` says under which subject's key."""
+    (streams/runtime/sealing.py) when ``sealed_for`` says under which subject's key."""
     message = rejected.message
     size = len(value) if original_size is None and value is not None else original_size or 0
     if size > DEAD_LETTER_VALUE_CAP:

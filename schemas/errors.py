@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError, TransientError
 
 __all__ = [
     "DecodeError",
@@ -61,7 +61,7 @@ class SchemaNotAllowed(DecodeError):
     reason = "schema_not_allowed_on_topic"
 
 
-class RegistryError(LifecycleError):
+class RegistryError(TransientError):
     """The schema registry could not be reached or refused a schema."""
 
 

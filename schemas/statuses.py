@@ -1,4 +1,4 @@
-"""The acknowledgement statuses of the erasure protocol (CONTRACT.md section 3), as one enum.
+"""The acknowledgement statuses of the erasure protocol (docs/protocol.md, "Running a store"), as one enum.
 
 The Avro enum `lifecycle.types.AckStatus` in ErasureAck.avsc is the contract; this mirrors it for
 code (tests/unit/test_catalog.py fails when the two differ)."""

@@ -29,7 +29,7 @@ LATEST_MS = 7_258_118_400_000
 MAX_STRING = 4096  # no field of the contract needs more; longer values are abuse or bugs
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
-# Subjects: who each topic's events must name (CONTRACT.md section 1).
+# Subjects: who each topic's events must name (docs/topics.md).
 SUBJECT_RULE = {
     "account-events": "account_id",
     "session-events": "account_id",

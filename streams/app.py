@@ -1,7 +1,7 @@
 """The worker's Faust application: the clock-driven ticks, the outbox and ingest-journal relays,
 the state rebuild, consumer lag and the HTTP API. Two consumer loops of the worker's own start
-with it: the intake loop on the input topics (streams/intake_loop.py) and the acks loop on
-`erasure-acks` (streams/acks.py).
+with it: the intake loop on the input topics (streams/ingest/loop.py) and the acks loop on
+`erasure-acks` (streams/runtime/acks.py).
 
 One app per worker process, built by ``build_app`` from the settings so tests can build their
 own with a fresh metrics registry.
@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -24,33 +23,32 @@ from prometheus_client import CollectorRegistry
 from lifecycle.core.clock import Clock, make_clock
 from lifecycle.core.config import Settings
 from lifecycle.core.datakeys import open_data_keys
-from lifecycle.core.errors import LifecycleError
-from lifecycle.core.keys import Keyring, key_file, open_keyring
 from lifecycle.core.orderkeys import load_order_signer
-from lifecycle.core.pgroles import as_component, setup_roles
+from lifecycle.core.pgroles import as_component
 from lifecycle.core.policy import load_policy
 from lifecycle.schemas.catalog import Catalog, load_catalog
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.registry import make_registry
-from lifecycle.streams.access import access_tick
-from lifecycle.streams.acks import AckKeys, AcksLoop
-from lifecycle.streams.db import Database, apply_schema, describe
-from lifecycle.streams.erasure import erasure_tick
-from lifecycle.streams.extensions import notify_extensions
-from lifecycle.streams.health import Health
-from lifecycle.streams.http_auth import load_tokens, middleware
-from lifecycle.streams.intake import Origin, Rejected, dead_letter
-from lifecycle.streams.intake_loop import IntakeLoop
-from lifecycle.streams.journal import JournalRelay
-from lifecycle.streams.lag import LagProbe, pipeline_groups
-from lifecycle.streams.letters import DeadLetters
-from lifecycle.streams.metrics import Metrics
-from lifecycle.streams.outbox import Relay
-from lifecycle.streams.processors import Context, all_processors
+from lifecycle.streams.features import all_processors, answer_kinds, ticks
+from lifecycle.streams.http.auth import load_tokens, middleware
+from lifecycle.streams.http.views import register_views
+from lifecycle.streams.ingest.journal import JournalRelay
+from lifecycle.streams.ingest.loop import IntakeLoop
+from lifecycle.streams.pipeline import Pipeline, WorkerApp
 from lifecycle.streams.rebuild import republish_state, tombstone_erased
-from lifecycle.streams.retention import retention_tick
-from lifecycle.streams.sealing import destroy_past_letter_keys, period_subject
-from lifecycle.streams.wakeup import OUTBOX_CHANNEL, Wakeup
+from lifecycle.streams.runtime.acks import AckKeys, AcksLoop
+from lifecycle.streams.runtime.context import PipelineContext
+from lifecycle.streams.runtime.database import Database, describe
+from lifecycle.streams.runtime.deadletters import DeadLetters
+from lifecycle.streams.runtime.decoding import Origin, Rejected, dead_letter
+from lifecycle.streams.runtime.feature import Tick
+from lifecycle.streams.runtime.health import Health
+from lifecycle.streams.runtime.lag import LagProbe, pipeline_groups
+from lifecycle.streams.runtime.metrics import Metrics
+from lifecycle.streams.runtime.outbox import Relay
+from lifecycle.streams.runtime.sealing import destroy_past_letter_keys, period_subject
+from lifecycle.streams.runtime.startup import prepare_database
+from lifecycle.streams.runtime.wakeup import OUTBOX_CHANNEL, Wakeup
 
 __all__ = ["Pipeline", "build_app"]
 
@@ -60,41 +58,6 @@ TICK_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 10.0
 RELAY_IDLE_S = 1.0  # the outbox relay's fallback: a commit that queued records wakes it at once
 JOURNAL_IDLE_S = 0.5
-
-
-@dataclasses.dataclass
-class Pipeline:
-    """The app and what its agents share."""
-
-    app: _App
-    settings: Settings
-    codec: Codec
-    metrics: Metrics
-    clock: Clock
-    context: Context
-    health: Health  # what /readyz shows
-    dead_letters: DeadLetters  # shared by every stage that rejects a consumed record
-    intake: IntakeLoop  # the input topics (streams/intake_loop.py)
-    acks: AcksLoop  # the stores' answers on erasure-acks (streams/acks.py)
-
-
-class _App(faust.App):
-    """Faust starts app tasks only once its own consumer has joined its group (and its table
-    recovery is done); the worker's consumer loops start with the app instead, registered with
-    ``start_with`` as tasks are with ``app.task``, so that they join their groups at once. Faust
-    itself consumes nothing: its producer, web server, tasks and timers are all the worker uses."""
-
-    producer_only = True  # Faust's boot strategy without its consumer, conductor and tables
-
-    _loops: tuple[Callable[[], Awaitable[None]], ...] = ()
-
-    def start_with(self, *loops: Callable[[], Awaitable[None]]) -> None:
-        self._loops = (*self._loops, *loops)
-
-    async def on_start(self) -> None:
-        await super().on_start()
-        for loop in self._loops:
-            self.add_future(loop())
 
 
 def build_app(
@@ -129,9 +92,42 @@ def build_app(
             metrics.events_rejected.labels("http", "unauthorized").inc()
 
     guard = middleware(load_tokens(settings), settings.http_max_in_flight, refused)  # a bad tokens file: here
-    # Faust runs the acks agent, the timers and the HTTP API; the input topics are read by the
-    # intake loop under the group `app_id` (streams/intake_loop.py).
-    app = _App(
+    app = _worker_app(settings, guard)
+    codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
+    data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
+    orders = load_order_signer(settings)
+    settings = as_component(settings, "worker")  # from here on, the worker's own role
+    context = PipelineContext(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys, policy=policy,
+                      data_keys=data_keys, orders=orders)
+    health = Health(metrics)
+    letters = DeadLetters(context, Database(settings.postgres_dsn or ""),
+                          _raw_topic(app, settings.topic("dead-letters")))
+
+    def producer_started() -> bool:
+        return bool(app.producer.started)
+
+    by_contract = {p.topic: p for p in all_processors()}
+    pipeline = Pipeline(
+        app=app, settings=settings, codec=codec, metrics=metrics, clock=clock, context=context, health=health,
+        dead_letters=letters,
+        intake=IntakeLoop(context, health, {settings.topic(t): by_contract[t] for t in catalog.input_topics},
+                          letters.send, producer_started),
+        acks=AcksLoop(context, health, AckKeys(settings.postgres_dsn or "", data_keys.wrapper), letters.send,
+                      producer_started, answer_kinds()),
+    )
+    app.start_with(pipeline.intake.run, pipeline.acks.run)
+    _register_background(pipeline)
+    _register_lag(pipeline, pipeline_groups(settings, list(catalog.input_topics)))
+    register_views(pipeline)
+
+    return pipeline
+
+
+def _worker_app(settings: Settings, guard: Any) -> WorkerApp:
+    """The Faust app: producer, HTTP server (behind ``guard``, the auth middleware), tasks, timers."""
+    # Faust runs the tasks, the timers and the HTTP API; the input topics are read by the
+    # intake loop under the group `app_id` (streams/ingest/loop.py).
+    return WorkerApp(
         f"{settings.app_id}-web",
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=settings.faust_credentials(),
@@ -154,80 +150,6 @@ def build_app(
         web_application_options={"middlewares": [guard], "handler_args": {"auto_decompress": False}},
         web_tables_enabled=False,
     )
-    codec = Codec(make_registry(settings.schema_registry_url, catalog), catalog, topic_prefix=settings.topic_prefix)
-    data_keys = open_data_keys(settings, keys)  # a wrong master key stops the start here
-    orders = load_order_signer(settings)
-    settings = as_component(settings, "worker")  # from here on, the worker's own role
-    context = Context(settings=settings, codec=codec, clock=clock, metrics=metrics, keys=keys, policy=policy,
-                      data_keys=data_keys, orders=orders)
-    health = Health(metrics)
-    letters = DeadLetters(context, Database(settings.postgres_dsn or ""),
-                          _raw_topic(app, settings.topic("dead-letters")))
-
-    def producer_started() -> bool:
-        return bool(app.producer.started)
-
-    by_contract = {p.topic: p for p in all_processors()}
-    pipeline = Pipeline(
-        app=app, settings=settings, codec=codec, metrics=metrics, clock=clock, context=context, health=health,
-        dead_letters=letters,
-        intake=IntakeLoop(context, health, {settings.topic(t): by_contract[t] for t in catalog.input_topics},
-                          letters.send, producer_started),
-        acks=AcksLoop(context, health, AckKeys(settings.postgres_dsn or "", data_keys.wrapper), letters.send,
-                      producer_started),
-    )
-    app.start_with(pipeline.intake.run, pipeline.acks.run)
-    _register_background(pipeline)
-    _register_lag(pipeline, pipeline_groups(settings, list(catalog.input_topics)))
-    from lifecycle.streams.web import register_views
-
-    register_views(pipeline)
-
-    return pipeline
-
-
-def prepare_database(settings: Settings, clock: Clock,
-                     store_grants: Mapping[str, tuple[str, ...]]) -> tuple[Keyring, tuple[str, ...]]:
-    """Apply the schema and every component's role, resume the event-time clock, and return the
-    hash keyring, refused when it is not the one this database was set up with
-    (lifecycle/core/keys.py), with the stores registered by `lifecycle store add` beside the
-    configured ones (docs/protocol.md#running-a-store)."""
-    if not settings.postgres_dsn:
-        raise LifecycleError("the worker needs LIFECYCLE_POSTGRES_DSN")
-    apply_schema(settings.postgres_dsn, lambda conn: setup_roles(conn, settings, settings.erasure_stores,
-                                                                   store_grants))
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-        configured = list(settings.erasure_stores)
-        conn.execute("INSERT INTO erasure_stores (store) SELECT unnest(%s::text[]) ON CONFLICT (store) DO UPDATE "
-                     "SET active = true", (configured,))
-        conn.execute("UPDATE erasure_stores SET active = false WHERE origin = 'config' AND NOT (store = ANY(%s))",
-                     (configured,))
-        joined = tuple(row[0] for row in conn.execute(
-            "SELECT store FROM erasure_stores WHERE active AND NOT (store = ANY(%s)) ORDER BY store", (configured,)))
-        # What the journal holds was accepted and not yet applied: the broker this worker meets may
-        # not have it (an embedded broker restarted with the stack), so it is sent again; event
-        # ids make a second copy harmless.
-        conn.execute("UPDATE ingest_journal SET sent_at = NULL WHERE sent_at IS NOT NULL")
-        row = conn.execute("SELECT event_time_ms FROM clock_state WHERE id = 1").fetchone()
-        if row:
-            clock.observe(int(row[0]))
-        _move_key_out_of_database(conn, settings)
-    return open_keyring(settings), joined
-
-
-def _move_key_out_of_database(conn: psycopg.Connection[Any], settings: Settings) -> None:
-    """Earlier versions kept a generated key in the database it protects; it moves to the key file."""
-    row = conn.execute("SELECT value FROM pipeline_secrets WHERE name = 'hash_key'").fetchone()
-    if row is None:
-        return
-    path = key_file(settings)
-    if settings.hash_key is None and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(bytes(row[0]).hex() + "\n")
-        log.info("hash key moved from the database to %s", path)
-    conn.execute("DELETE FROM pipeline_secrets WHERE name = 'hash_key'")
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -246,8 +168,6 @@ def _register_background(pipeline: Pipeline) -> None:
     app = pipeline.app
     tick_db = Database(pipeline.settings.postgres_dsn or "")
     settings, ctx = pipeline.settings, pipeline.context
-    processors = all_processors()
-
     def oversize_letter(topic: str, key: bytes | None, size: int) -> tuple[str, bytes | None, bytes, list[Any]]:
         rejected = Rejected("record_too_large", "RecordTooLarge",
                             f"an output record of {size} bytes is over the producer's limit; not published",
@@ -276,42 +196,7 @@ def _register_background(pipeline: Pipeline) -> None:
             except Exception as exc:  # tried again at the next reset; the state stays in PostgreSQL
                 log.warning("state topics not republished: %s", describe(exc))
 
-    letter_period = [""]  # the dead-letter key period last rotated (streams/sealing.py)
-
-    @app.timer(interval=TICK_INTERVAL_S)
-    async def tick() -> None:
-        now = pipeline.clock.now_ms()
-        for processor in processors:
-            try:
-                await tick_db.run(f"tick {processor.topic}",
-                                  functools.partial(_tick_one, processor=processor, now=now, ctx=pipeline.context))
-            except Exception as exc:  # the next tick tries again; never kill the timer
-                log.warning("tick of %s failed: %s", processor.topic, describe(exc))
-        try:
-            await tick_db.run("erasure tick", lambda conn: erasure_tick(conn, pipeline.context, now))
-        except Exception as exc:
-            log.warning("erasure tick failed: %s", describe(exc))
-        try:
-            await tick_db.run("access tick", lambda conn: access_tick(conn, pipeline.context, now))
-        except Exception as exc:
-            log.warning("access tick failed: %s", describe(exc))
-        try:
-            await tick_db.run("extension notices", lambda conn: notify_extensions(conn, pipeline.context))
-        except Exception as exc:
-            log.warning("extension notices not queued: %s", describe(exc))
-        try:
-            await tick_db.run("retention tick",
-                              lambda conn: retention_tick(conn, pipeline.context, pipeline.context.policy, now))
-        except Exception as exc:
-            log.warning("retention tick failed: %s", describe(exc))
-        period = period_subject(ctx.policy, now)
-        if period != letter_period[0]:
-            try:
-                await tick_db.run("dead-letter keys", lambda conn: destroy_past_letter_keys(
-                    conn, ctx.data_keys, ctx.policy, now))
-                letter_period[0] = period
-            except Exception as exc:
-                log.warning("dead-letter keys not rotated: %s", describe(exc))
+    _register_ticks(pipeline, tick_db, ticks())
 
     wakeup = Wakeup(settings.postgres_dsn or "", OUTBOX_CHANNEL)
 
@@ -322,6 +207,29 @@ def _register_background(pipeline: Pipeline) -> None:
     @app.task
     async def relay() -> None:
         await _relay_forever("outbox relay", lambda: relay_loop.once(app.producer), RELAY_IDLE_S, wakeup)
+
+
+def _register_ticks(pipeline: Pipeline, tick_db: Database, every_tick: list[Tick]) -> None:
+    """Every feature's clock-driven work, once a second, then the dead-letter keys of a past period."""
+    app, ctx = pipeline.app, pipeline.context
+    letter_period = [""]  # the dead-letter key period last rotated (streams/runtime/sealing.py)
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def tick() -> None:
+        now = pipeline.clock.now_ms()
+        for each in every_tick:  # each in its own transaction: one failing never stops the others
+            try:
+                await tick_db.run(each.what, functools.partial(_run_tick, tick=each, ctx=ctx, now=now))
+            except Exception as exc:  # the next tick tries again; never kill the timer
+                log.warning("%s failed: %s", each.what, describe(exc))
+        period = period_subject(ctx.policy, now)
+        if period != letter_period[0]:
+            try:
+                await tick_db.run("dead-letter keys", lambda conn: destroy_past_letter_keys(
+                    conn, ctx.data_keys, ctx.policy, now))
+                letter_period[0] = period
+            except Exception as exc:
+                log.warning("dead-letter keys not rotated: %s", describe(exc))
 
 
 async def _relay_forever(what: str, once: Callable[[], Awaitable[int]], idle_s: float,
@@ -358,5 +266,5 @@ def _register_lag(pipeline: Pipeline, groups: dict[str, list[str]]) -> None:
         probe.close()
 
 
-async def _tick_one(conn: psycopg.AsyncConnection[Any], *, processor: Any, now: int, ctx: Context) -> None:
-    await processor.tick(conn, now, ctx)
+async def _run_tick(conn: psycopg.AsyncConnection[Any], *, tick: Tick, ctx: PipelineContext, now: int) -> None:
+    await tick.run(conn, ctx, now)

@@ -4,7 +4,7 @@
 per key as the current state. A broker that lost its log (the embedded one keeps it in memory)
 has none; so once the intake detects a new log, every account's profile, every subject's consent
 state and every erasure's status is queued again, a page at a time, each page in its own
-transaction. A page takes its keys' locks before it reads (streams/context.py), so a concurrent
+transaction. A page takes its keys' locks before it reads (streams/runtime/context.py), so a concurrent
 change to one of them is published after the republished state, never before it.
 
 Erased subjects have no rows, hence nothing to republish. But a log restored from a backup can
@@ -21,12 +21,12 @@ from typing import Any
 
 import psycopg
 
-from lifecycle.streams.context import Context
-from lifecycle.streams.db import Database
+from lifecycle.streams.accounts.processor import profile_records
+from lifecycle.streams.consent.processor import publish_states
 from lifecycle.streams.erasure import publish_status
-from lifecycle.streams.processors.accounts import profile_records
-from lifecycle.streams.processors.consent import publish_states
-from lifecycle.streams.suppression import erased_among
+from lifecycle.streams.runtime.context import PipelineContext
+from lifecycle.streams.runtime.database import Database
+from lifecycle.streams.runtime.suppression import erased_among
 
 __all__ = ["republish_state", "tombstone_erased", "PAGE"]
 
@@ -41,7 +41,7 @@ _PAGES = {
 }
 
 
-async def _page(conn: psycopg.AsyncConnection[Any], *, ctx: Context, topic: str, after: str) -> list[str]:
+async def _page(conn: psycopg.AsyncConnection[Any], *, ctx: PipelineContext, topic: str, after: str) -> list[str]:
     cur = await conn.execute(_PAGES[topic], (after, PAGE))
     keys = [str(row[0]) for row in await cur.fetchall()]
     if not keys:
@@ -56,7 +56,7 @@ async def _page(conn: psycopg.AsyncConnection[Any], *, ctx: Context, topic: str,
     return keys
 
 
-async def republish_state(db: Database, ctx: Context) -> dict[str, int]:
+async def republish_state(db: Database, ctx: PipelineContext) -> dict[str, int]:
     """Queue the current state of every key of every state topic; returns counts by topic."""
     counts: dict[str, int] = {}
     for topic in _PAGES:
@@ -72,7 +72,7 @@ async def republish_state(db: Database, ctx: Context) -> dict[str, int]:
     return counts
 
 
-def _keys_on(ctx: Context, topics: list[str]) -> dict[str, set[bytes]]:
+def _keys_on(ctx: PipelineContext, topics: list[str]) -> dict[str, set[bytes]]:
     """Every key on ``topics`` (full names), read to the end of each partition (blocking)."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -92,7 +92,7 @@ def _keys_on(ctx: Context, topics: list[str]) -> dict[str, set[bytes]]:
         consumer.close()
 
 
-async def tombstone_erased(db: Database, ctx: Context) -> int:
+async def tombstone_erased(db: Database, ctx: PipelineContext) -> int:
     """Queue a null tombstone for every key of `accounts` and `consents` whose subject is on the
     suppression list; returns how many."""
     found = await asyncio.to_thread(_keys_on, ctx, [ctx.settings.topic("accounts"), ctx.settings.topic("consents")])

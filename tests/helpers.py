@@ -85,7 +85,7 @@ def opened_letter(settings: Any, msg: Any, letter: dict[str, Any]) -> tuple[byte
     import psycopg
 
     from lifecycle.core.datakeys import open_data_keys
-    from lifecycle.streams.sealing import open_letter
+    from lifecycle.streams.runtime.sealing import open_letter
 
     sealed_for = next((v.decode() for k, v in msg.headers or [] if k == "lifecycle.dlq.sealed_for"), None)
     found = _LETTER_KEYS.get(settings.postgres_dsn)

@@ -14,7 +14,7 @@ tells the orchestrator with a ``failed`` acknowledgement (at most once a minute)
 
 An access order (from `access-orders`) changes nothing: the sink gathers what it holds about the
 subjects (``Sink.export``) and the answer goes back in parts, each sealed to the order's key
-(lifecycle/core/boxes.py) and signed like any acknowledgement (docs/access.md).
+(lifecycle/core/sealed_answers.py) and signed like any acknowledgement (docs/access.md).
 
 A verify order (``action: verify``) deletes nothing: the sink looks again (``Sink.verify``) and
 the answer says how many items are left. Orders that name their subjects by keyed hashes alone
@@ -49,12 +49,12 @@ from lifecycle.connectors.base.sink import (
     TransientStoreError,
 )
 from lifecycle.core.backoff import Backoff
-from lifecycle.core.boxes import BoxError, part_aad, seal_to
 from lifecycle.core.config import Settings
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import Keyring, create_key_file, load_keyring
 from lifecycle.core.orderkeys import load_order_verifier
 from lifecycle.core.pgroles import component_dsn
+from lifecycle.core.sealed_answers import BoxError, part_aad, seal_to
 from lifecycle.core.storekeys import AckSigner, register_public_key, store_key_path
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.deadletters import Origin, Rejected, dead_letter

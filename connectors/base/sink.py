@@ -6,25 +6,36 @@ from __future__ import annotations
 
 import abc
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Self
 
 from lifecycle.core.config import Settings
-from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.core.errors import ConfigError, LifecycleError, TransientError
 from lifecycle.core.timeutil import MAX_MS
 from lifecycle.schemas.statuses import AckStatus
 from lifecycle.schemas.validate import text_problem
 
 __all__ = ["ErasureOrder", "Outcome", "Sink", "RetentionSink", "TransientStoreError", "RetentionOrder", "Expiry",
-           "AckStatus", "required", "AccessOrder", "Held", "jsonable", "InvalidOrder"]
+           "AckStatus", "required", "AccessOrder", "HeldData", "jsonable", "InvalidOrder", "unreachable"]
 
 
-class TransientStoreError(LifecycleError):
+class TransientStoreError(TransientError):
     """The store is unreachable or busy: the order is retried, never dropped."""
+
+
+@contextlib.contextmanager
+def unreachable(what: str, *errors: type[BaseException]) -> Iterator[None]:
+    """A store's I/O errors (``errors``: its client's, e.g. OSError for a folder) as the one error the
+    runner retries. The message names the store's part, never a path, key or value."""
+    try:
+        yield
+    except errors as exc:
+        raise TransientStoreError(f"{what} unreachable") from exc
 
 
 class InvalidOrder(LifecycleError):
@@ -155,7 +166,7 @@ class AccessOrder:
 
 
 @dataclasses.dataclass(frozen=True)
-class Held:
+class HeldData:
     """What a store holds about an access order's subjects: JSON-ready data (what it is called
     in the store, then the items: rows, keys, files) and how many items."""
 
@@ -238,7 +249,7 @@ class Sink(abc.ABC):
         names its subjects by keyed hashes alone is matched against these (runner.py)."""
 
     @abc.abstractmethod
-    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+    def export(self, orders: list[AccessOrder]) -> dict[str, HeldData]:
         """What the store holds about each order's subjects, by request id, changing nothing.
         Raise TransientStoreError when the store cannot be reached."""
 

@@ -29,12 +29,12 @@ from lifecycle.connectors.base.sink import (
     AckStatus,
     ErasureOrder,
     Expiry,
-    Held,
+    HeldData,
     Outcome,
     RetentionOrder,
     RetentionSink,
-    TransientStoreError,
     jsonable,
+    unreachable,
 )
 from lifecycle.core.config import Settings
 from lifecycle.core.keys import Keyring, load_keyring
@@ -79,12 +79,10 @@ class FilesSink(RetentionSink):
         self.retained = root / "_retained"
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
-        try:
+        with unreachable("files root", OSError):
             self.receipts.mkdir(parents=True, exist_ok=True)
             self.trash.mkdir(parents=True, exist_ok=True)
             return {o.request_id: self._erase_one(o) for o in orders}
-        except OSError as exc:
-            raise TransientStoreError("files root unavailable") from exc
 
     def _erase_one(self, order: ErasureOrder) -> Outcome:
         receipt = _inside(self.receipts, self.receipts / f"{order.receipt_id}.json")
@@ -118,10 +116,8 @@ class FilesSink(RetentionSink):
         return self._receipt(receipt, Outcome(status, items))
 
     def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
-        try:
+        with unreachable("files root", OSError):
             return {o.request_id: self._left(o) for o in orders}
-        except OSError as exc:
-            raise TransientStoreError("files root unavailable") from exc
 
     def _left(self, order: ErasureOrder) -> int:
         if order.keeps("documents_and_files"):
@@ -134,17 +130,15 @@ class FilesSink(RetentionSink):
         return sum(1 for p in folder.rglob("*") if p.is_file()
                    and not (order.keeps(BILLING) and p.is_relative_to(billing)))
 
-    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
-        try:
+    def export(self, orders: list[AccessOrder]) -> dict[str, HeldData]:
+        with unreachable("files root", OSError):
             return {o.request_id: self._held(o) for o in orders}
-        except OSError as exc:
-            raise TransientStoreError("files root unavailable") from exc
 
-    def _held(self, order: AccessOrder) -> Held:
+    def _held(self, order: AccessOrder) -> HeldData:
         try:
             folder = account_folder(self.root, order.account_id)
         except ValueError:
-            return Held({"files": []}, 0)
+            return HeldData({"files": []}, 0)
         files = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
             body = path.read_bytes()
@@ -156,14 +150,12 @@ class FilesSink(RetentionSink):
             else:  # named with its hash; the privacy contact hands it over apart
                 entry["content_omitted"] = f"larger than {EXPORT_INLINE_BYTES} bytes"
             files.append(entry)
-        return Held({"files": files}, len(files))
+        return HeldData({"files": files}, len(files))
 
     def subject_ids(self) -> list[str]:
-        try:
+        with unreachable("files root", OSError):
             return [e.name for e in self.root.iterdir() if e.is_dir() and not e.name.startswith("_")] \
                 if self.root.is_dir() else []
-        except OSError as exc:
-            raise TransientStoreError("files root unavailable") from exc
 
     @staticmethod
     def _receipt(receipt: Path, outcome: Outcome) -> Outcome:
@@ -184,7 +176,7 @@ class FilesSink(RetentionSink):
     def expire(self, order: RetentionOrder) -> Expiry:
         cutoff_s = order.cutoff_ms / 1000
         items, oldest = 0, None
-        try:
+        with unreachable("files root", OSError):
             for path in list(self._billing_files(order.held_accounts)):
                 mtime = path.stat().st_mtime
                 if mtime < cutoff_s:
@@ -192,8 +184,6 @@ class FilesSink(RetentionSink):
                     items += 1
                 else:
                     oldest = mtime if oldest is None else min(oldest, mtime)
-        except OSError as exc:
-            raise TransientStoreError("files root unavailable") from exc
         return Expiry(items, int(oldest * 1000) if oldest is not None else None)
 
     def plan(self, order: RetentionOrder) -> int:

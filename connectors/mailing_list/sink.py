@@ -12,7 +12,16 @@ from __future__ import annotations
 from psycopg.rows import dict_row
 
 from lifecycle.connectors.base.pg import SinkConnection
-from lifecycle.connectors.base.sink import AccessOrder, AckStatus, ErasureOrder, Held, Outcome, Sink, jsonable, required
+from lifecycle.connectors.base.sink import (
+    AccessOrder,
+    AckStatus,
+    ErasureOrder,
+    HeldData,
+    Outcome,
+    Sink,
+    jsonable,
+    required,
+)
 from lifecycle.core.config import Settings
 from lifecycle.core.pgroles import component_dsn
 
@@ -104,14 +113,14 @@ class MailingListSink(Sink):
                 found[owner[account]] += 1
         return found
 
-    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+    def export(self, orders: list[AccessOrder]) -> dict[str, HeldData]:
         out = {}
         with self.db.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
             for order in orders:
                 cur.execute("SELECT * FROM mailing.list_members WHERE account_id = ANY(%s) ORDER BY 1",
                             (list(order.subjects),))
                 rows = [jsonable(row) for row in cur.fetchall()]
-                out[order.request_id] = Held({"list_members": rows}, len(rows))
+                out[order.request_id] = HeldData({"list_members": rows}, len(rows))
         return out
 
     def subject_ids(self) -> list[str]:

@@ -27,13 +27,13 @@ from lifecycle.connectors.base.sink import (
     AckStatus,
     ErasureOrder,
     Expiry,
-    Held,
+    HeldData,
     Outcome,
     RetentionOrder,
     RetentionSink,
-    TransientStoreError,
     jsonable,
     required,
+    unreachable,
 )
 from lifecycle.core.config import Settings
 from lifecycle.core.pgroles import component_dsn
@@ -99,7 +99,7 @@ class PostgresSink(RetentionSink):
 
     def __init__(self, dsn: str):
         self.dsn = dsn
-        self.db = SinkConnection(dsn, "SELECT 1", "postgres")  # its receipts table is in streams/schema.sql
+        self.db = SinkConnection(dsn, "SELECT 1", "postgres")  # its receipts table is in streams/runtime/schema.sql
 
     def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
         request_of = {o.receipt_id: o.request_id for o in orders}
@@ -136,13 +136,13 @@ class PostgresSink(RetentionSink):
                 _count_left(conn, orders, table, column, category, found, by_subject=True)
         return found
 
-    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
+    def export(self, orders: list[AccessOrder]) -> dict[str, HeldData]:
         out = {}
         with self.db.transaction() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one consistent copy
             for order in orders:
                 data = held_rows(conn, order.account_id, order.subjects)
-                out[order.request_id] = Held(data, sum(len(rows) for rows in data.values()))
+                out[order.request_id] = HeldData(data, sum(len(rows) for rows in data.values()))
         return out
 
     def subject_ids(self) -> list[str]:
@@ -172,15 +172,13 @@ class PostgresSink(RetentionSink):
         swept = SWEPT[order.category]
         cutoff = ms_to_dt(order.cutoff_ms)
         held = sorted(order.held_accounts) if swept.account_column else []
-        try:
+        with unreachable("postgres", psycopg.OperationalError):
             with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                 if swept.table == "session_logs":
                     items = _expire_months(conn, cutoff, held)
                 else:
                     items = _delete_in_batches(conn, swept, swept.table, cutoff, held)
                 return Expiry(items, _oldest(conn, swept, held))
-        except psycopg.OperationalError as exc:
-            raise TransientStoreError("postgres unreachable") from exc
 
     def plan(self, order: RetentionOrder) -> int:
         """How many items a sweep of ``order`` would erase now (nothing is erased)."""
@@ -293,7 +291,7 @@ def _months(conn: psycopg.Connection[Any]) -> list[tuple[str, bool]]:
 
 
 def _month_bounds(name: str) -> tuple[dt.datetime, dt.datetime]:
-    year, month = int(name[-6:-2]), int(name[-2:])  # session_logs_pYYYYMM (streams/schema.sql)
+    year, month = int(name[-6:-2]), int(name[-2:])  # session_logs_pYYYYMM (streams/runtime/schema.sql)
     return (dt.datetime(year, month, 1, tzinfo=dt.UTC),
             dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC))
 

@@ -15,12 +15,12 @@ from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
     ErasureOrder,
-    Held,
+    HeldData,
     Outcome,
     Sink,
-    TransientStoreError,
     jsonable,
     required,
+    unreachable,
 )
 from lifecycle.core.config import Settings
 
@@ -88,10 +88,8 @@ class RedisSink(Sink):
         """A batch in a fixed number of round trips: the receipts in one MGET, the keyspace scanned
         once for every order's tagged keys, one MULTI deleting them all, the receipts in one more
         pipeline (a SCAN per order made a burst of closures quadratic in the keyspace)."""
-        try:
+        with unreachable("redis", *self._errors):
             return self._erase(orders)
-        except self._errors as exc:
-            raise TransientStoreError("redis unreachable") from exc
 
     def _erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
         receipts = [f"lifecycle:receipt:{self.name}:{o.receipt_id}" for o in orders]
@@ -141,7 +139,7 @@ class RedisSink(Sink):
         return found
 
     def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
-        try:
+        with unreachable("redis", *self._errors):
             tagged = self._tagged_keys({s for o in orders for s in o.subjects})
             indexes = list(self.client.scan_iter(match=INDEX_PATTERN, count=1000))
             asked = [o for o in orders if o.subjects]
@@ -153,16 +151,12 @@ class RedisSink(Sink):
             members = {o.request_id: sum(int(m) for _ in indexes for m in next(answers)) for o in asked}
             return {o.request_id: len({k for s in o.subjects for k in tagged.get(s, ())})
                     + members.get(o.request_id, 0) for o in orders}
-        except self._errors as exc:
-            raise TransientStoreError("redis unreachable") from exc
 
-    def export(self, orders: list[AccessOrder]) -> dict[str, Held]:
-        try:
+    def export(self, orders: list[AccessOrder]) -> dict[str, HeldData]:
+        with unreachable("redis", *self._errors):
             return {o.request_id: self._held(o) for o in orders}
-        except self._errors as exc:
-            raise TransientStoreError("redis unreachable") from exc
 
-    def _held(self, order: AccessOrder) -> Held:
+    def _held(self, order: AccessOrder) -> HeldData:
         keys: dict[str, Any] = {}
         for subject in order.subjects:
             for key in self.client.scan_iter(match=account_keys_pattern(subject), count=1000):
@@ -171,10 +165,10 @@ class RedisSink(Sink):
         indexes = sorted(name.decode() if isinstance(name, bytes) else str(name) for name in
                          self.client.scan_iter(match=INDEX_PATTERN, count=1000)
                          if any(self.client.smismember(name, list(order.subjects))))
-        return Held({"keys": keys, "listed_in": indexes}, len(keys) + len(indexes))
+        return HeldData({"keys": keys, "listed_in": indexes}, len(keys) + len(indexes))
 
     def subject_ids(self) -> set[str]:
-        try:
+        with unreachable("redis", *self._errors):
             ids: set[str] = set()
             for key in self.client.scan_iter(match="*{*}*", count=1000):
                 text = key.decode() if isinstance(key, bytes) else str(key)
@@ -183,8 +177,6 @@ class RedisSink(Sink):
             for index in self.client.scan_iter(match=INDEX_PATTERN, count=1000):
                 ids.update(m.decode() if isinstance(m, bytes) else str(m) for m in self.client.smembers(index))
             return ids
-        except self._errors as exc:
-            raise TransientStoreError("redis unreachable") from exc
 
     def close(self) -> None:
         self.client.close()

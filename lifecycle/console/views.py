@@ -1,6 +1,6 @@
 """The console's pages (docs/console.md), registered on the worker's web server by the shell
 (`lifecycle worker`): read-only, server-rendered, no script. The routes and what each answers are
-declared in streams/http_routes.py (CONSOLE_ROUTES), like every other route."""
+declared in streams/http/routes.py (CONSOLE_ROUTES), like every other route."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from lifecycle.console.page import CSS, HEADERS, esc, layout, table, when
 from lifecycle.console.sessions import COOKIE, SESSION_S, close_session, open_session, session_alive
 from lifecycle.core.pgroles import component_dsn
 from lifecycle.core.timeutil import ms_to_dt
-from lifecycle.streams.app import Pipeline
-from lifecycle.streams.db import Database, describe
-from lifecycle.streams.http_auth import BodyTooLarge, BodyTooSlow, load_tokens, read_body
+from lifecycle.streams.http.auth import BodyTooLarge, BodyTooSlow, load_tokens, read_body
+from lifecycle.streams.pipeline import Pipeline
+from lifecycle.streams.runtime.database import Database, describe
 
 __all__ = ["register_console"]
 
@@ -358,8 +358,8 @@ class Console:
         return self.html(web, layout("Consent receipts", form + (found or ""), active="/console/consent"))
 
     async def consent_lookup(self, web: Any, request: Any) -> Any:
-        from lifecycle.streams.processors.consent import consent_state
-        from lifecycle.streams.receipts import consent_receipts
+        from lifecycle.streams.consent.processor import consent_state
+        from lifecycle.streams.consent.receipts import consent_receipts
 
         fields = await self.form(request)
         subject = (fields or {}).get("id", "").strip()

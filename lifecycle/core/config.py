@@ -94,7 +94,7 @@ class Settings:
     encrypt_personal_data: bool = True  # off only to measure what sealing costs (benchmarks/ceiling.py)
     keys_token: str | None = dataclasses.field(default=None, repr=False)  # bearer token(s) of /v1/keys
     read_token: str | None = dataclasses.field(default=None, repr=False)  # bearer token(s) of the read scope
-    http_tokens_file: Path | None = None  # "SCOPE[,SCOPE] TOKEN" lines (streams/http_auth.py)
+    http_tokens_file: Path | None = None  # "SCOPE[,SCOPE] TOKEN" lines (streams/http/auth.py)
     http_body_timeout_s: int = 10  # a request body not received whole by then is refused (408)
     http_max_in_flight: int = 64  # requests served at once; more are answered 503
     keys_url: str | None = None  # where the emitter SDK asks for keys when it has no database

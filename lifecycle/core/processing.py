@@ -1,7 +1,7 @@
 """The record of processing as the operator keeps it (deploy/processing.yaml): what each data
 category is, why it is processed and whether the person provided it. `lifecycle records` builds
 the full record from it (lifecycle/records.py); an access archive's manifest quotes it
-(streams/access.py)."""
+(streams/access/requests.py)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import subprocess
 import psycopg
 
 from lifecycle.core.config import PROJECT_ROOT
-from lifecycle.streams.db import apply_schema
+from lifecycle.streams.runtime.database import apply_schema
 from tests.e2e.test_cli import _env, _lifecycle
 
 

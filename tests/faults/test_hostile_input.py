@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 
 from lifecycle.connectors.emitter import Emitter
 from lifecycle.schemas import Codec
-from lifecycle.streams.intake import DLQ_HEADER_PREFIX
+from lifecycle.streams.runtime.decoding import DLQ_HEADER_PREFIX
 from tests.fix_servers import WorkerProcess
 from tests.helpers import event, metric, opened_letter, post, wait_for
 from tests.unit.samples import PII

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from lifecycle.connectors.emitter import Emitter
-from lifecycle.streams.intake import DLQ_HEADER_PREFIX
+from lifecycle.streams.runtime.decoding import DLQ_HEADER_PREFIX
 from lifecycle.supervisor import http_get
 from lifecycle.topics import load_spec
 from tests.faults.load import Load

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from lifecycle.streams.db import Database, connect, is_transient
+from lifecycle.streams.runtime.database import Database, connect, is_transient
 
 
 def test_a_statement_past_its_timeout_is_cancelled_and_not_retried(settings):
@@ -83,7 +83,7 @@ def test_plans_follow_a_table_that_grew_within_one_connection(settings):
     0.3 s). The worker's connections plan each statement for the tables as they are now."""
     import uuid
 
-    from lifecycle.streams.db import apply_schema
+    from lifecycle.streams.runtime.database import apply_schema
 
     apply_schema(settings.postgres_dsn)
 

@@ -1,4 +1,4 @@
-"""Erasure fan-out on the real broker, PostgreSQL, Redis and a files folder (CONTRACT.md section 3)."""
+"""Erasure fan-out on the real broker, PostgreSQL, Redis and a files folder (docs/erasure.md, docs/protocol.md)."""
 
 from __future__ import annotations
 

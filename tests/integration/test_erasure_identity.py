@@ -297,16 +297,16 @@ def test_a_write_that_raced_the_erasure_is_withheld_by_the_relay(settings, worke
 
 
 def test_writers_of_one_compacted_key_get_outbox_ids_in_commit_order(settings):
-    """Context.enqueue serialises two transactions writing one key of a compacted topic: the second
+    """PipelineContext.enqueue serialises two transactions writing one key of a compacted topic: the second
     waits for the first to commit, so its outbox id is the larger one (id order = commit order)."""
     import asyncio
 
     from lifecycle.core.keys import Keyring
-    from lifecycle.streams.context import Context
-    from lifecycle.streams.db import apply_schema
+    from lifecycle.streams.runtime.context import PipelineContext
+    from lifecycle.streams.runtime.database import apply_schema
 
     apply_schema(settings.postgres_dsn)
-    ctx = Context(settings=settings, codec=None, clock=None, metrics=None,  # type: ignore[arg-type]
+    ctx = PipelineContext(settings=settings, codec=None, clock=None, metrics=None,  # type: ignore[arg-type]
                   keys=Keyring((b"sixteen-byte-key-for-tests",)), policy=None,  # type: ignore[arg-type]
                   data_keys=None)  # type: ignore[arg-type]
     row = (settings.topic("consents"), b"subject-k", b"v")

@@ -130,7 +130,7 @@ def test_a_store_restored_from_a_backup_regresses_the_proof_until_erased_again(s
         url = worker.url("/metrics")
         assert metric(url, "lifecycle_erasure_proofs_regressed_total") == 1
         # The stores answer in any order: a finding that arrives after another store's has opened the
-        # next round still counts (streams/erasure.py, _late_findings), moments later.
+        # next round still counts (streams/erasure/answers.py, _late_findings), moments later.
         wait_for(lambda: metric(url, "lifecycle_erasure_verifications_total", store="postgres",
                                 result="found") >= 1, deadline_s=60, what="the PostgreSQL store's finding")
         wait_for(lambda: _proof(settings)[0] == "complete", deadline_s=90, what="erased and verified again")

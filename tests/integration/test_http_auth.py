@@ -1,21 +1,19 @@
 """Every `/v1` route needs a bearer token with its scope (issue 18), bodies are read whole up to
 the cap, a slow body is cut off at its deadline while the server keeps serving.
 
-The routes are read from streams/web.py itself, so a route added without a line in ROUTES below,
-or served without its scope, fails here."""
+The routes are read from the views the worker registers (streams/http/views.py PAGES), so a
+route added without a line in ROUTES below, or served without its scope, fails here."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import socket
 import time
 import uuid
 
-from lifecycle.core.config import PROJECT_ROOT
 from lifecycle.embedded.process import free_port
-from lifecycle.streams.web import MAX_BODY_BYTES
+from lifecycle.streams.http.views import MAX_BODY_BYTES, PAGES
 from lifecycle.supervisor import http_get
 from tests.fix_servers import WorkerProcess
 from tests.helpers import post
@@ -32,19 +30,12 @@ ROUTES = {
 
 
 def _served_routes() -> set[tuple[str, str]]:
-    """(method, route) of every view streams/web.py registers with `@app.page`."""
-    tree = ast.parse((PROJECT_ROOT / "streams" / "web.py").read_text())
-    classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
-    own = {c.name: {f.name.upper() for f in c.body if isinstance(f, ast.AsyncFunctionDef)
-                    and f.name in ("get", "post", "put", "delete", "patch")} for c in classes}
+    """(method, route) of every view streams/http/views.py registers (its PAGES), with the methods
+    the view's own classes define."""
     out = set()
-    for node in classes:
-        for deco in node.decorator_list:
-            if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "page":
-                methods = set(own[node.name])
-                for base in node.bases:  # what a local base view defines
-                    methods |= own.get(getattr(base, "id", ""), set())
-                out |= {(m, deco.args[0].value) for m in methods}
+    for path, view in PAGES.items():
+        own = [k for k in view.__mro__ if k.__module__.startswith("lifecycle.")]
+        out |= {(m.upper(), path) for m in ("get", "post", "put", "delete", "patch") if any(m in vars(k) for k in own)}
     return {r for r in out if r[1].startswith("/v1")}
 
 

@@ -1,5 +1,5 @@
 """The HTTP API's OpenAPI 3.1 document (issue 28): built from the route table the auth middleware
-reads (streams/http_routes.py), served at /openapi.json without a token, committed as
+reads (streams/http/routes.py), served at /openapi.json without a token, committed as
 docs/openapi.json; no route answers that it does not list; and Schemathesis, driven through every
 documented operation of a live worker with a bounded number of examples, finds no 5xx, no
 answer outside the document, and no route that answers without its token."""
@@ -16,8 +16,9 @@ from hypothesis import settings as hypothesis_settings
 
 from lifecycle.core.config import PROJECT_ROOT
 from lifecycle.schemas.catalog import load_catalog
-from lifecycle.streams.http_routes import ROUTES
-from lifecycle.streams.openapi import document_bytes
+from lifecycle.streams.http.openapi import document_bytes
+from lifecycle.streams.http.routes import ROUTES
+from lifecycle.streams.http.views import PAGES
 from lifecycle.supervisor import http_get
 from tests.fix_servers import WorkerProcess
 from tests.helpers import T0, event, post
@@ -41,12 +42,11 @@ def _document():
 
 
 def test_every_view_the_worker_registers_is_in_the_route_table():
-    pages = sorted(node.args[0].value for source in (PROJECT_ROOT / "streams" / "web.py",
-                                                     PROJECT_ROOT / "lifecycle" / "console" / "views.py")
-                   for node in ast.walk(ast.parse(source.read_text()))
-                   if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "page"
-                   and node.args and isinstance(node.args[0], ast.Constant))
-    assert pages == sorted({r.path for r in ROUTES})
+    console = [node.args[0].value for node in ast.walk(ast.parse(
+                   (PROJECT_ROOT / "lifecycle" / "console" / "views.py").read_text()))
+               if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "page"
+               and node.args and isinstance(node.args[0], ast.Constant)]
+    assert sorted([*PAGES, *console]) == sorted({r.path for r in ROUTES})
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import time
 
 import psycopg
 
-from lifecycle.streams.db import apply_schema
-from lifecycle.streams.wakeup import OUTBOX_CHANNEL, Wakeup
+from lifecycle.streams.runtime.database import apply_schema
+from lifecycle.streams.runtime.wakeup import OUTBOX_CHANNEL, Wakeup
 
 FALLBACK_S = 5.0
 

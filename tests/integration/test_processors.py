@@ -8,7 +8,7 @@ import psycopg
 
 from lifecycle.connectors.emitter import Emitter
 from lifecycle.schemas import Codec
-from lifecycle.streams.mail import may_send
+from lifecycle.streams.consent.mail import may_send
 from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
 from tests.integration.test_wire_interop import _read_all
 

@@ -17,7 +17,7 @@ from lifecycle.core.keys import HASH_KEYS_DDL
 from lifecycle.core.policy import load_policy
 from lifecycle.core.storekeys import DDL as STORE_KEYS_DDL
 from lifecycle.records import build_record, load_processing, problems, table_names
-from lifecycle.streams.db import apply_schema
+from lifecycle.streams.runtime.database import apply_schema
 
 ARTICLE_30 = ("controller", "data_subjects", "activities", "recipients", "transfers_to_third_countries",
               "security_measures")

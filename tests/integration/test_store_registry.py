@@ -10,7 +10,7 @@ import pytest
 from lifecycle.core.clock import make_clock
 from lifecycle.core.errors import ConfigError
 from lifecycle.store_registry import join, leave, listing
-from lifecycle.streams.app import prepare_database
+from lifecycle.streams.runtime.startup import prepare_database
 
 
 def test_a_joined_store_outlives_a_worker_start_until_it_leaves(settings):

@@ -68,7 +68,7 @@ def test_files_nothing_found_and_hostile_names(tmp_path):
 
 
 def test_postgres_batch_erases_many_accounts_in_one_transaction(settings):
-    from lifecycle.streams.db import apply_schema
+    from lifecycle.streams.runtime.database import apply_schema
 
     apply_schema(settings.postgres_dsn)
     with psycopg.connect(settings.postgres_dsn) as conn:

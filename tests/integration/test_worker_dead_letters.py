@@ -9,7 +9,7 @@ from kafka import KafkaConsumer
 
 from lifecycle.connectors.emitter import Emitter
 from lifecycle.schemas import Codec
-from lifecycle.streams.intake import DLQ_HEADER_PREFIX
+from lifecycle.streams.runtime.decoding import DLQ_HEADER_PREFIX
 from lifecycle.supervisor import http_get
 from tests.helpers import metric, opened_letter
 

@@ -1,7 +1,7 @@
 import struct
 
 from lifecycle.schemas import Codec, load_catalog
-from lifecycle.streams.intake import DLQ_HEADER_PREFIX, Origin, Rejected, dead_letter, triage
+from lifecycle.streams.runtime.decoding import DLQ_HEADER_PREFIX, Origin, Rejected, dead_letter, triage
 from tests.unit.samples import PII, sample
 
 CODEC = Codec()

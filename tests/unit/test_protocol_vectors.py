@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifecycle.core.boxes import open_box, part_aad, public_of
 from lifecycle.core.config import PROJECT_ROOT
 from lifecycle.core.crypto import open_with, split
 from lifecycle.core.orderkeys import OrderVerifier
+from lifecycle.core.sealed_answers import open_box, part_aad, public_of
 from lifecycle.core.storekeys import AckSigner, StoreKey, ack_signature_problem, receipt_problem, receipt_statement
 from lifecycle.schemas import Codec
 from lifecycle.schemas.catalog import load_catalog
