@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lifecycle.core.clock import latest_plausible
 from lifecycle.core.config import Settings
@@ -35,7 +35,7 @@ from lifecycle.core.crypto import Forged
 from lifecycle.streams.ingest.batch import apply_batch
 from lifecycle.streams.ingest.journal import journal_forget
 from lifecycle.streams.ingest.positions import STORE_SQL, StoredPositions, record_digest
-from lifecycle.streams.runtime.consumers import worker_consumer
+from lifecycle.streams.runtime.consumers import BatchListener, worker_consumer
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.database import Database, describe, with_retry
 from lifecycle.streams.runtime.deadletters import SendDeadLetter
@@ -51,22 +51,6 @@ log = logging.getLogger("lifecycle.intake")
 INTAKE_BATCH = 4000  # records per poll, over every assigned partition
 POLL_TIMEOUT_MS = 200
 KAFKA_COMMIT_EVERY_S = 1.0
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, loop: IntakeLoop):
-        self.intake = loop
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        # Let the batch in hand finish, so the next owner starts after it.
-        async with self.intake.busy:
-            pass
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        # Not while a batch is applied: one fetched from Kafka's committed offset before this seek
-        # would be applied, then read again from PostgreSQL's (a dead letter sent twice).
-        async with self.intake.busy:
-            await self.intake.resume(list(assigned))
-
 
 class IntakeLoop:
     """Consume, triage, apply, store offsets; one per worker process (``run`` is the task)."""
@@ -97,7 +81,9 @@ class IntakeLoop:
     async def run(self) -> None:
         self.consumer = worker_consumer(self.settings, self.group, f"{self.group}-intake", INTAKE_BATCH,
                                         self.settings.fetch_wait_ms)
-        self.consumer.subscribe(list(self.processors), listener=_Listener(self))
+        # Assignment under the batch lock: a batch fetched from Kafka's committed offset before the
+        # seek would be applied, then read again from PostgreSQL's (a dead letter sent twice).
+        self.consumer.subscribe(list(self.processors), listener=BatchListener(self.busy, self.resume, exclusive=True))
         await self.consumer.start()
         try:
             while not self.producer_started():  # dead letters go through Faust's producer

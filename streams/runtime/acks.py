@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from aiokafka import ConsumerRebalanceListener
 
 from lifecycle.core.backoff import Backoff
 from lifecycle.core.crypto import KeyWrapper
@@ -35,7 +34,7 @@ from lifecycle.core.storekeys import (
 )
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.errors import DecodeError
-from lifecycle.streams.runtime.consumers import worker_consumer
+from lifecycle.streams.runtime.consumers import BatchListener, worker_consumer
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.database import Database, describe, with_retry
 from lifecycle.streams.runtime.deadletters import SendDeadLetter
@@ -87,19 +86,6 @@ class AckKeys:
         self._fresh = False
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, loop: AcksLoop):
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.loop.busy:  # the batch in hand is applied and committed first
-            pass
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.loop.health.consumer_assigned("acks", True)
-        log.info("acks assigned %d partitions", len(assigned))
-
-
 class AcksLoop:
     """One per worker process; ``run`` is the task (started with the app)."""
 
@@ -119,7 +105,7 @@ class AcksLoop:
     async def run(self) -> None:
         s = self.context.settings
         consumer = worker_consumer(s, self.group, f"{self.group}-loop", ACKS_BATCH, s.fetch_wait_ms)
-        consumer.subscribe([self.topic], listener=_Listener(self))
+        consumer.subscribe([self.topic], listener=BatchListener(self.busy, self._assigned, exclusive=False))
         await consumer.start()
         backoff = Backoff()
         try:
@@ -147,6 +133,10 @@ class AcksLoop:
                         log.info("acks offsets not committed (%s)", type(exc).__name__)
         finally:
             await consumer.stop()
+
+    async def _assigned(self, assigned: list[Any]) -> None:
+        self.health.consumer_assigned("acks", True)
+        log.info("acks assigned %d partitions", len(assigned))
 
     async def handle(self, messages: list[Any]) -> None:
         """One batch: decode (a registry outage is waited out), dead-letter what is undecodable,
