@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from lifecycle.connectors.base.metrics import ConnectorMetrics
+from lifecycle.connectors.base.resolver import Resolver
+from lifecycle.connectors.base.signing import SigningProducer, store_key
 from lifecycle.connectors.base.sink import (
     AccessOrder,
     AckStatus,
@@ -50,18 +52,15 @@ from lifecycle.connectors.base.sink import (
 )
 from lifecycle.core.backoff import Backoff
 from lifecycle.core.config import Settings
-from lifecycle.core.errors import ConfigError
-from lifecycle.core.keys import Keyring, create_key_file, load_keyring
+from lifecycle.core.consume import Batch, Commit, ConsumeLoop
 from lifecycle.core.orderkeys import load_order_verifier
-from lifecycle.core.pgroles import component_dsn
 from lifecycle.core.sealed_answers import BoxError, part_aad, seal_to
-from lifecycle.core.storekeys import AckSigner, register_public_key, store_key_path
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.deadletters import Origin, Rejected, dead_letter
 from lifecycle.schemas.errors import DecodeError
 from lifecycle.schemas.registry import make_registry
 
-__all__ = ["run_connector", "group_id", "categories_of", "store_key"]
+__all__ = ["run_connector", "group_id", "categories_of"]
 
 log = logging.getLogger("lifecycle.connector")
 _T = TypeVar("_T")
@@ -88,6 +87,17 @@ def run_connector(settings: Settings, sink: Sink, stop: threading.Event | None =
     asyncio.run(_Connector(settings, sink, stop or threading.Event(), metrics).run())
 
 
+@dataclasses.dataclass
+class _Orders:
+    """One batch's orders by kind, and the dead letters it caused."""
+
+    erasures: dict[str, ErasureOrder] = dataclasses.field(default_factory=dict)
+    verifies: dict[str, ErasureOrder] = dataclasses.field(default_factory=dict)
+    sweeps: dict[str, RetentionOrder] = dataclasses.field(default_factory=dict)
+    accesses: dict[str, AccessOrder] = dataclasses.field(default_factory=dict)
+    letters: list[Any] = dataclasses.field(default_factory=list)
+
+
 class _Connector:
     """One store's loop. aiokafka, not kafka-python: an idle connector polls the broker about ten
     times a second, and kafka-python's consumer and producer threads cost about three times
@@ -99,9 +109,11 @@ class _Connector:
         self.metrics = metrics or ConnectorMetrics.create(sink.name, categories_of(sink))
         self.codec = Codec(make_registry(settings.schema_registry_url), topic_prefix=settings.topic_prefix)
         self.store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{sink.name}")
-        self.resolver = _Resolver(sink, settings)
+        self.resolver = Resolver(sink, settings)
         self.verifier = load_order_verifier(settings)  # before anything: no key, no connector
-        self.last_failed_ack = 0.0
+        self.last_failed_ack = self.last_tick = 0.0
+        self.producer: SigningProducer
+        self.sweeper: _Sweeper
 
     async def in_store(self, fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self.store_thread, fn)
@@ -125,7 +137,7 @@ class _Connector:
             partitions = await _all_partitions(s, [s.topic("tombstones"), s.topic("retention-orders"),
                                                s.topic("access-orders")], self.stop)
             consumer.assign(partitions)
-            signer = _SigningProducer(producer, store_key(s, name))
+            signer = SigningProducer(producer, store_key(s, name))
             await self.loop(consumer, signer)
         finally:
             for client in reversed(started):
@@ -133,76 +145,75 @@ class _Connector:
             self.store_thread.submit(self.sink.close).result()
             self.store_thread.shutdown()
 
-    async def loop(self, consumer: Any, producer: _SigningProducer) -> None:
-        s, sink, stop = self.settings, self.sink, self.stop
-        sweeper = _Sweeper(self, producer)
-        last_poll = self.metrics.last_poll.labels(sink.name)
-        last_tick = 0.0
-        retention_topic, access_topic = s.topic("retention-orders"), s.topic("access-orders")
-        while not stop.is_set():
-            if time.monotonic() - last_tick > TICK_S:
-                last_tick = time.monotonic()
-                try:
-                    await self.in_store(sink.tick)
-                except TransientStoreError:
-                    log.warning("store %s unavailable for its periodic work; will retry", sink.name)
-            polled = await consumer.getmany(timeout_ms=200, max_records=BATCH)
-            last_poll.set_to_current_time()
-            messages = [m for batch in polled.values() for m in batch]
-            if not messages:
-                continue
-            orders: dict[str, ErasureOrder] = {}
-            verifies: dict[str, ErasureOrder] = {}
-            sweeps: dict[str, RetentionOrder] = {}
-            accesses: dict[str, AccessOrder] = {}
-            letters: list[Any] = []
-            for msg in messages:
-                retention = msg.topic == retention_topic
-                contract = "retention-orders" if retention else "access-orders" if msg.topic == access_topic \
-                    else "tombstones"
-                # Nothing is acted upon before its signature verified (docs/security.md).
-                if (forged := self.verifier.problem(msg.value, msg.headers)) is not None:
-                    letters.append(await self.reject(producer, msg, Rejected(forged[0], "ForgedOrder", forged[1])))
-                    continue
-                try:
-                    value = self.codec.decode(msg.value, topic=contract).value
-                    if contract == "access-orders":
-                        access = AccessOrder.from_record(value)
-                        accesses[access.request_id] = access
-                        continue
-                    if retention:
-                        sweep = RetentionOrder.from_record(value)
-                        sweeps[sweep.category] = sweep  # the latest counts
-                        continue
-                    order = ErasureOrder.from_record(value)
-                except DecodeError as exc:
-                    letters.append(await self.reject(producer, msg, Rejected(
-                        "unreadable_order", type(exc).__name__, f"{exc.reason}: {exc}")))
-                    continue
-                except InvalidOrder as exc:
-                    letters.append(await self.reject(producer, msg,
-                                                     Rejected("invalid_order", "InvalidOrder", str(exc))))
-                    continue
-                else:
-                    pending = verifies if order.action == "verify" else orders
-                    if order.request_id not in pending or pending[order.request_id].round < order.round:
-                        pending[order.request_id] = order  # the latest round counts
-            # Verify orders first: that is log order for any request in both. A verify order of
-            # round k follows this store's ack of round k; an erase order of round k + 1 follows a
-            # finding of round k. Erasing first would answer the older verify order "nothing found"
-            # about data the store did hold (seen once the next batch was fetched during the erase).
-            if verifies and not await self.verify(producer, list(verifies.values())):
-                break
-            if orders and not await self.erase(producer, list(orders.values())):
-                break
-            if not await sweeper.run(list(sweeps.values())):
-                break
-            if accesses and not await self.answer_access(producer, list(accesses.values())):
-                break
-            await _confirmed(producer, letters)
-            await consumer.commit()
+    async def loop(self, consumer: Any, producer: SigningProducer) -> None:
+        """The shared consume loop (lifecycle/core/consume.py) with this store's parameters: the
+        Kafka commit is the truth (after every batch, once its acks are on the broker), periodic
+        work before each poll, and a stop between batches."""
+        self.producer, self.sweeper = producer, _Sweeper(self, producer)
+        last_poll = self.metrics.last_poll.labels(self.sink.name)
+        loop = ConsumeLoop(f"store {self.sink.name}", self.handle, max_records=BATCH, poll_timeout_ms=200,
+                           commit=Commit(), stopped=self.stop.is_set, before_poll=self.tick,
+                           after_poll=lambda _: last_poll.set_to_current_time())
+        await loop.run(consumer)
 
-    async def reject(self, producer: _SigningProducer, msg: Any, rejected: Rejected) -> Any:
+    async def tick(self) -> None:
+        if time.monotonic() - self.last_tick > TICK_S:
+            self.last_tick = time.monotonic()
+            try:
+                await self.in_store(self.sink.tick)
+            except TransientStoreError:
+                log.warning("store %s unavailable for its periodic work; will retry", self.sink.name)
+
+    async def handle(self, batch: Batch) -> bool:
+        """Every order of the batch, each kind in one call to the store; False if stopped before the end."""
+        producer, found = self.producer, _Orders()
+        for records in batch.values():
+            for msg in records:
+                await self.sort(msg, found)
+        # Verify orders first: that is log order for any request in both. A verify order of
+        # round k follows this store's ack of round k; an erase order of round k + 1 follows a
+        # finding of round k. Erasing first would answer the older verify order "nothing found"
+        # about data the store did hold (seen once the next batch was fetched during the erase).
+        if found.verifies and not await self.verify(producer, list(found.verifies.values())):
+            return False
+        if found.erasures and not await self.erase(producer, list(found.erasures.values())):
+            return False
+        if not await self.sweeper.run(list(found.sweeps.values())):
+            return False
+        if found.accesses and not await self.answer_access(producer, list(found.accesses.values())):
+            return False
+        await _confirmed(producer, found.letters)
+        return True
+
+    async def sort(self, msg: Any, found: _Orders) -> None:
+        """One record into its kind of order (the latest of a request or category counts), or a dead
+        letter. Nothing is acted upon before its signature verified (docs/security.md)."""
+        s, producer = self.settings, self.producer
+        contract = "retention-orders" if msg.topic == s.topic("retention-orders") else \
+            "access-orders" if msg.topic == s.topic("access-orders") else "tombstones"
+        if (forged := self.verifier.problem(msg.value, msg.headers)) is not None:
+            found.letters.append(await self.reject(producer, msg, Rejected(forged[0], "ForgedOrder", forged[1])))
+            return
+        try:
+            value = self.codec.decode(msg.value, topic=contract).value
+            if contract == "access-orders":
+                access = AccessOrder.from_record(value)
+                found.accesses[access.request_id] = access
+            elif contract == "retention-orders":
+                sweep = RetentionOrder.from_record(value)
+                found.sweeps[sweep.category] = sweep
+            else:
+                order = ErasureOrder.from_record(value)
+                pending = found.verifies if order.action == "verify" else found.erasures
+                if order.request_id not in pending or pending[order.request_id].round < order.round:
+                    pending[order.request_id] = order
+        except DecodeError as exc:
+            found.letters.append(await self.reject(producer, msg, Rejected(
+                "unreadable_order", type(exc).__name__, f"{exc.reason}: {exc}")))
+        except InvalidOrder as exc:
+            found.letters.append(await self.reject(producer, msg, Rejected("invalid_order", "InvalidOrder", str(exc))))
+
+    async def reject(self, producer: SigningProducer, msg: Any, rejected: Rejected) -> Any:
         """Dead-letter an order not acted upon, with its reason and origin. Neither its key nor its
         bytes are copied (they may name a person; the original stays at its origin)."""
         self.metrics.rejected.labels(self.sink.name, rejected.reason).inc()
@@ -213,7 +224,7 @@ class _Connector:
                                                                        msg.timestamp, None), None, _now_ms())
         return await producer.send(self.settings.topic("dead-letters"), key=key, value=value, extra=headers)
 
-    async def erase(self, producer: _SigningProducer, orders: list[ErasureOrder]) -> bool:
+    async def erase(self, producer: SigningProducer, orders: list[ErasureOrder]) -> bool:
         """Erase, then acknowledge once the deletes committed; False if stopped first."""
         backoff = Backoff(first_s=0.2, max_s=10.0)
         unavailable = self.metrics.unavailable.labels(self.sink.name)
@@ -240,7 +251,7 @@ class _Connector:
             self.metrics.orders.labels(self.sink.name, outcome.status).inc()
         return True
 
-    async def verify(self, producer: _SigningProducer, orders: list[ErasureOrder]) -> bool:
+    async def verify(self, producer: SigningProducer, orders: list[ErasureOrder]) -> bool:
         """Answer verify orders (docs/erasure.md): nothing_found when the store holds nothing more,
         failed with items_found when it does. False if stopped before the answer."""
         looked = await self.retrying("to verify", lambda: self.one_by_one(self.resolver.verify, orders, lambda e: e))
@@ -282,7 +293,7 @@ class _Connector:
                 out[order.request_id] = failed(f"store error: {type(exc).__name__}")
         return out
 
-    async def answer_access(self, producer: _SigningProducer, orders: list[AccessOrder]) -> bool:
+    async def answer_access(self, producer: SigningProducer, orders: list[AccessOrder]) -> bool:
         """Answer access orders: what the store holds, in sealed parts. False if stopped first."""
         sink = self.sink
         exported = await self.retrying("for an access order", lambda: self.one_by_one(sink.export, orders, lambda e: e))
@@ -311,7 +322,7 @@ class _Connector:
         log.info("store %s answered %d access order(s)", sink.name, len(orders))
         return True
 
-    async def _access_answer(self, producer: _SigningProducer, order: AccessOrder, items: int,
+    async def _access_answer(self, producer: SigningProducer, order: AccessOrder, items: int,
                              answer: dict[str, Any]) -> Any:
         value = self.codec.encode("AccessAnswer", {
             "request_id": order.request_id, "store": self.sink.name, "items": items, "completed_at": _now_ms(),
@@ -339,7 +350,7 @@ async def _pause(stop: threading.Event, seconds: float) -> None:
         await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
 
-async def _confirmed(producer: _SigningProducer, futures: list[Any]) -> None:
+async def _confirmed(producer: SigningProducer, futures: list[Any]) -> None:
     """Every record on the broker (acks=all) before the offsets that produced them are committed."""
     await producer.flush()
     for fut in futures:
@@ -379,7 +390,7 @@ class _Sweeper:
     """Retention orders for one store: the categories it holds are swept, each acknowledged
     with a RetentionAck; a store that cannot be reached keeps the order and retries."""
 
-    def __init__(self, connector: _Connector, producer: _SigningProducer):
+    def __init__(self, connector: _Connector, producer: SigningProducer):
         self.connector, self.producer = connector, producer
         self.sink, self.codec, self.settings = connector.sink, connector.codec, connector.settings
         self.categories = set(categories_of(self.sink))
@@ -430,49 +441,6 @@ class _Sweeper:
         return await self.producer.send(self.settings.topic("erasure-acks"), key=order.category.encode(), value=value)
 
 
-class _SigningProducer:
-    """Every acknowledgement signed with the store's key (lifecycle/core/storekeys.py)."""
-
-    def __init__(self, producer: Any, key: AckSigner):
-        self.producer, self.key = producer, key
-
-    async def send(self, topic: str, key: bytes | None, value: bytes, extra: list[tuple[str, bytes]] | None = None
-                   ) -> Any:
-        """Queue one record; the future it returns resolves once the broker has it."""
-        headers = [*(extra or ()), *self.key.headers(value)]
-        return await self.producer.send(topic, key=key, value=value, headers=headers)
-
-    async def flush(self) -> None:
-        await self.producer.flush()
-
-
-def store_key(settings: Settings, store: str) -> AckSigner:
-    """The store's own signing key: ``LIFECYCLE_STORE_KEY``, else ``LIFECYCLE_STORE_KEY_FILE``, else
-    ``<state>/secrets/stores/NAME.key``; a connector of the pipeline's that has none yet makes its
-    pair there and registers the public half with its own PostgreSQL role (docs/security.md)."""
-    if settings.store_key:
-        return AckSigner(settings.store_key, "LIFECYCLE_STORE_KEY")
-    path = settings.store_key_file or store_key_path(settings.state_dir, store)
-    if path.exists():
-        try:
-            return AckSigner(path.read_text(), str(path))
-        except OSError as exc:
-            raise ConfigError(f"store key file {path} unreadable: {exc.strerror}") from None
-    if settings.store_key_file is not None:
-        raise ConfigError(f"LIFECYCLE_STORE_KEY_FILE: no such file: {path}")
-    if not settings.postgres_dsn:
-        raise ConfigError("a store signs its acks: set LIFECYCLE_STORE_KEY_FILE (from `lifecycle store add NAME`)")
-    import psycopg
-
-    signer = AckSigner.generate()
-    assert signer.public is not None
-    with psycopg.connect(component_dsn(settings, f"store-{store}"), autocommit=True, connect_timeout=10) as conn:
-        register_public_key(conn, store, signer.public, replace=False)  # its own row alone (row-level security)
-    create_key_file(path, signer.text.encode(), encode=False)
-    log.info("store %s: a signing key made and registered (%s)", store, path)
-    return signer
-
-
 def _maybe_die(folder: str, outcomes: dict[str, Outcome]) -> None:
     fresh = [rid for rid in outcomes if not os.path.exists(os.path.join(folder, rid))]
     if fresh:
@@ -481,50 +449,7 @@ def _maybe_die(folder: str, outcomes: dict[str, Outcome]) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class _Resolver:
-    """Orders that name their subjects by keyed hashes alone (the erasure completed before, and the
-    pipeline forgot the ids) are matched against the ids the store holds, hashed with the
-    pipeline's keyring; an order that matches nothing is answered without asking the store."""
-
-    def __init__(self, sink: Sink, settings: Settings):
-        self.sink, self.settings = sink, settings
-        self._keys: Keyring | None = None
-
-    def resolve(self, orders: list[ErasureOrder]) -> tuple[list[ErasureOrder], list[ErasureOrder]]:
-        """(orders to hand to the store, orders that match nothing there)."""
-        hashed = [o for o in orders if o.by_hash_only]
-        if not hashed:
-            return orders, []
-        if self._keys is None:
-            self._keys = load_keyring(self.settings, create=False)
-        wanted = {h for o in hashed for h in o.subject_hashes}
-        ids: dict[str, str] = {}
-        for subject in self.sink.subject_ids():
-            for candidate in self._keys.candidates(subject):
-                if candidate in wanted:
-                    ids[candidate] = subject
-        ready, empty = [o for o in orders if not o.by_hash_only], []
-        for order in hashed:
-            subjects = tuple(ids[h] for h in order.subject_hashes if h in ids)
-            if not subjects:
-                empty.append(order)
-                continue
-            account = ids.get(order.subject_hashes[0], "")
-            ready.append(dataclasses.replace(order, account_id=account, subjects=subjects))
-        return ready, empty
-
-    def erase(self, orders: list[ErasureOrder]) -> dict[str, Outcome]:
-        ready, empty = self.resolve(orders)
-        outcomes = self.sink.erase(ready) if ready else {}
-        return {**outcomes, **{o.request_id: Outcome(AckStatus.NOTHING_FOUND) for o in empty}}
-
-    def verify(self, orders: list[ErasureOrder]) -> dict[str, int]:
-        ready, empty = self.resolve(orders)
-        found = self.sink.verify(ready) if ready else {}
-        return {**found, **{o.request_id: 0 for o in empty}}
-
-
-async def _ack(producer: _SigningProducer, codec: Codec, settings: Settings, store: str, orders: Any,
+async def _ack(producer: SigningProducer, codec: Codec, settings: Settings, store: str, orders: Any,
                outcomes: dict[str, Outcome], found: dict[str, int] | None = None) -> None:
     futures = []
     for order in orders:

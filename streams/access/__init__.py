@@ -12,6 +12,7 @@ from lifecycle.streams.access.requests import (
     forget_access,
     open_access,
 )
+from lifecycle.streams.access.views import PAGES
 from lifecycle.streams.runtime.feature import AnswerKind, Feature, Tick
 
 __all__ = ["FEATURE", "ARCHIVE_FORMAT", "MAX_MONTHS", "ExtensionRefused", "access_state", "access_tick",
@@ -24,4 +25,5 @@ FEATURE = Feature(
                         lambda answer: ("access", answer["request_id"]), apply_answers),),
     ticks=(Tick("access tick", access_tick),
            Tick("extension notices", lambda conn, ctx, now: notify_extensions(conn, ctx))),
+    pages=PAGES,
 )

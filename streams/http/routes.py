@@ -1,7 +1,7 @@
 """Every HTTP route the worker answers, in one table: the auth middleware reads its scopes
 (streams/http/auth.py), the OpenAPI document is built from it (streams/http/openapi.py, served at
 /openapi.json), and a test fails when a route answers that this table does not list
-(tests/integration/test_openapi.py). A route cannot exist without its document and its scope.
+(tests/integration/http/test_openapi.py). A route cannot exist without its document and its scope.
 
 A declaration table: long, and meant to be read as one."""
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -31,11 +30,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lifecycle.core.clock import latest_plausible
 from lifecycle.core.config import Settings
+from lifecycle.core.consume import Batch, Commit, ConsumeLoop
 from lifecycle.core.crypto import Forged
 from lifecycle.streams.ingest.batch import apply_batch
 from lifecycle.streams.ingest.journal import journal_forget
 from lifecycle.streams.ingest.positions import STORE_SQL, StoredPositions, record_digest
-from lifecycle.streams.runtime.consumers import BatchListener, worker_consumer
+from lifecycle.streams.runtime.consumers import worker_consumer
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.database import Database, describe, with_retry
 from lifecycle.streams.runtime.deadletters import SendDeadLetter
@@ -65,10 +65,12 @@ class IntakeLoop:
         self.send_dead_letter = send_dead_letter
         self.db = Database(self.settings.postgres_dsn or "")
         self.group = self.settings.app_id
-        self.busy = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
-        self._to_kafka: dict[TopicPartition, int] = {}
-        self._kafka_committed_at = 0.0
+        # PostgreSQL holds the truth about progress; Kafka's copy is for lag tools only.
+        self.loop = ConsumeLoop("intake", self.process, max_records=INTAKE_BATCH, poll_timeout_ms=POLL_TIMEOUT_MS,
+                                commit=Commit(every_s=KAFKA_COMMIT_EVERY_S, advisory=True),
+                                prepare=self._check_positions, before_poll=self._note_generation)
+        self._generation = 0
         m = context.metrics
         self._ingested: dict[tuple[str, str], Any] = {}
         self._rejected: dict[tuple[str, str], Any] = {}
@@ -76,31 +78,33 @@ class IntakeLoop:
         self._clear = {t: m.clear_personal_fields.labels(t) for t in self.contract.values()}
         self._dup = {t: m.events_duplicate.labels(t) for t in self.contract.values()}
         self._registry_down = m.registry_errors.labels("intake")
-        self.positions = StoredPositions(self.db, self.group, list(processors), self.contract, health, self._to_kafka)
+        self.positions = StoredPositions(self.db, self.group, list(processors), self.contract, health,
+                                         self.loop.to_commit)
 
     async def run(self) -> None:
         self.consumer = worker_consumer(self.settings, self.group, f"{self.group}-intake", INTAKE_BATCH,
                                         self.settings.fetch_wait_ms)
         # Assignment under the batch lock: a batch fetched from Kafka's committed offset before the
         # seek would be applied, then read again from PostgreSQL's (a dead letter sent twice).
-        self.consumer.subscribe(list(self.processors), listener=BatchListener(self.busy, self.resume, exclusive=True))
+        self.consumer.subscribe(list(self.processors), listener=self.loop.listener(self.resume, exclusive=True))
         await self.consumer.start()
         try:
             while not self.producer_started():  # dead letters go through Faust's producer
                 await asyncio.sleep(0.05)
-            while True:
-                generation = self.positions.generation
-                batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=INTAKE_BATCH)
-                async with self.busy:
-                    dropped = self.positions.drop_before_seek(self.consumer, batch) \
-                        if generation != self.positions.generation else set()
-                    if self.positions.unverified:
-                        await self.positions.verify(self.consumer, batch, dropped)
-                    if batch:
-                        await self.process(batch)
-                await self._commit_to_kafka()
+            await self.loop.run(self.consumer)
         finally:
             await self.consumer.stop()
+
+    async def _note_generation(self) -> None:
+        self._generation = self.positions.generation
+
+    async def _check_positions(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
+        """A batch fetched across a resume loses what it holds of the partitions sought; a newly
+        assigned partition's stored position is checked against its log (streams/ingest/positions.py)."""
+        dropped = self.positions.drop_before_seek(consumer, batch) \
+            if self._generation != self.positions.generation else set()
+        if self.positions.unverified:
+            await self.positions.verify(consumer, batch, dropped)
 
     async def resume(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -167,8 +171,6 @@ class IntakeLoop:
         if not result.same_transaction_committed:
             await _all(pending)
             await self.db.run("intake offsets", store_offsets)
-        for tp, records in parts:
-            self._to_kafka[tp] = records[-1].offset + 1
         self._count(contract, valid, result, rejects)
 
     def _count(self, contract: str, valid: list[tuple[Any, dict[str, Any]]], result: Any,
@@ -195,21 +197,6 @@ class IntakeLoop:
             child.inc(n)
         self._dlq[contract].inc(sum(rejects.values()))
         self._dup[contract].inc(result.duplicates)
-
-    async def _commit_to_kafka(self) -> None:
-        if not self._to_kafka or time.monotonic() - self._kafka_committed_at < KAFKA_COMMIT_EVERY_S:
-            return
-        assert self.consumer is not None
-        owned = self.consumer.assignment()
-        offsets = {tp: o for tp, o in self._to_kafka.items() if tp in owned}
-        self._to_kafka.clear()
-        self._kafka_committed_at = time.monotonic()
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except Exception as exc:  # PostgreSQL holds the truth; this copy is for lag only
-            log.info("intake offsets not committed to Kafka (%s); PostgreSQL has them", type(exc).__name__)
 
 
 async def _all(futures: list[Any]) -> None:

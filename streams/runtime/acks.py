@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from lifecycle.core.backoff import Backoff
+from lifecycle.core.consume import Batch, Commit, ConsumeLoop
 from lifecycle.core.crypto import KeyWrapper
 from lifecycle.core.storekeys import (
     RECEIPT_HEADER,
@@ -34,7 +34,7 @@ from lifecycle.core.storekeys import (
 )
 from lifecycle.schemas.codec import Codec
 from lifecycle.schemas.errors import DecodeError
-from lifecycle.streams.runtime.consumers import BatchListener, worker_consumer
+from lifecycle.streams.runtime.consumers import worker_consumer
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.database import Database, describe, with_retry
 from lifecycle.streams.runtime.deadletters import SendDeadLetter
@@ -98,41 +98,27 @@ class AcksLoop:
         self.topic = settings.topic("erasure-acks")
         self.group = f"{settings.app_id}-acks"  # the group the Faust agent read them as before
         self.db = Database(settings.postgres_dsn or "")
-        self.busy = asyncio.Lock()
+        # Kafka's commit is the truth here; a batch that fails as a whole is read again after a
+        # pause, and a failed commit only means the next owner applies it again (harmless).
+        self.loop = ConsumeLoop("acks", self._handle_batch, max_records=ACKS_BATCH, poll_timeout_ms=POLL_TIMEOUT_MS,
+                                commit=Commit(advisory=True), retry_failed=True)
         self._registry_down = context.metrics.registry_errors.labels("erasure-acks")
         self._rejected: dict[str, Any] = {}
 
     async def run(self) -> None:
         s = self.context.settings
         consumer = worker_consumer(s, self.group, f"{self.group}-loop", ACKS_BATCH, s.fetch_wait_ms)
-        consumer.subscribe([self.topic], listener=BatchListener(self.busy, self._assigned, exclusive=False))
+        consumer.subscribe([self.topic], listener=self.loop.listener(self._assigned, exclusive=False))
         await consumer.start()
-        backoff = Backoff()
         try:
             while not self.producer_started():  # dead letters go through the app's producer
                 await asyncio.sleep(0.05)
-            while True:
-                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=ACKS_BATCH)
-                if not batch:
-                    continue
-                async with self.busy:
-                    messages = [m for records in batch.values() for m in records]
-                    try:
-                        await self.handle(messages)
-                    except Exception as exc:
-                        # Nothing is skipped: read again from the batch's first records.
-                        log.warning("acks batch failed (%s); reading it again", describe(exc))
-                        for tp, records in batch.items():
-                            consumer.seek(tp, records[0].offset)
-                        await asyncio.sleep(backoff.next_delay())
-                        continue
-                    backoff = Backoff()
-                    try:
-                        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-                    except Exception as exc:  # the next owner reads the batch again: harmless
-                        log.info("acks offsets not committed (%s)", type(exc).__name__)
+            await self.loop.run(consumer)
         finally:
             await consumer.stop()
+
+    async def _handle_batch(self, batch: Batch) -> None:
+        await self.handle([m for records in batch.values() for m in records])
 
     async def _assigned(self, assigned: list[Any]) -> None:
         self.health.consumer_assigned("acks", True)

@@ -1,20 +1,24 @@
 """The one way a capability joins the pipeline (docs/architecture.md, "How to add a capability").
 
 A feature hands the runtime a ``Feature``: the processors that apply its records from the input
-topics, the kinds of answer it takes from the stores on `erasure-acks`, and its clock-driven ticks.
+topics, the kinds of answer it takes from the stores on `erasure-acks`, its clock-driven ticks, and
+its HTTP views (each path also a row of the route table, streams/http/routes.py, for its scope and
+its OpenAPI document). Its metrics are series of the one declared catalogue
+(streams/runtime/metrics.py, docs/metrics.md): an SRE reads every name in one place.
 The runtime runs them all the same way (one transaction each, a failure logged and tried again at
 the next tick or batch) and knows no feature by name; streams/features.py lists the features."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import psycopg
 
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.processor import Processor
+from lifecycle.streams.runtime.web import WebView
 
 __all__ = ["AnswerKind", "Feature", "Tick"]
 
@@ -53,3 +57,4 @@ class Feature:
     processors: tuple[Processor, ...] = ()
     answers: tuple[AnswerKind, ...] = ()
     ticks: tuple[Tick, ...] = ()
+    pages: Mapping[str, type[WebView]] = dataclasses.field(default_factory=dict)  # path -> view

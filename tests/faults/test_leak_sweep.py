@@ -23,7 +23,7 @@ from lifecycle.supervisor import http_get
 from lifecycle.topics import load_spec
 from tests.faults.load import Load
 from tests.helpers import T0, event, wait_for
-from tests.integration.test_erasure import _last_by_key, _sweep_postgres
+from tests.integration.erasure.test_erasure import _last_by_key, _sweep_postgres
 from tests.unit.samples import PII
 
 

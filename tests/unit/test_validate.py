@@ -105,7 +105,7 @@ def test_times_outside_what_the_pipeline_can_have_seen_are_refused():
 @pytest.mark.parametrize("late", [7_258_118_400_000, 253_402_300_800_000, 2**63 - 1, "2200-01-01T00:00:00Z"])
 def test_no_clock_accepts_a_time_from_2200_on(late):
     # On the event-time clock there is no skew bound; one event dated past year 9999 stopped
-    # every tick of the worker (found by Schemathesis, tests/integration/test_openapi.py).
+    # every tick of the worker (found by Schemathesis, tests/integration/http/test_openapi.py).
     with pytest.raises(ValidationFailed) as info:
         from_json(_started(occurred_at=late), not_after_ms=None)
     assert _fields(info) == {"occurred_at"}

@@ -8,7 +8,7 @@ import time
 
 from tests.fix_servers import ChildProcess
 from tests.helpers import HOUR, T0, event, metric, wait_for
-from tests.integration.test_erasure import _complete, _emit, _sweep_postgres
+from tests.integration.erasure.test_erasure import _complete, _emit, _sweep_postgres
 
 ROUNDS = 10
 

@@ -15,7 +15,7 @@ import psycopg
 from lifecycle.connectors.postgres.sink import ACCOUNT_TABLES, SUBJECT_TABLES
 from lifecycle.embedded.postgres import postgres_bin_dir
 from tests.helpers import DAY, T0, emit, event, metric, wait_for
-from tests.integration.test_erasure import _complete, _life_of
+from tests.integration.erasure.test_erasure import _complete, _life_of
 
 GONE, GONE_VISITOR, STAYS, STAYS_VISITOR = "acc-restored-gone", "vis-restored-gone", "acc-restored-stays", "vis-stays"
 COLUMNS = sorted({(t, "account_id") for t, _ in ACCOUNT_TABLES} | {(t, c) for t, c, _ in SUBJECT_TABLES})

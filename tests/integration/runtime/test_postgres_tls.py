@@ -19,7 +19,7 @@ from lifecycle.embedded.postgres import EmbeddedPostgres
 from lifecycle.supervisor import http_get
 from tests.fix_servers import ChildProcess, WorkerProcess
 from tests.helpers import HOUR, T0, event, wait_for
-from tests.integration.test_erasure import _emit
+from tests.integration.erasure.test_erasure import _emit
 from tests.tls_proxy import PostgresTlsFront
 
 

@@ -20,7 +20,7 @@ from lifecycle.core.storekeys import register_store
 from lifecycle.schemas import Codec
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, ack_headers, emit, erasure_answer, event, metric, wait_for
-from tests.integration.test_erasure import _life_of, _seed_outside_stores
+from tests.integration.erasure.test_erasure import _life_of, _seed_outside_stores
 
 
 def _orders(settings, request_id):

@@ -16,7 +16,7 @@ from lifecycle.embedded.process import stop_process
 from lifecycle.supervisor import http_get
 from tests.fix_servers import WorkerProcess
 from tests.helpers import HOUR, T0, event, wait_for
-from tests.integration.test_erasure import _complete, _emit
+from tests.integration.erasure.test_erasure import _complete, _emit
 
 
 def test_a_foreign_store_acknowledges_and_completes_the_erasure(settings, tmp_path):

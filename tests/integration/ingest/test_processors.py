@@ -10,7 +10,7 @@ from lifecycle.connectors.emitter import Emitter
 from lifecycle.schemas import Codec
 from lifecycle.streams.consent.mail import may_send
 from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
-from tests.integration.test_wire_interop import _read_all
+from tests.integration.schemas.test_wire_interop import _read_all
 
 
 def _emit(settings, *events):

@@ -11,7 +11,7 @@ import psycopg
 
 from lifecycle.connectors.emitter import Emitter
 from tests.helpers import MINUTE, T0, event, metric, wait_for
-from tests.integration.test_wire_interop import _read_all
+from tests.integration.schemas.test_wire_interop import _read_all
 
 SESSIONS, FILES = 20, 100
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.streams.consent import consent_receipts, consent_state
-from lifecycle.streams.http.common import ServiceView, id_problem, iso, problem
+from lifecycle.streams.consent.processor import consent_state
+from lifecycle.streams.consent.receipts import consent_receipts
+from lifecycle.streams.runtime.web import WebView, id_problem, iso, problem
 
 __all__ = ["PAGES"]
 
 
-class Consent(ServiceView):
+class Consent(WebView):
     async def get(self, request: Any, subject_id: str) -> Any:
-        pipeline = self.services.pipeline
+        context = self.services.context
         at_raw = request.query.get("at")
-        now = pipeline.clock.now_ms()
+        now = context.clock.now_ms()
         if at_raw is not None:
             try:
                 now = int(at_raw)
@@ -25,7 +26,7 @@ class Consent(ServiceView):
 
         async def read(conn: Any) -> tuple[Any, Any]:
             return (await consent_state(conn, [subject_id], now),
-                    await consent_receipts(conn, subject_id, now, pipeline.context.policy))
+                    await consent_receipts(conn, subject_id, now, context.policy))
 
         try:
             state, receipts = await self.services.reader_db.run("consent query", read)
@@ -49,4 +50,4 @@ class Consent(ServiceView):
         })
 
 
-PAGES: dict[str, type[ServiceView]] = {"/v1/subjects/{subject_id}/consent": Consent}
+PAGES: dict[str, type[WebView]] = {"/v1/subjects/{subject_id}/consent": Consent}

@@ -26,7 +26,7 @@ from lifecycle.embedded.process import free_port
 from lifecycle.schemas import Codec
 from lifecycle.topics import load_spec
 from tests.helpers import HOUR, MINUTE, T0, emit, erasure_answer, event, metric, post, wait_for
-from tests.integration.test_erasure import _life_of
+from tests.integration.erasure.test_erasure import _life_of
 from tests.unit.samples import PII
 
 READER = PROJECT_ROOT / "examples" / "read_topics.py"

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from lifecycle.supervisor import http_get
 from tests.helpers import DAY, T0, emit, event, metric, wait_for
-from tests.integration.test_erasure import _complete, _life_of, _seed_outside_stores
+from tests.integration.erasure.test_erasure import _complete, _life_of, _seed_outside_stores
 from tests.unit.samples import PII
 
 ACCOUNT, VISITOR, OTHER = "acc-access", "vis-access", "acc-access-other"
