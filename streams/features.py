@@ -5,14 +5,14 @@ docs/architecture.md "How to add a capability"). The order is the order of their
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lifecycle.streams import access, accounts, consent, erasure, retention, sessions, traffic
+from lifecycle.streams import access, accounts, consent, erasure, ingest, retention, sessions, traffic
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.feature import AnswerKind, Feature, Tick
 from lifecycle.streams.runtime.processor import Processor
 
 __all__ = ["FEATURES", "all_processors", "answer_kinds", "ticks"]
 
-FEATURES: tuple[Feature, ...] = (accounts.FEATURE, sessions.FEATURE, consent.FEATURE, traffic.FEATURE,
+FEATURES: tuple[Feature, ...] = (ingest.FEATURE, accounts.FEATURE, sessions.FEATURE, consent.FEATURE, traffic.FEATURE,
                                  erasure.FEATURE, access.FEATURE, retention.FEATURE)
 
 

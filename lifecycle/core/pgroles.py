@@ -35,6 +35,14 @@ __all__ = ["role_name", "component_dsn", "as_component", "setup_roles", "roles_d
            "SESSION_LOGS_OWNER"]
 
 SESSION_LOGS_OWNER = "session_logs_owner"  # NOLOGIN: owns session_logs and its month partitions
+DEDUPE_OWNER = "processed_events_owner"  # NOLOGIN: owns processed_events and its day partitions
+# (owner, partitioned table, other tables it owns when they exist, the SECURITY DEFINER functions
+# that make and drop its partitions)
+_PARTITIONED = (
+    (SESSION_LOGS_OWNER, "session_logs", (), ("session_logs_partition(timestamptz)",)),
+    (DEDUPE_OWNER, "processed_events", ("processed_events_unbounded", "processed_events_unbounded_since"),
+     ("processed_events_partition(date, date)", "processed_events_drop_before(date, timestamptz)")),
+)
 # Per component: statement_timeout, lock_timeout. A read answers in seconds or not at all.
 _TIMEOUTS = {"worker": ("60s", "10s"), "reader": ("10s", "5s")}
 _STORE_TIMEOUTS = ("60s", "10s")
@@ -100,6 +108,23 @@ def component_dsn(settings: Settings, component: str) -> str:
                                                                                           create=False))
 
 
+def _own_partitioned(conn: Any, owner: str, table: str, others: tuple[str, ...], functions: tuple[str, ...]) -> None:
+    """``owner`` (no login) owns ``table``, its partitions and the functions that make and drop them:
+    the worker makes partitions through those functions alone, without CREATE on the schema."""
+    from psycopg import sql
+
+    _create(conn, owner, login=False, password=None)
+    conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    found = conn.execute(
+        "SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND (c.relname = %s "
+        "OR c.relname = ANY(%s) OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %s::regclass))",
+        (table, list(others), table)).fetchall()
+    for (name,) in found:
+        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(owner)))
+    for function in functions:
+        conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(sql.SQL(function), sql.Identifier(owner)))
+
+
 def as_component(settings: Settings, component: str) -> Settings:
     """These settings with the component's DSN."""
     return dataclasses.replace(settings, postgres_dsn=component_dsn(settings, component) or None)
@@ -119,15 +144,8 @@ def setup_roles(conn: Any, settings: Settings, stores: Iterable[str],
         owner = sql.Identifier(role_name(settings, SESSION_LOGS_OWNER))
         conn.execute(sql.SQL(template).format(role=sql.Identifier(role), owner=owner))
 
-    owner = role_name(settings, SESSION_LOGS_OWNER)
-    _create(conn, owner, login=False, password=None)
-    run("GRANT USAGE, CREATE ON SCHEMA public TO {owner}", owner)
-    for (table,) in conn.execute(
-            "SELECT c.relname FROM pg_class c WHERE c.relname = 'session_logs' OR (c.relname LIKE "
-            "'session\\_logs\\_p%' AND c.relkind = 'r')").fetchall():
-        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(owner)))
-    conn.execute(sql.SQL("ALTER FUNCTION session_logs_partition(timestamptz) OWNER TO {}").format(
-        sql.Identifier(owner)))
+    for owner_name, table, others, functions in _PARTITIONED:
+        _own_partitioned(conn, role_name(settings, owner_name), table, others, functions)
 
     components = {"worker": _WORKER, "reader": _READER}
     components.update({f"store-{s}": store_grants.get(s, ()) for s in stores})

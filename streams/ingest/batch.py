@@ -2,7 +2,8 @@
 
 Exactly-once in effect on top of at-least-once delivery: the batch's event ids are inserted into
 `processed_events` in the same transaction as the processor's writes and its outbox rows, so a
-redelivered event (after a crash, a rebalance, or a resend by a producer) changes nothing.
+redelivered event (after a crash, a rebalance, or a resend by a producer) changes nothing, for as
+long as the log can deliver it again (streams/ingest/dedupe.py).
 A batch that fails for a reason that is not transient is retried event by event, and the
 event that still fails goes to dead-letters (stage `process`): one bad event never blocks or
 drops its neighbours.
@@ -18,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from lifecycle.streams.ingest.dedupe import DedupeWindow
 from lifecycle.streams.runtime.database import Database, describe
 from lifecycle.streams.runtime.processor import PipelineContext, Processor
 from lifecycle.streams.runtime.suppression import erased_among, lift_visitors, silenced
@@ -26,10 +28,6 @@ __all__ = ["apply_batch", "BatchResult"]
 
 log = logging.getLogger("lifecycle.processing")
 
-_DEDUPE = """
-INSERT INTO processed_events (event_id, topic)
-SELECT unnest(%b::uuid[]), %s ON CONFLICT DO NOTHING RETURNING event_id
-"""
 _CLOCK = """
 INSERT INTO clock_state (id, event_time_ms) VALUES (1, %s)
 ON CONFLICT (id) DO UPDATE SET event_time_ms = GREATEST(clock_state.event_time_ms, EXCLUDED.event_time_ms)
@@ -85,14 +83,13 @@ async def _link(conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]]
 
 
 async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, events: list[dict[str, Any]],
-                 ctx: PipelineContext, result: BatchResult) -> tuple[int, int]:
+                 ctx: PipelineContext, result: BatchResult, dedupe: DedupeWindow) -> tuple[int, int]:
     result.suppressed = {}
     events_in = events
     events = await _suppress(conn, events, ctx, result)
     await _link(conn, events, ctx)
     ids = [str(uuid.UUID(e["event_id"])) for e in events]
-    cur = await conn.execute(_DEDUPE, (ids, processor.topic))
-    new = {str(row[0]) for row in await cur.fetchall()}
+    new = await dedupe.new_ids(conn, processor.topic, ids, [e["occurred_at"] for e in events], ctx.clock.now_ms())
     fresh, seen = [], set()
     for event_id, event in zip(ids, events, strict=True):
         if event_id in new and event_id not in seen:
@@ -106,12 +103,12 @@ async def _apply(conn: psycopg.AsyncConnection[Any], processor: Processor, event
 
 
 async def _apply_one(conn: psycopg.AsyncConnection[Any], *, processor: Processor, event: dict[str, Any],
-                     ctx: PipelineContext,
-                     result: BatchResult) -> tuple[int, int]:
-    return await _apply(conn, processor, [event], ctx, result)
+                     ctx: PipelineContext, result: BatchResult, dedupe: DedupeWindow) -> tuple[int, int]:
+    return await _apply(conn, processor, [event], ctx, result, dedupe)
 
 
 async def apply_batch(db: Database, processor: Processor, events: list[dict[str, Any]], ctx: PipelineContext,
+                      dedupe: DedupeWindow,
                       in_same_transaction: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
                       ) -> BatchResult:
     """Apply ``events`` in one transaction, with ``in_same_transaction`` (the intake's offsets) in it. When the
@@ -121,8 +118,10 @@ async def apply_batch(db: Database, processor: Processor, events: list[dict[str,
     if not events:
         return result
 
+    await dedupe.make_partitions(db, (e["occurred_at"] for e in events), ctx.clock.now_ms())
+
     async def whole(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
-        counts = await _apply(conn, processor, events, ctx, result)
+        counts = await _apply(conn, processor, events, ctx, result, dedupe)
         if in_same_transaction is not None:
             await in_same_transaction(conn)
         return counts
@@ -137,7 +136,7 @@ async def apply_batch(db: Database, processor: Processor, events: list[dict[str,
             try:
                 applied, dup = await db.run(f"apply {processor.topic}",
                                             functools.partial(_apply_one, processor=processor, event=event, ctx=ctx,
-                                                              result=result))
+                                                              result=result, dedupe=dedupe))
                 result.applied += applied
                 result.duplicates += dup
                 for kind, n in result.suppressed.items():

@@ -33,6 +33,7 @@ from lifecycle.core.config import Settings
 from lifecycle.core.consume import Batch, Commit, ConsumeLoop
 from lifecycle.core.crypto import Forged
 from lifecycle.streams.ingest.batch import apply_batch
+from lifecycle.streams.ingest.dedupe import DedupeWindow, dedupe_window_ms
 from lifecycle.streams.ingest.journal import journal_forget
 from lifecycle.streams.ingest.positions import STORE_SQL, StoredPositions, record_digest
 from lifecycle.streams.runtime.consumers import worker_consumer
@@ -71,6 +72,7 @@ class IntakeLoop:
                                 commit=Commit(every_s=KAFKA_COMMIT_EVERY_S, advisory=True),
                                 prepare=self._check_positions, before_poll=self._note_generation)
         self._generation = 0
+        self.dedupe = DedupeWindow(dedupe_window_ms(context.policy))
         m = context.metrics
         self._ingested: dict[tuple[str, str], Any] = {}
         self._rejected: dict[tuple[str, str], Any] = {}
@@ -163,7 +165,7 @@ class IntakeLoop:
 
         await _all(pending)  # dead letters on the broker before the offsets move past them
         pending.clear()
-        result = await apply_batch(self.db, processor, [v for _, v in valid], ctx,
+        result = await apply_batch(self.db, processor, [v for _, v in valid], ctx, self.dedupe,
                                    in_same_transaction=store_offsets)
         for index, error in result.failed:
             await reject(valid[index][0], Rejected("processing_failed", type(error).__name__,

@@ -1,11 +1,95 @@
 -- The pipeline's tables in PostgreSQL. Applied by every worker at start; every statement is
 -- idempotent. Times are timestamptz; every write is keyed so that a replayed batch changes nothing.
 
+-- Deduplication (streams/ingest/dedupe.py, docs/processors.md "Deduplication window"): an event's
+-- id, in the partition of its event day, while the log can deliver it again; a day partition is
+-- dropped whole once its day leaves the window. Late arrivals (events already older than the
+-- window) in the default partition, deleted one window after they were applied.
+-- Before, one unpartitioned table kept every id for ever: set aside here, still consulted until
+-- one window has passed since (processed_events_unbounded_since), then dropped by the tick.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_class WHERE relname = 'processed_events' AND relkind = 'r'
+               AND relnamespace = 'public'::regnamespace) THEN
+        ALTER TABLE processed_events RENAME TO processed_events_unbounded;
+        ALTER TABLE processed_events_unbounded RENAME CONSTRAINT processed_events_pkey
+            TO processed_events_unbounded_pkey;
+        CREATE TABLE processed_events_unbounded_since (set_aside_at timestamptz NOT NULL);
+        INSERT INTO processed_events_unbounded_since VALUES (now());
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS processed_events (
-    event_id     uuid PRIMARY KEY,
+    event_id     uuid NOT NULL,
+    event_day    date NOT NULL,
     topic        text NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now()
-);
+    processed_at timestamptz NOT NULL,  -- the pipeline's clock
+    PRIMARY KEY (event_id, event_day)
+) PARTITION BY RANGE (event_day);
+CREATE TABLE IF NOT EXISTS processed_events_late PARTITION OF processed_events DEFAULT;
+
+-- The day partition for ``d``, made ahead of the batch that needs it (streams/ingest/dedupe.py),
+-- unless ``d`` is before ``oldest`` (left the window: such events go to the late partition). Named
+-- processed_events_pYYYYMMDD: the drop below reads the day from the name. Two workers racing both
+-- succeed; a day whose late rows are already in the default partition (another worker's clock
+-- ahead of this one's) stays there. SECURITY DEFINER: made as the table's owner
+-- (lifecycle/core/pgroles.py), without CREATE on the schema for the worker.
+CREATE OR REPLACE FUNCTION processed_events_partition(d date, oldest date) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    name text := 'processed_events_p' || to_char(d, 'YYYYMMDD');
+BEGIN
+    IF d >= oldest AND to_regclass(name) IS NULL THEN
+        BEGIN
+            EXECUTE format('CREATE TABLE %I PARTITION OF processed_events FOR VALUES FROM (%L) TO (%L)',
+                           name, d, d + 1);
+        EXCEPTION WHEN duplicate_table OR unique_violation OR check_violation THEN
+            NULL;
+        END;
+    END IF;
+END $$;
+
+-- Records ``ids`` as applied and returns those not applied before, in one statement (the batch's
+-- transaction): the table of before partitions, while it exists, is consulted too.
+CREATE OR REPLACE FUNCTION processed_events_insert(ids uuid[], days date[], from_topic text, at timestamptz)
+RETURNS SETOF uuid LANGUAGE plpgsql SET search_path = public AS $$
+BEGIN
+    IF to_regclass('processed_events_unbounded') IS NULL THEN
+        RETURN QUERY INSERT INTO processed_events AS p (event_id, event_day, topic, processed_at)
+            SELECT t.i, t.d, from_topic, at FROM unnest(ids, days) AS t(i, d)
+            ON CONFLICT DO NOTHING RETURNING p.event_id;
+    ELSE
+        RETURN QUERY INSERT INTO processed_events AS p (event_id, event_day, topic, processed_at)
+            SELECT t.i, t.d, from_topic, at FROM unnest(ids, days) AS t(i, d)
+            WHERE NOT EXISTS (SELECT 1 FROM processed_events_unbounded u WHERE u.event_id = t.i)
+            ON CONFLICT DO NOTHING RETURNING p.event_id;
+    END IF;
+END $$;
+
+-- Drops every day partition before ``oldest`` (whole tables: no row is scanned), and the table of
+-- before partitions once it was set aside before ``cutoff``; returns how many tables it dropped.
+CREATE OR REPLACE FUNCTION processed_events_drop_before(oldest date, cutoff timestamptz) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    part text;
+    dropped int := 0;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'processed_events'::regclass AND c.relname ~ '^processed_events_p[0-9]{8}$'
+          AND to_date(substr(c.relname, 19), 'YYYYMMDD') < oldest
+    LOOP
+        EXECUTE format('DROP TABLE IF EXISTS %I', part);
+        dropped := dropped + 1;
+    END LOOP;
+    IF to_regclass('processed_events_unbounded_since') IS NOT NULL THEN  -- (the query below needs it)
+        IF (SELECT max(set_aside_at) FROM processed_events_unbounded_since) < cutoff THEN
+            DROP TABLE IF EXISTS processed_events_unbounded;
+            DROP TABLE processed_events_unbounded_since;
+            dropped := dropped + 1;
+        END IF;
+    END IF;
+    RETURN dropped;
+END $$;
 
 -- How far the intake has applied each input partition, written in the transaction that applied
 -- the batch (streams/ingest/loop.py): a restarted worker resumes exactly here.
