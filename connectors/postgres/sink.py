@@ -6,7 +6,7 @@ receipt per request is written in that same transaction, so a redelivered order 
 count of its first run. Tables of a category the order keeps (legal hold) are left alone; this
 store has no pseudonymised form of its tables, so a category to pseudonymise is erased here.
 
-Retention: each swept category is one table and its time column. Expired rows go in batches of
+Retention: each swept category is one or more tables, each with its time column. Expired rows go in batches of
 BATCH_ROWS, one short transaction each, so a sweep never holds locks for long; session logs go a
 whole month at a time where they can (partition detached concurrently, then dropped), and row by
 row only in the month the cutoff falls in, or where an account under legal hold keeps rows.
@@ -68,12 +68,18 @@ _BACKING = """NOT EXISTS (SELECT 1 FROM consent_current c WHERE c.subject_id = t
    AND NOT (t.event_type = 'consent.newsletter_subscribed' AND EXISTS (
                  SELECT 1 FROM newsletter n WHERE n.subject_id = t.subject_id AND n.subscribed
                  AND n.updated_at = t.occurred_at))"""
+# A subject's current consent that is no longer in force (refused, withdrawn, or lapsed and so
+# recorded by the consent tick) is consent history too: without this its row, keyed by a visitor id,
+# would outlive the window for every visitor who never came back. Its absence reads as no consent,
+# which is what it says.
+_NOT_IN_FORCE = "NOT (t.granted AND t.expired_at IS NULL)"
 SWEPT = {
-    "session_logs": _Swept("session_logs", "ended_at", "account_id"),
-    "security_information": _Swept("failed_logins", "occurred_at", "account_id"),
-    "consent_history": _Swept("consent_history", "occurred_at", keep=_BACKING),
-    "traffic_aggregates": _Swept("traffic_aggregates", "bucket_start"),
-    "raw_analytics_events": _Swept("traffic_pending", "occurred_at"),
+    "session_logs": (_Swept("session_logs", "ended_at", "account_id"),),
+    "security_information": (_Swept("failed_logins", "occurred_at", "account_id"),),
+    "consent_history": (_Swept("consent_history", "occurred_at", keep=_BACKING),
+                        _Swept("consent_current", "given_at", keep=_NOT_IN_FORCE)),
+    "traffic_aggregates": (_Swept("traffic_aggregates", "bucket_start"), _Swept("traffic_suppressed", "bucket_start")),
+    "raw_analytics_events": (_Swept("traffic_pending", "occurred_at"),),
 }
 
 
@@ -86,8 +92,9 @@ class PostgresSink(RetentionSink):
     database_grants = (
         "GRANT USAGE ON SCHEMA public TO {role}",
         "GRANT SELECT, DELETE ON " + ", ".join(sorted({t for t, _ in ACCOUNT_TABLES} | {t for t, _, _ in SUBJECT_TABLES}
-                                                      | {s.table for s in SWEPT.values()})) + " TO {role}",
-        "GRANT SELECT ON consent_current, newsletter TO {role}",  # what a consent still in force keeps
+                                                      | {s.table for tables in SWEPT.values() for s in tables}))
+        + " TO {role}",
+        "GRANT SELECT ON newsletter TO {role}",  # what a subscription still in force keeps
         "GRANT SELECT, INSERT ON erasure_receipts TO {role}",
         "GRANT {owner} TO {role}",  # month partitions of session_logs: detached and dropped
     )
@@ -169,25 +176,28 @@ class PostgresSink(RetentionSink):
                 kept[keeping[subject]] = True
 
     def expire(self, order: RetentionOrder) -> Expiry:
-        swept = SWEPT[order.category]
         cutoff = ms_to_dt(order.cutoff_ms)
-        held = sorted(order.held_accounts) if swept.account_column else []
+        held = sorted(order.held_accounts)
+        items, oldest = 0, []
         with unreachable("postgres", psycopg.OperationalError):
             with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-                if swept.table == "session_logs":
-                    items = _expire_months(conn, cutoff, held)
-                else:
-                    items = _delete_in_batches(conn, swept, swept.table, cutoff, held)
-                return Expiry(items, _oldest(conn, swept, held))
+                for swept in SWEPT[order.category]:
+                    if swept.table == "session_logs":
+                        items += _expire_months(conn, cutoff, held)
+                    else:
+                        items += _delete_in_batches(conn, swept, swept.table, cutoff, held)
+                    oldest.append(_oldest(conn, swept, held))
+        return Expiry(items, min((o for o in oldest if o is not None), default=None))
 
     def plan(self, order: RetentionOrder) -> int:
         """How many items a sweep of ``order`` would erase now (nothing is erased)."""
-        swept = SWEPT[order.category]
-        held = sorted(order.held_accounts) if swept.account_column else []
-        where, params = _expired(swept, ms_to_dt(order.cutoff_ms), held)
+        total = 0
         with psycopg.connect(self.dsn, connect_timeout=5) as conn:
-            row = conn.execute(f"SELECT count(*) FROM {swept.table} t WHERE {where}", params).fetchone()
-            return int(row[0]) if row else 0
+            for swept in SWEPT[order.category]:
+                where, params = _expired(swept, ms_to_dt(order.cutoff_ms), sorted(order.held_accounts))
+                row = conn.execute(f"SELECT count(*) FROM {swept.table} t WHERE {where}", params).fetchone()
+                total += int(row[0]) if row else 0
+        return total
 
     def close(self) -> None:
         self.db.close()
@@ -266,7 +276,7 @@ def _expire_months(conn: psycopg.Connection[Any], cutoff: dt.datetime, held: lis
                              f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')")
                 pending = False
         if upper > cutoff or keeps:
-            total += _delete_in_batches(conn, SWEPT["session_logs"], name, cutoff, held)
+            total += _delete_in_batches(conn, SWEPT["session_logs"][0], name, cutoff, held)
             continue
         if not pending:
             conn.execute(f"ALTER TABLE session_logs DETACH PARTITION {name} CONCURRENTLY")

@@ -78,6 +78,8 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
     # one of them under legal hold; an anonymous traffic bucket and billing records.
     _emit(settings, *_life("acc-r", T0), *_life("acc-held", T0),
           event("account.legal_hold_set", T0 + 10 * MINUTE, account="acc-held"),
+          event("consent.cookies_withdrawn", T0 + 5 * MINUTE, visitor="vis-gone", purposes=["analytics"],
+                policy_version="2026-01"),
           event("session.started", T0 - 40 * DAY, account="acc-r", session_id="old", ip=PII["ip"],
                 login_method="password"),
           event("session.ended", T0 - 40 * DAY + MINUTE, account="acc-r", session_id="old", reason="logout"))
@@ -87,6 +89,7 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
         conn.execute("INSERT INTO traffic_aggregates "
                      "VALUES (%s, 'firefox', 'linux', 'direct', 'text/html', 'FR', 9, 7)",
                      (dt.datetime.fromtimestamp(T0 / 1000, dt.UTC),))
+        conn.execute("INSERT INTO traffic_suppressed VALUES (%s, 2)", (dt.datetime.fromtimestamp(T0 / 1000, dt.UTC),))
     billing = _billing(settings, "acc-r", T0)
     held_billing = _billing(settings, "acc-held", T0)
 
@@ -102,9 +105,13 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
     assert _count(settings, "SELECT count(*) FROM failed_logins WHERE account_id = 'acc-held'") == 1
 
     # Consent proof: 13 months after it was given; the proof of a subscription still in force stays.
+    # So does a current consent no longer in force (lapsed, withdrawn): a visitor who never came
+    # back leaves nothing behind.
     _move_clock(settings, _at(months=13, days=-1), ["consent_history"])
     assert _count(settings, "SELECT count(*) FROM consent_history WHERE subject_id = 'acc-r'") == 2
+    assert _count(settings, "SELECT count(*) FROM consent_current WHERE subject_id IN ('acc-r', 'vis-gone')") == 3
     _move_clock(settings, _at(months=13, days=1), ["consent_history"])
+    assert _count(settings, "SELECT count(*) FROM consent_current WHERE subject_id IN ('acc-r', 'vis-gone')") == 0
     assert _count(settings, "SELECT count(*) FROM consent_history WHERE subject_id = 'acc-r' "
                             "AND event_type = 'consent.cookies_granted'") == 0
     assert _count(settings, "SELECT count(*) FROM consent_history WHERE subject_id = 'acc-r' "
@@ -115,8 +122,10 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
     # Traffic aggregates: 25 months.
     _move_clock(settings, _at(months=25, days=-1), ["traffic_aggregates"])
     assert _count(settings, "SELECT count(*) FROM traffic_aggregates") == 1
+    assert _count(settings, "SELECT count(*) FROM traffic_suppressed") == 1
     _move_clock(settings, _at(months=25, days=1), ["traffic_aggregates"])
     assert _count(settings, "SELECT count(*) FROM traffic_aggregates") == 0
+    assert _count(settings, "SELECT count(*) FROM traffic_suppressed") == 0  # the counts of what was not published
 
     # Billing records: 10 years, in the files store; the held account's stay.
     _move_clock(settings, _at(months=120, days=-1), ["billing_records"], stores=("files",))
