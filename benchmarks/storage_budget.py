@@ -13,7 +13,7 @@ event-time clock past every window shorter than that (session logs, failed login
 history not backing a consent in force, raw events, page views, the deduplication window).
 
 Each table is measured as PostgreSQL stores it (``pg_total_relation_size`` over its partitions:
-heap, TOAST and indexes, after VACUUM) and divided by the accounts simulated; ``per event`` divides
+heap, TOAST and indexes, after VACUUM FULL) and divided by the accounts simulated; ``per event`` divides
 a table by the events of the types that write it. Figures from a few thousand accounts include
 each table's fixed pages (8 kB a relation and an index at least): they are upper bounds per row.
 """
@@ -49,7 +49,9 @@ WRITERS = {
 
 _SIZES = """
 SELECT c.relname,
-       (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t) AS bytes
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)
+            ELSE pg_total_relation_size(c.oid) END AS bytes
 FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 ORDER BY 1
@@ -57,9 +59,10 @@ ORDER BY 1
 
 
 def measure(dsn: str) -> dict[str, tuple[int, int]]:
-    """table -> (rows, bytes), after VACUUM (dead rows are not what is kept)."""
+    """table -> (rows, bytes), after VACUUM FULL: dead rows, and the pages they leave (which plain
+    VACUUM keeps for reuse), are not what is kept."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM")
+        conn.execute("VACUUM FULL")
         out = {}
         for table, size in conn.execute(_SIZES).fetchall():
             rows = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()

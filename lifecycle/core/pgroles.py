@@ -40,7 +40,7 @@ DEDUPE_OWNER = "processed_events_owner"  # NOLOGIN: owns processed_events and it
 # that make and drop its partitions)
 _PARTITIONED = (
     (SESSION_LOGS_OWNER, "session_logs", (), ("session_logs_partition(timestamptz)",)),
-    (DEDUPE_OWNER, "processed_events", ("processed_events_unbounded", "processed_events_unbounded_since"),
+    (DEDUPE_OWNER, "processed_events", ("processed_events_before", "processed_events_unbounded", "processed_events_v1"),
      ("processed_events_partition(date, date)", "processed_events_drop_before(date, timestamptz)")),
 )
 # Per component: statement_timeout, lock_timeout. A read answers in seconds or not at all.

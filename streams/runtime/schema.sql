@@ -2,28 +2,57 @@
 -- idempotent. Times are timestamptz; every write is keyed so that a replayed batch changes nothing.
 
 -- Deduplication (streams/ingest/dedupe.py, docs/processors.md "Deduplication window"): an event's
--- id, in the partition of its event day, while the log can deliver it again; a day partition is
--- dropped whole once its day leaves the window. Late arrivals (events already older than the
--- window) in the default partition, deleted one window after they were applied.
--- Before, one unpartitioned table kept every id for ever: set aside here, still consulted until
--- one window has passed since (processed_events_unbounded_since), then dropped by the tick.
+-- time and id, in the partition of its event day, while the log can deliver it again; a day
+-- partition is dropped whole once its day leaves the window. Late arrivals (events already older
+-- than the window) in the default partition, deleted one window after they were applied.
+-- The key leads with the event's time, not its random id: events arrive roughly in time order, so
+-- a batch's keys land in few index pages, and the cost of an insert does not grow with the
+-- partition (a random key touches a page per event, and after every checkpoint writes that page
+-- whole to the WAL: docs/performance.md "Cost as the work grows").
+-- Tables of before, set aside at an upgrade and still consulted until one window has passed since
+-- (processed_events_before), then dropped by the tick: the unpartitioned table that kept every id
+-- for ever, and the day-partitioned table keyed by the id first (processed_events_v1).
+CREATE TABLE IF NOT EXISTS processed_events_before (
+    name         text PRIMARY KEY,
+    set_aside_at timestamptz NOT NULL
+);
 DO $$
+DECLARE
+    part text;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_class WHERE relname = 'processed_events' AND relkind = 'r'
                AND relnamespace = 'public'::regnamespace) THEN
         ALTER TABLE processed_events RENAME TO processed_events_unbounded;
         ALTER TABLE processed_events_unbounded RENAME CONSTRAINT processed_events_pkey
             TO processed_events_unbounded_pkey;
-        CREATE TABLE processed_events_unbounded_since (set_aside_at timestamptz NOT NULL);
-        INSERT INTO processed_events_unbounded_since VALUES (now());
+        INSERT INTO processed_events_before VALUES ('processed_events_unbounded', now());
+    END IF;
+    IF to_regclass('processed_events_unbounded_since') IS NOT NULL THEN
+        INSERT INTO processed_events_before
+            SELECT 'processed_events_unbounded', max(set_aside_at) FROM processed_events_unbounded_since
+            ON CONFLICT DO NOTHING;
+        DROP TABLE processed_events_unbounded_since;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_class WHERE relname = 'processed_events' AND relkind = 'p'
+               AND relnamespace = 'public'::regnamespace)
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('processed_events')
+                       AND attname = 'occurred_at' AND NOT attisdropped) THEN
+        FOR part IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                    WHERE i.inhparent = 'processed_events'::regclass LOOP
+            EXECUTE format('ALTER TABLE %I RENAME TO %I', part, 'processed_events_v1_' || substr(part, 18));
+        END LOOP;
+        ALTER TABLE processed_events RENAME TO processed_events_v1;
+        ALTER TABLE processed_events_v1 RENAME CONSTRAINT processed_events_pkey TO processed_events_v1_pkey;
+        INSERT INTO processed_events_before VALUES ('processed_events_v1', now());
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS processed_events (
     event_id     uuid NOT NULL,
     event_day    date NOT NULL,
+    occurred_at  timestamptz NOT NULL,  -- the event's own time: a copy of an event has the same
     topic        text NOT NULL,
     processed_at timestamptz NOT NULL,  -- the pipeline's clock
-    PRIMARY KEY (event_id, event_day)
+    PRIMARY KEY (occurred_at, event_id, event_day)
 ) PARTITION BY RANGE (event_day);
 CREATE TABLE IF NOT EXISTS processed_events_late PARTITION OF processed_events DEFAULT;
 
@@ -48,25 +77,29 @@ BEGIN
     END IF;
 END $$;
 
--- Records ``ids`` as applied and returns those not applied before, in one statement (the batch's
--- transaction): the table of before partitions, while it exists, is consulted too.
-CREATE OR REPLACE FUNCTION processed_events_insert(ids uuid[], days date[], from_topic text, at timestamptz)
+-- Records the events (ids, their days and times) as applied and returns the ids not applied
+-- before, in one statement (the batch's transaction); the tables of before, while they exist, are
+-- consulted too.
+DROP FUNCTION IF EXISTS processed_events_insert(uuid[], date[], text, timestamptz);
+CREATE OR REPLACE FUNCTION processed_events_insert(ids uuid[], days date[], times timestamptz[], from_topic text,
+                                                   at timestamptz)
 RETURNS SETOF uuid LANGUAGE plpgsql SET search_path = public AS $$
+DECLARE
+    q text := 'INSERT INTO processed_events AS p (event_id, event_day, occurred_at, topic, processed_at) '
+              'SELECT t.i, t.d, t.a, $4, $5 FROM unnest($1, $2, $3) AS t(i, d, a) WHERE true';
+    before record;
 BEGIN
-    IF to_regclass('processed_events_unbounded') IS NULL THEN
-        RETURN QUERY INSERT INTO processed_events AS p (event_id, event_day, topic, processed_at)
-            SELECT t.i, t.d, from_topic, at FROM unnest(ids, days) AS t(i, d)
-            ON CONFLICT DO NOTHING RETURNING p.event_id;
-    ELSE
-        RETURN QUERY INSERT INTO processed_events AS p (event_id, event_day, topic, processed_at)
-            SELECT t.i, t.d, from_topic, at FROM unnest(ids, days) AS t(i, d)
-            WHERE NOT EXISTS (SELECT 1 FROM processed_events_unbounded u WHERE u.event_id = t.i)
-            ON CONFLICT DO NOTHING RETURNING p.event_id;
-    END IF;
+    FOR before IN SELECT b.name, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(b.name)
+                                                 AND attname = 'event_day' AND NOT attisdropped) AS by_day
+                  FROM processed_events_before b WHERE to_regclass(b.name) IS NOT NULL LOOP
+        q := q || format(' AND NOT EXISTS (SELECT 1 FROM %I o WHERE o.event_id = t.i%s)', before.name,
+                         CASE WHEN before.by_day THEN ' AND o.event_day = t.d' ELSE '' END);
+    END LOOP;
+    RETURN QUERY EXECUTE q || ' ON CONFLICT DO NOTHING RETURNING p.event_id' USING ids, days, times, from_topic, at;
 END $$;
 
--- Drops every day partition before ``oldest`` (whole tables: no row is scanned), and the table of
--- before partitions once it was set aside before ``cutoff``; returns how many tables it dropped.
+-- Drops every day partition before ``oldest`` (whole tables: no row is scanned), and each table of
+-- before once it was set aside before ``cutoff``; returns how many tables it dropped.
 CREATE OR REPLACE FUNCTION processed_events_drop_before(oldest date, cutoff timestamptz) RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
@@ -81,13 +114,10 @@ BEGIN
         EXECUTE format('DROP TABLE IF EXISTS %I', part);
         dropped := dropped + 1;
     END LOOP;
-    IF to_regclass('processed_events_unbounded_since') IS NOT NULL THEN  -- (the query below needs it)
-        IF (SELECT max(set_aside_at) FROM processed_events_unbounded_since) < cutoff THEN
-            DROP TABLE IF EXISTS processed_events_unbounded;
-            DROP TABLE processed_events_unbounded_since;
-            dropped := dropped + 1;
-        END IF;
-    END IF;
+    FOR part IN DELETE FROM processed_events_before WHERE set_aside_at < cutoff RETURNING name LOOP
+        EXECUTE format('DROP TABLE IF EXISTS %I', part);
+        dropped := dropped + 1;
+    END LOOP;
     RETURN dropped;
 END $$;
 
