@@ -68,16 +68,11 @@ _BACKING = """NOT EXISTS (SELECT 1 FROM consent_current c WHERE c.subject_id = t
    AND NOT (t.event_type = 'consent.newsletter_subscribed' AND EXISTS (
                  SELECT 1 FROM newsletter n WHERE n.subject_id = t.subject_id AND n.subscribed
                  AND n.updated_at = t.occurred_at))"""
-# A subject's current consent that is no longer in force (refused, withdrawn, or lapsed and so
-# recorded by the consent tick) is consent history too: without this its row, keyed by a visitor id,
-# would outlive the window for every visitor who never came back. Its absence reads as no consent,
-# which is what it says.
-_NOT_IN_FORCE = "NOT (t.granted AND t.expired_at IS NULL)"
 SWEPT = {
     "session_logs": (_Swept("session_logs", "ended_at", "account_id"),),
     "security_information": (_Swept("failed_logins", "occurred_at", "account_id"),),
-    "consent_history": (_Swept("consent_history", "occurred_at", keep=_BACKING),
-                        _Swept("consent_current", "given_at", keep=_NOT_IN_FORCE)),
+    # (current consents no longer in force: the worker's consent tick, which tombstones `consents` too)
+    "consent_history": (_Swept("consent_history", "occurred_at", keep=_BACKING),),
     "traffic_aggregates": (_Swept("traffic_aggregates", "bucket_start"), _Swept("traffic_suppressed", "bucket_start")),
     "raw_analytics_events": (_Swept("traffic_pending", "occurred_at"),),
 }
@@ -94,7 +89,7 @@ class PostgresSink(RetentionSink):
         "GRANT SELECT, DELETE ON " + ", ".join(sorted({t for t, _ in ACCOUNT_TABLES} | {t for t, _, _ in SUBJECT_TABLES}
                                                       | {s.table for tables in SWEPT.values() for s in tables}))
         + " TO {role}",
-        "GRANT SELECT ON newsletter TO {role}",  # what a subscription still in force keeps
+        "GRANT SELECT ON consent_current, newsletter TO {role}",  # what a consent still in force keeps
         "GRANT SELECT, INSERT ON erasure_receipts TO {role}",
         "GRANT {owner} TO {role}",  # month partitions of session_logs: detached and dropped
     )

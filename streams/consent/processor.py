@@ -82,6 +82,20 @@ UPDATE consent_current SET expired_at = %(now)s
 WHERE granted AND expired_at IS NULL AND expires_at <= %(now)s
 RETURNING subject_id, purpose, given_at, expires_at, policy_version
 """
+# A decision no longer in force is consent history: it goes one window of that category after it
+# stopped being in force (a refusal or a withdrawal when it was made, a grant when it lapsed, so the
+# answer says "lapsed" for as long as a refusal says "refused"; docs/retention.md). A subject left
+# with no consent and no newsletter row has its key tombstoned on `consents`: a compacted topic
+# would otherwise keep its last ConsentState, keyed by a visitor id, for ever.
+_FORGET = """
+DELETE FROM consent_current c
+WHERE NOT (c.granted AND c.expired_at IS NULL) AND COALESCE(c.expired_at, c.given_at) < %(cutoff)s
+RETURNING c.subject_id
+"""
+_STILL_HELD = """
+SELECT subject_id FROM consent_current WHERE subject_id = ANY(%(subjects)s)
+UNION SELECT subject_id FROM newsletter WHERE subject_id = ANY(%(subjects)s)
+"""
 _STATE = """
 SELECT c.subject_id, c.purpose, c.granted AND (c.expires_at IS NULL OR c.expires_at > %(now)s),
        c.given_at, c.expires_at, c.policy_version
@@ -189,6 +203,11 @@ class ConsentProcessor:
         return touched
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: PipelineContext) -> None:
+        await self._lapse(conn, now_ms, ctx)
+        await self._forget(conn, now_ms, ctx)
+
+    @staticmethod
+    async def _lapse(conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: PipelineContext) -> None:
         cur = await conn.execute(_EXPIRE, {"now": ms_to_dt(now_ms)})
         lapsed = await cur.fetchall()
         # A subject whose erasure is open (a store may be down) is not written again: its null
@@ -205,3 +224,19 @@ class ConsentProcessor:
             }))
             ctx.metrics.consents_expired.labels(purpose).inc()
         await publish_states(conn, sorted({row[0] for row in lapsed}), ctx, notices)
+
+    @staticmethod
+    async def _forget(conn: psycopg.AsyncConnection[Any], now_ms: int, ctx: PipelineContext) -> None:
+        category = ctx.policy.categories.get("consent_history")
+        if category is None:
+            return
+        cur = await conn.execute(_FORGET, {"cutoff": ms_to_dt(category.window.cutoff(now_ms))})
+        subjects = sorted({row[0] for row in await cur.fetchall()})
+        if not subjects:
+            return
+        cur = await conn.execute(_STILL_HELD, {"subjects": subjects})
+        held = {row[0] for row in await cur.fetchall()}
+        gone = [s for s in subjects if s not in held]
+        await ctx.enqueue(conn, [(ctx.settings.topic("consents"), s.encode(), None) for s in gone])
+        if held:  # what is left of their state, without the forgotten purposes
+            await publish_states(conn, sorted(held), ctx)
