@@ -64,6 +64,28 @@ def post(url: str, body: Any, token: str | None, raw: bytes | None = None) -> tu
             return exc.code, text
 
 
+def records(settings: Any, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) on ``topic`` (the contract's name) in log order, read to the end of each
+    partition."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1500)
+    try:
+        parts = [TopicPartition(settings.topic(topic), p)
+                 for p in sorted(consumer.partitions_for_topic(settings.topic(topic)) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        return [(msg.key, msg.value) for msg in consumer]
+    finally:
+        consumer.close()
+
+
+def last_by_key(settings: Any, topic: str) -> dict[bytes | None, bytes | None]:
+    """The last value of every key on ``topic``: what compaction keeps."""
+    return dict(records(settings, topic))
+
+
 def emit(settings: Any, *events: dict[str, Any]) -> None:
     """Send events with the emitter SDK and wait until the broker has them all."""
     from lifecycle.connectors.emitter import Emitter

@@ -12,13 +12,13 @@ import sys
 import time
 
 import psycopg
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from lifecycle.embedded.process import free_port
 from lifecycle.schemas import Codec
 from lifecycle.supervisor import http_get
 from tests.fix_servers import WorkerProcess
-from tests.helpers import DAY, HOUR, MINUTE, T0, emit, erasure_answer, event, metric, wait_for
+from tests.helpers import DAY, HOUR, MINUTE, T0, emit, erasure_answer, event, last_by_key, metric, records, wait_for
 
 MONTH = 31 * DAY
 
@@ -45,26 +45,6 @@ def _consent(worker, subject):
 def _query(settings, sql, params=()):
     with psycopg.connect(settings.postgres_dsn) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-def _records(settings, topic):
-    """Every (key, value) on ``topic`` in log order, read to the end of each partition."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1500)
-    try:
-        from kafka import TopicPartition
-
-        parts = [TopicPartition(settings.topic(topic), p)
-                 for p in sorted(consumer.partitions_for_topic(settings.topic(topic)) or [])]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        return [(msg.key, msg.value) for msg in consumer]
-    finally:
-        consumer.close()
-
-
-def _last_by_key(settings, topic):
-    return {key: value for key, value in _records(settings, topic)}
 
 
 def _outbox_empty(settings):
@@ -104,7 +84,7 @@ def test_a_shared_browser_never_silences_the_other_account(settings, worker, con
     leftovers = _query(settings, "SELECT t::text FROM account_visitors t UNION ALL "
                                  "SELECT t::text FROM consent_current t UNION ALL SELECT t::text FROM accounts t")
     assert leftovers == []
-    consents = _last_by_key(settings, "consents")
+    consents = last_by_key(settings, "consents")
     assert consents[a.encode()] is None and consents[b.encode()] is None and consents[v.encode()] is None
 
 
@@ -146,11 +126,11 @@ def test_clock_writes_during_an_open_erasure_never_follow_the_tombstone(settings
              what="D's consent to lapse")
     time.sleep(2.5)  # two more ticks and relay rounds
     wait_for(lambda: _outbox_empty(settings), what="the outbox to drain")
-    consents = _last_by_key(settings, "consents")
+    consents = last_by_key(settings, "consents")
     assert d.encode() in consents and consents[d.encode()] is not None  # the tick ran for the live one
     assert consents[c.encode()] is None and consents[vc.encode()] is None
-    assert _last_by_key(settings, "accounts")[c.encode()] is None
-    assert [k for k, _ in _records(settings, "session-logs") if k == c.encode()] == []
+    assert last_by_key(settings, "accounts")[c.encode()] is None
+    assert [k for k, _ in records(settings, "session-logs") if k == c.encode()] == []
 
 
 def test_two_workers_publish_each_key_in_commit_order(settings, tmp_path):
@@ -181,8 +161,8 @@ def test_two_workers_publish_each_key_in_commit_order(settings, tmp_path):
         wait_for(lambda: _query(s, "SELECT count(*) FROM erasure_requests")[0][0] == len(accounts),
                  deadline_s=90, what="every erasure to open")
         wait_for(lambda: _outbox_empty(s), deadline_s=60, what="the outbox to drain")
-        profiles = _last_by_key(s, "accounts")
-        consents = _last_by_key(s, "consents")
+        profiles = last_by_key(s, "accounts")
+        consents = last_by_key(s, "consents")
         alive = [a for a in accounts if profiles.get(a.encode()) is not None or consents.get(a.encode()) is not None]
         assert alive == []
     finally:
@@ -257,7 +237,7 @@ def test_poison_records_on_internal_paths_block_nothing(settings, worker, connec
         producer.flush(30)
     finally:
         producer.close()
-    logs = wait_for(lambda: [v for k, v in _records(settings, "session-logs") if k == big.encode()], deadline_s=90,
+    logs = wait_for(lambda: [v for k, v in records(settings, "session-logs") if k == big.encode()], deadline_s=90,
                     what="the big session's log on its topic")
     assert len(logs) == 1
     log = Codec().decode(logs[0], topic="session-logs").value
@@ -270,7 +250,7 @@ def test_poison_records_on_internal_paths_block_nothing(settings, worker, connec
           event("account.closed", T0 + 3 * HOUR, account=big))
     wait_for(lambda: _complete(worker, later), deadline_s=90, what="a later closure to complete")
     wait_for(lambda: _complete(worker, big), deadline_s=90, what="the big account's closure to complete")
-    letters = [Codec().decode(v, topic="dead-letters").value for _, v in _records(settings, "dead-letters")]
+    letters = [Codec().decode(v, topic="dead-letters").value for _, v in records(settings, "dead-letters")]
     assert {d["stage"] for d in letters} >= {"intake", "erasure-acks"}
 
 
@@ -280,11 +260,11 @@ def test_a_write_that_raced_the_erasure_is_withheld_by_the_relay(settings, worke
     x = "acc-raced-x"
     _emit(settings, event("account.registered", T0, account=x, email="x@example.test", first_name="X", last_name="R"),
           event("consent.cookies_granted", T0 + 1, account=x, purposes=["analytics"], policy_version="2026-01"))
-    wait_for(lambda: _last_by_key(settings, "consents").get(x.encode()), what="X's consent state")
+    wait_for(lambda: last_by_key(settings, "consents").get(x.encode()), what="X's consent state")
     _emit(settings, event("account.closed", T0 + HOUR, account=x))
     wait_for(lambda: _erasures(worker, x), what="X's erasure to open")
     wait_for(lambda: _outbox_empty(settings), what="the outbox to drain")
-    assert _last_by_key(settings, "consents")[x.encode()] is None
+    assert last_by_key(settings, "consents")[x.encode()] is None
     late = Codec().encode("ConsentState", {"subject_id": x, "purposes": [], "newsletter": False,
                                            "updated_at": T0 + 2 * HOUR})
     with psycopg.connect(settings.postgres_dsn) as conn:
@@ -292,7 +272,7 @@ def test_a_write_that_raced_the_erasure_is_withheld_by_the_relay(settings, worke
                      (settings.topic("consents"), x.encode(), late))
     wait_for(lambda: _outbox_empty(settings), what="the relay to take the raced record")
     time.sleep(0.5)
-    assert _last_by_key(settings, "consents")[x.encode()] is None
+    assert last_by_key(settings, "consents")[x.encode()] is None
     assert metric(worker.url("/metrics"), "lifecycle_outbox_withheld_total", topic="consents", reason="erased") == 1
 
 
@@ -338,19 +318,19 @@ def test_a_restored_log_gets_the_erased_subjects_tombstones_again(settings, work
     acc = "acc-restored"
     _emit(settings, event("account.registered", T0, account=acc, email="r@example.test", first_name="R",
                           last_name="S"))
-    profile = wait_for(lambda: _last_by_key(settings, "accounts").get(acc.encode()), what="the profile")
+    profile = wait_for(lambda: last_by_key(settings, "accounts").get(acc.encode()), what="the profile")
     _emit(settings, event("account.closed", T0 + HOUR, account=acc))
     wait_for(lambda: _complete(worker, acc), deadline_s=60, what="the erasure")
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     producer.send(settings.topic("accounts"), key=acc.encode(), value=profile).get(timeout=10)
     producer.close()
-    assert _last_by_key(settings, "accounts")[acc.encode()] is not None  # restored: readable again
+    assert last_by_key(settings, "accounts")[acc.encode()] is not None  # restored: readable again
     worker.stop()
     with psycopg.connect(settings.postgres_dsn) as conn:  # the restored input log differs from the one applied
         conn.execute("UPDATE intake_offsets SET last_digest = '\\x00000000000000000000000000000000'::bytea "
                      "WHERE next_offset > 0")
     worker.start()
-    wait_for(lambda: _last_by_key(settings, "accounts")[acc.encode()] is None, deadline_s=60,
+    wait_for(lambda: last_by_key(settings, "accounts")[acc.encode()] is None, deadline_s=60,
              what="the erased account's tombstone again")
     assert json.loads(http_get(worker.url("/readyz"))[1])["log_resets"]
     assert _query(settings, "SELECT count(*) FROM accounts") == [(0,)]  # the replay re-created nothing
@@ -383,9 +363,9 @@ def test_an_output_record_too_large_is_dead_lettered_and_blocks_nothing(settings
                      (settings.topic("session-logs"), b"acc-huge-record", b"\x00" * 1_200_000))
     _emit(settings, event("consent.cookies_granted", T0, account="acc-after-huge", purposes=["analytics"],
                           policy_version="2026-01"))
-    wait_for(lambda: _last_by_key(settings, "consents").get(b"acc-after-huge"), what="a later record published")
+    wait_for(lambda: last_by_key(settings, "consents").get(b"acc-after-huge"), what="a later record published")
     wait_for(lambda: _outbox_empty(settings), what="the outbox to drain")
-    letters = [Codec().decode(v, topic="dead-letters").value for _, v in _records(settings, "dead-letters")]
+    letters = [Codec().decode(v, topic="dead-letters").value for _, v in records(settings, "dead-letters")]
     huge = [d for d in letters if d["stage"] == "outbox"]
     assert len(huge) == 1 and huge[0]["reason"].startswith("record_too_large")
     assert huge[0]["original_topic"] == settings.topic("session-logs") and huge[0]["original_value"] is None

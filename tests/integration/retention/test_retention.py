@@ -9,12 +9,11 @@ import json
 import os
 
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
 
 from lifecycle.connectors.emitter import Emitter
 from lifecycle.core.policy import load_policy
 from lifecycle.supervisor import http_get
-from tests.helpers import DAY, HOUR, MINUTE, T0, event, metric, wait_for
+from tests.helpers import DAY, HOUR, MINUTE, T0, event, last_by_key, metric, wait_for
 from tests.unit.samples import PII
 
 
@@ -22,20 +21,6 @@ def _emit(settings, *events):
     with Emitter(settings) as emitter:
         for e in events:
             emitter.emit(e)
-
-
-def _last_by_key(settings, topic):
-    """The last value of every key on ``topic``, read to the end of each partition."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1500)
-    try:
-        parts = [TopicPartition(settings.topic(topic), p)
-                 for p in sorted(consumer.partitions_for_topic(settings.topic(topic)) or [])]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        return {msg.key: msg.value for msg in consumer}
-    finally:
-        consumer.close()
 
 
 def _count(settings, sql, *params):
@@ -130,7 +115,7 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
     assert _count(settings, "SELECT count(*) FROM consent_current WHERE subject_id = 'acc-r' "
                             "AND expired_at IS NOT NULL") == 2  # lapsed a day ago: "lapsed" for 13 months
     # ... nor on the compacted topic: the visitor's key is tombstoned; acc-r keeps its newsletter.
-    last = wait_for(lambda: (found := _last_by_key(settings, "consents")).get(b"vis-gone", b"") is None and found,
+    last = wait_for(lambda: (found := last_by_key(settings, "consents")).get(b"vis-gone", b"") is None and found,
                     what="the visitor's consent state tombstoned")
     assert last[b"acc-r"] is not None
     assert _count(settings, "SELECT count(*) FROM consent_history WHERE subject_id = 'acc-r' "
