@@ -11,17 +11,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from lifecycle.connectors.emitter import Emitter
 from lifecycle.core.policy import load_policy
 from lifecycle.streams.ingest.dedupe import dedupe_window_ms
 from tests.fix_servers import WorkerProcess
-from tests.helpers import DAY, MINUTE, T0, event, metric, wait_for
-
-
-def _emit(settings, *events):
-    with Emitter(settings) as emitter:
-        for e in events:
-            emitter.emit(e)
+from tests.helpers import DAY, MINUTE, T0, emit, event, metric, wait_for
 
 
 def _rows(settings, sql, *params):
@@ -50,13 +43,13 @@ def _duplicates(worker) -> float:
 def test_a_copy_inside_the_window_is_dropped_and_the_table_stays_bounded(settings, worker):
     window_days = dedupe_window_ms(load_policy(settings.retention_policy)) // DAY
     original = _failed(T0, "first")
-    _emit(settings, original, dict(original))  # a producer's resend: the same event id
+    emit(settings, original, dict(original))  # a producer's resend: the same event id
     wait_for(lambda: _duplicates(worker) == 1, what="the copy counted as a duplicate")
     assert _applied(settings, original["event_id"]) == [("processed_events_p20260115",)]
 
     # Every day of the window gets its partition; the clock moves past T0's day by more than the window.
     later = [_failed(T0 + d * DAY, f"day {d}") for d in range(1, window_days + 3)]
-    _emit(settings, *later)
+    emit(settings, *later)
     gone = wait_for(lambda: "processed_events_p20260115" not in _partitions(settings) and _partitions(settings),
                     deadline_s=60, what="T0's partition dropped once its day left the window")
     assert len(gone) <= window_days + 2, gone  # the window's days and the late partition, no more
@@ -65,10 +58,10 @@ def test_a_copy_inside_the_window_is_dropped_and_the_table_stays_bounded(setting
     # A copy of an event whose day left the window: no topic still holds such a record, so it is
     # a late arrival, applied and remembered in the late partition; a copy of it then is dropped.
     before = _duplicates(worker)
-    _emit(settings, dict(original))
+    emit(settings, dict(original))
     wait_for(lambda: _applied(settings, original["event_id"]), what="the late copy applied")
     assert _applied(settings, original["event_id"]) == [("processed_events_late",)]
-    _emit(settings, dict(original))
+    emit(settings, dict(original))
     wait_for(lambda: _duplicates(worker) == before + 1, what="the late arrival's copy dropped")
 
 
@@ -101,7 +94,7 @@ def test_ids_from_before_the_window_are_consulted_until_it_has_passed(settings, 
         assert {t for (t,) in _rows(settings, "SELECT relname FROM pg_class WHERE relname LIKE 'processed_events%%' "
                                               "AND relkind IN ('r', 'p')")} >= {
             "processed_events", before, "processed_events_late"}
-        _emit(settings, {**_failed(T0, "applied before the upgrade"), "event_id": old_id})
+        emit(settings, {**_failed(T0, "applied before the upgrade"), "event_id": old_id})
         wait_for(lambda: _duplicates(worker) == 1, what="an id of the old table still dropped")
         assert _applied(settings, old_id) == []
 
@@ -109,7 +102,7 @@ def test_ids_from_before_the_window_are_consulted_until_it_has_passed(settings, 
         set_aside = _rows(settings, "SELECT set_aside_at FROM processed_events_before WHERE name = %s", before)[0][0]
         past = int(set_aside.timestamp() * 1000) + dedupe_window_ms(
             load_policy(settings.retention_policy)) + MINUTE
-        _emit(settings, _failed(past, "the window passed"))
+        emit(settings, _failed(past, "the window passed"))
         wait_for(lambda: not _rows(settings, "SELECT 1 FROM pg_class WHERE relname LIKE %s", before + "%"),
                  deadline_s=60, what="the old table dropped, partitions and all")
         assert not _rows(settings, "SELECT 1 FROM processed_events_before")

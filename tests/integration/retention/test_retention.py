@@ -10,17 +10,10 @@ import os
 
 import psycopg
 
-from lifecycle.connectors.emitter import Emitter
 from lifecycle.core.policy import load_policy
 from lifecycle.supervisor import http_get
-from tests.helpers import DAY, HOUR, MINUTE, T0, event, last_by_key, metric, wait_for
+from tests.helpers import DAY, HOUR, MINUTE, T0, emit, event, last_by_key, metric, wait_for
 from tests.unit.samples import PII
-
-
-def _emit(settings, *events):
-    with Emitter(settings) as emitter:
-        for e in events:
-            emitter.emit(e)
 
 
 def _count(settings, sql, *params):
@@ -39,7 +32,7 @@ def _move_clock(settings, at, categories, stores=("postgres",)):
     """Move the policy clock to ``at`` and wait until every store has swept each category up to
     the cutoff that time gives."""
     policy = load_policy(settings.retention_policy)
-    _emit(settings, event("session.login_failed", at, account="clock-mover", ip="192.0.2.1"))
+    emit(settings, event("session.login_failed", at, account="clock-mover", ip="192.0.2.1"))
     for category in categories:
         cutoff = policy.categories[category].window.cutoff(at)
         for store in stores:
@@ -76,7 +69,7 @@ def _life(account, at):
 def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(settings, worker, connectors):
     # An old session (December 2025, in a month of its own), a life in January 2026 for two accounts,
     # one of them under legal hold; an anonymous traffic bucket and billing records.
-    _emit(settings, *_life("acc-r", T0), *_life("acc-held", T0),
+    emit(settings, *_life("acc-r", T0), *_life("acc-held", T0),
           event("account.legal_hold_set", T0 + 10 * MINUTE, account="acc-held"),
           event("consent.cookies_withdrawn", T0 + 5 * MINUTE, visitor="vis-gone", purposes=["analytics"],
                 policy_version="2026-01"),
@@ -143,7 +136,7 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
     assert _count(settings, "SELECT count(*) FROM consent_current WHERE subject_id = 'acc-r'") == 0
 
     # The hold is lifted: everything due goes at once.
-    _emit(settings, event("account.legal_hold_released", _at(months=120, days=2), account="acc-held"))
+    emit(settings, event("account.legal_hold_released", _at(months=120, days=2), account="acc-held"))
     wait_for(lambda: _count(settings, "SELECT count(*) FROM session_logs WHERE account_id = 'acc-held'") == 0,
              deadline_s=60, what="the held session log to go")
     wait_for(lambda: _count(settings, "SELECT count(*) FROM failed_logins WHERE account_id = 'acc-held'") == 0,
@@ -163,11 +156,11 @@ def test_each_category_goes_at_its_windows_end_and_a_hold_keeps_its_part(setting
 
 def test_closure_under_legal_hold_keeps_what_the_hold_covers_until_released(settings, worker, connectors):
     account = "acc-dispute"
-    _emit(settings, *_life(account, T0), event("account.legal_hold_set", T0 + HOUR, account=account))
+    emit(settings, *_life(account, T0), event("account.legal_hold_set", T0 + HOUR, account=account))
     wait_for(lambda: _count(settings, "SELECT count(*) FROM legal_holds") == 1, what="the hold")
     billing = _billing(settings, account, T0)
     (settings.files_dir / account / "notes.txt").write_text("notes")
-    _emit(settings, event("account.closed", T0 + 2 * HOUR, account=account))
+    emit(settings, event("account.closed", T0 + 2 * HOUR, account=account))
 
     def erasures(state):
         status, body = http_get(worker.url(f"/v1/accounts/{account}/erasure"), token=worker.settings.read_token)
@@ -182,7 +175,7 @@ def test_closure_under_legal_hold_keeps_what_the_hold_covers_until_released(sett
     assert _count(settings, "SELECT count(*) FROM session_logs WHERE account_id = %s", account) == 1  # covered
     assert billing.exists() and not (settings.files_dir / account / "notes.txt").exists()
 
-    _emit(settings, event("account.legal_hold_released", T0 + DAY, account=account))
+    emit(settings, event("account.legal_hold_released", T0 + DAY, account=account))
     wait_for(lambda: len(erasures("complete")) == 2, deadline_s=60, what="the erasure of what the hold kept")
     assert _count(settings, "SELECT count(*) FROM session_logs WHERE account_id = %s", account) == 0
     assert _count(settings, "SELECT count(*) FROM failed_logins WHERE account_id = %s", account) == 0
