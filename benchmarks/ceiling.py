@@ -28,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,11 +35,12 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stack import bench_stack, start_worker  # noqa: E402
 
 from lifecycle.connectors.emitter import Emitter  # noqa: E402
 from lifecycle.core.config import Settings  # noqa: E402
-from lifecycle.embedded import Stack  # noqa: E402
-from lifecycle.embedded.process import free_port  # noqa: E402
 from lifecycle.schemas import Codec  # noqa: E402
 from lifecycle.streams.runtime.database import apply_schema  # noqa: E402
 from lifecycle.topics import apply_topics, load_spec  # noqa: E402
@@ -71,11 +71,11 @@ def load_topic(settings: Settings, topic: str, events: list[dict], *, seal: bool
     """Produce the events; sealed as the SDK seals them when ``seal``."""
     with Emitter(settings, encrypt=seal) as emitter:
         catalog = emitter.codec.catalog
-        for e in events:
-            record = catalog.by_event_type(e["event_type"])
-            assert record is not None
-            value = emitter.sealed(record, e, e["account_id"]) if seal else e
-            emitter.send_raw(topic, e["account_id"].encode(), emitter.codec.encode(record, value))
+        for start in range(0, len(events), 2000):  # the keys of 2,000 events in one statement
+            chunk = [(catalog.by_event_type(e["event_type"]), e) for e in events[start:start + 2000]]
+            values = emitter.sealed_many(chunk, [e["account_id"] for _, e in chunk])
+            for (record, e), value in zip(chunk, values, strict=True):
+                emitter.send_raw(topic, e["account_id"].encode(), emitter.codec.encode(record, value))
         emitter.flush(timeout_s=300)
 
 
@@ -179,10 +179,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def our_rate(settings: Settings, n: int, work: Path) -> tuple[float, float, float]:
     """(events/s wall, events per worker CPU second, worker CPU share)."""
-    env = {**os.environ, **settings.to_env(), "LIFECYCLE_LOG_LEVEL": "warning"}
-    with open(work / "worker.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    proc = start_worker(settings, work)
     try:
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
             def processed() -> int:
@@ -247,13 +244,7 @@ def main() -> None:
     p.add_argument("--only-ours", action="store_true", help="(c) alone, for profiling; no ratios")
     p.add_argument("--rounds", type=int, default=2, help="rounds of (c) with sealing off, then on")
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="lifecycle-ceiling-"))
-    base = Settings.from_env({"LIFECYCLE_STATE_DIR": str(work / "state")})
-    with Stack(base) as info:
-        settings = dataclasses.replace(info.settings, clock="event", erasure_stores=("postgres",),
-                                       topic_prefix="ceiling.", http_port=free_port())
-        apply_topics(settings, load_spec(settings.topic_spec))
-        apply_schema(settings.postgres_dsn or "")
+    with bench_stack("ceiling") as (settings, work):
         events = session_events(args.events, "c")
         n = len(events)
         print(f"{n} session events, {FILES_PER_SESSION} file transfers per session", file=sys.stderr)

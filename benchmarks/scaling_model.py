@@ -33,7 +33,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -42,14 +41,13 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stack import bench_stack  # noqa: E402
 
 from lifecycle.connectors.emitter import Emitter  # noqa: E402
 from lifecycle.core.config import Settings  # noqa: E402
 from lifecycle.demo import simulate  # noqa: E402
-from lifecycle.embedded import Stack  # noqa: E402
-from lifecycle.embedded.process import free_port  # noqa: E402
-from lifecycle.streams.runtime.database import apply_schema  # noqa: E402
-from lifecycle.topics import apply_topics, load_spec  # noqa: E402
 
 # How long each table keeps what an event writes (deploy/retention.yaml; docs/performance.md
 # "Storage budget"): the steady state is a day's bytes times these days.
@@ -256,13 +254,7 @@ def main() -> None:
     p.add_argument("--target-events-per-day", type=float, default=1e9)
     p.add_argument("--peak", type=float, default=3.0, help="peak over the day's average")
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="lifecycle-scaling-"))
-    base = Settings.from_env({"LIFECYCLE_STATE_DIR": str(work / "state")})
-    with Stack(base) as info:
-        settings = dataclasses.replace(info.settings, clock="event", erasure_stores=("postgres",),
-                                       topic_prefix="scaling.", http_port=free_port())
-        apply_topics(settings, load_spec(settings.topic_spec))
-        apply_schema(settings.postgres_dsn or "")
+    with bench_stack("scaling") as (settings, work):
         print(f"(a) a day of {args.accounts} accounts through one worker ...", file=sys.stderr)
         day = measure_day(settings, args.accounts, work)
         print("(b) insert ceilings ...", file=sys.stderr)

@@ -14,11 +14,12 @@ as a producer outside the pipeline might: tests and tools use it to play one.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,6 +38,10 @@ from lifecycle.schemas.validate import from_json, subject_key
 __all__ = ["Emitter", "KeyService", "KeysUnavailable"]
 
 
+Valid = tuple[RecordType, dict[str, Any]]  # an event from_json accepted: (its record, its value)
+
+KEYS_CACHED = 100_000  # keys a KeyService keeps at most
+KEYS_PER_REQUEST = 1000  # the key service's limit per request (docs/protocol.md)
 KEYS_DEADLINE_S = 120.0  # how long emit() waits for an unreachable key source before it raises
 
 
@@ -64,22 +69,29 @@ class KeyService:
     def keys_for(self, pairs: list[tuple[str, str]]) -> Callable[[str, str], DataKey]:
         now = time.monotonic()
         wanted = sorted({p for p in pairs if p not in self._cache or now - self._cache[p].at > self.cache_s})
-        if wanted:
-            body = json.dumps({"subjects": [{"subject": s, "category": c} for s, c in wanted]}).encode()
-            request = urllib.request.Request(self.url, data=body, method="POST", headers={
-                "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-            try:
-                answer = urllib.request.urlopen(request, timeout=30)
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500:  # a wrong token or request: waiting would not help
-                    raise ConfigError(f"the key service at {self.url} answered {exc.code}") from None
-                raise
-            with answer:
-                for item in json.loads(answer.read())["keys"]:
-                    raw = base64.b64decode(item["key"]) if item["key"] else None
-                    self._cache[(item["subject"], item["category"])] = DataKey(
-                        item["kid"], AESGCM(raw) if raw else None, raw, now)
+        for start in range(0, len(wanted), KEYS_PER_REQUEST):
+            self._fetch(wanted[start:start + KEYS_PER_REQUEST], now)
         return lambda subject, category: self._cache[(subject, category)]
+
+    def _fetch(self, wanted: list[tuple[str, str]], now: float) -> None:
+        body = json.dumps({"subjects": [{"subject": s, "category": c} for s, c in wanted]}).encode()
+        request = urllib.request.Request(self.url, data=body, method="POST", headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            answer = urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:  # a wrong token or request: waiting would not help
+                raise ConfigError(f"the key service at {self.url} answered {exc.code}") from None
+            raise
+        if len(self._cache) + len(wanted) > KEYS_CACHED:  # a long-lived producer meets new subjects for ever
+            self._cache = {p: k for p, k in self._cache.items() if now - k.at <= self.cache_s}
+            while len(self._cache) + len(wanted) > KEYS_CACHED:
+                del self._cache[next(iter(self._cache))]  # the oldest fetched first
+        with answer:
+            for item in json.loads(answer.read())["keys"]:
+                raw = base64.b64decode(item["key"]) if item["key"] else None
+                self._cache[(item["subject"], item["category"])] = DataKey(
+                    item["kid"], AESGCM(raw) if raw else None, raw, now)
 
 
 class _DatabaseKeys:
@@ -149,22 +161,41 @@ class Emitter:
         behind it carried Global Privacy Control (`Sec-GPC: 1`): a `consent.gpc_signal` for its
         subjects goes too (docs/processors.md). Raises ValidationFailed naming every bad field;
         nothing is sent then."""
-        record, value = from_json(event, self.catalog)
-        items = [(record, value), *(gpc_signals(self.catalog, [(record, value)], "gpc-relay") if gpc else [])]
-        for rec, val in items:
-            subject = subject_key(rec, val)
-            self.send_raw(self.settings.topic(rec.topic), subject.encode(),
-                          self.codec.encode(rec, self.sealed(rec, val, subject)))
-        return str(value["event_id"])
+        return self.emit_many([event], gpc=gpc)[0]
+
+    def emit_many(self, events: Iterable[dict[str, Any]], *, gpc: bool = False) -> list[str]:
+        """``emit`` for a batch, all or nothing: every event validated first (ValidationFailed names
+        the first bad one's fields, nothing sent), then the keys of all of them fetched in one
+        request, sealed and queued. Returns their event_ids in order."""
+        return self.emit_valid([self.check(e) for e in events], gpc=gpc)
+
+    def check(self, event: dict[str, Any]) -> Valid:
+        """One event validated (ValidationFailed otherwise), for ``emit_valid``."""
+        return from_json(event, self.catalog)
+
+    def emit_valid(self, items: list[Valid], *, gpc: bool = False) -> list[str]:
+        """Seal and queue events ``check`` accepted: one key request for the whole batch."""
+        ids = [str(val["event_id"]) for _, val in items]
+        if gpc:
+            items = [*items, *gpc_signals(self.catalog, items, "gpc-relay")]
+        subjects = [subject_key(rec, val) for rec, val in items]
+        for (rec, _), sealed, subject in zip(items, self.sealed_many(items, subjects), subjects, strict=True):
+            self.send_raw(self.settings.topic(rec.topic), subject.encode(), self.codec.encode(rec, sealed))
+        return ids
 
     def sealed(self, record: RecordType, value: dict[str, Any], subject: str) -> dict[str, Any]:
         """``value`` with its personal fields sealed (as is when this emitter does not encrypt)."""
-        if self._keys is None or not record.personal:
-            return value
+        return self.sealed_many([(record, value)], [subject])[0]
+
+    def sealed_many(self, items: list[Valid], subjects: list[str]) -> list[dict[str, Any]]:
+        """Each value with its personal fields sealed under its subject's keys, fetched at once."""
+        pairs = [p for (rec, _), subject in zip(items, subjects, strict=True) for p in key_pairs(rec, subject)]
+        if self._keys is None or not pairs:
+            return [val for _, val in items]
         backoff = Backoff(first_s=0.2, max_s=5.0, deadline_s=KEYS_DEADLINE_S)
         while True:  # the key service or database down for a while: wait for it, then say so
             try:
-                key_for = self._keys.keys_for(key_pairs(record, subject))
+                key_for = self._keys.keys_for(pairs)
                 break
             except (OSError, psycopg_errors()) as exc:
                 try:
@@ -172,7 +203,8 @@ class Emitter:
                 except RetryDeadline:
                     raise KeysUnavailable(f"no data key within {KEYS_DEADLINE_S:.0f} s ({type(exc).__name__}); "
                                           "the event was not sent") from None
-        return seal(lambda category: key_for(subject, category), record, value, subject)
+        return [seal(functools.partial(key_for, subject), rec, val, subject)
+                for (rec, val), subject in zip(items, subjects, strict=True)]
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list[tuple[str, bytes]] | None = None) -> None:

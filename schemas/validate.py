@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from lifecycle.schemas.catalog import Catalog, RecordType, load_catalog
@@ -70,71 +71,118 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def _convert(ftype: Any, value: Any, logical: str | None = None) -> tuple[Any, str | None]:
-    """Check and convert one JSON value against an Avro type; (value, problem)."""
+Converter = Callable[[Any], tuple[Any, "str | None"]]  # a JSON value -> (Avro value, problem)
+
+
+def _compile(ftype: Any, logical: str | None = None) -> Converter:
+    """The checker-converter of one Avro type, built once per field: at the intake's rates the
+    type's dispatch per value cost more than the check itself (docs/performance.md)."""
     if isinstance(ftype, list):  # union: the contract only uses ["null", T]
-        if value is None:
-            if "null" in ftype:
-                return None, None
-            return None, "must not be null"
-        for branch in ftype:
-            if branch == "null":
-                continue
-            return _convert(branch, value)
-        return None, "unsupported union"
+        return _union(ftype)
     if isinstance(ftype, dict):
-        kind = ftype.get("type")
-        if kind == "enum":
-            if not isinstance(value, str) or value not in ftype["symbols"]:
-                return None, f"must be one of {', '.join(ftype['symbols'])}"
-            return value, None
-        if kind == "array":
+        return _complex(ftype)
+    if logical == "timestamp-millis":
+        return _required(_time)
+    if ftype == "string":
+        return _required(_uuid_string if logical == "uuid" else _string)
+    if ftype in ("int", "long"):
+        return _required(_integer(*(_INT32 if ftype == "int" else _INT64)))
+    if ftype == "boolean":
+        return _required(lambda v: (v, None) if isinstance(v, bool) else (None, "expected true or false"))
+    if ftype in ("float", "double"):
+        return _required(lambda v: (None, "expected a number") if isinstance(v, bool) or not isinstance(v, (int, float))
+                         else (float(v), None))
+    problem = f"unsupported type {ftype}"
+    return _required(lambda v: (None, problem))
+
+
+def _union(ftype: list[Any]) -> Converter:
+    nullable = "null" in ftype
+    branches = [b for b in ftype if b != "null"]
+    inner = _compile(branches[0]) if branches else (lambda v: (None, "unsupported union"))
+
+    def convert(value: Any) -> tuple[Any, str | None]:
+        if value is None:
+            return (None, None) if nullable else (None, "must not be null")
+        return inner(value)
+    return convert
+
+
+def _complex(ftype: dict[str, Any]) -> Converter:
+    kind = ftype.get("type")
+    if kind == "enum":
+        symbols = frozenset(ftype["symbols"])
+        problem = f"must be one of {', '.join(ftype['symbols'])}"
+        return lambda v: (v, None) if isinstance(v, str) and v in symbols else (None, problem)
+    if kind == "array":
+        item = _compile(ftype["items"])
+
+        def array(value: Any) -> tuple[Any, str | None]:
             if not isinstance(value, list):
                 return None, "expected an array"
             out = []
-            for i, item in enumerate(value):
-                converted, problem = _convert(ftype["items"], item)
+            for i, each in enumerate(value):
+                converted, problem = item(each)
                 if problem:
                     return None, f"item {i}: {problem}"
                 out.append(converted)
             return out, None
-        if kind == "record":
-            return None, "nested records are not accepted in input events"
-        return _convert(kind, value, ftype.get("logicalType"))
-    if value is None:
-        return None, "is required"
-    if logical == "timestamp-millis":
-        parsed = _parse_time(value)
-        return (parsed, None) if isinstance(parsed, int) else (None, parsed)
-    if ftype == "string":
-        if not isinstance(value, str):
-            return None, "expected a string"
-        if len(value) > MAX_STRING:
-            return None, f"longer than {MAX_STRING} characters"
-        if (problem := text_problem(value)) is not None:
-            return None, problem
-        if logical == "uuid":
-            try:
-                uuid.UUID(value)
-            except ValueError:
-                return None, "not a UUID"
-        return value, None
-    if ftype in ("int", "long"):
-        low, high = _INT32 if ftype == "int" else _INT64
+        return array
+    if kind == "record":
+        return lambda v: (None, "nested records are not accepted in input events")
+    return _compile(kind, ftype.get("logicalType"))
+
+
+def _required(convert: Converter) -> Converter:
+    return lambda v: (None, "is required") if v is None else convert(v)
+
+
+def _time(value: Any) -> tuple[Any, str | None]:
+    parsed = _parse_time(value)
+    return (parsed, None) if isinstance(parsed, int) else (None, parsed)
+
+
+def _string(value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, str):
+        return None, "expected a string"
+    if len(value) > MAX_STRING:
+        return None, f"longer than {MAX_STRING} characters"
+    if (problem := text_problem(value)) is not None:
+        return None, problem
+    return value, None
+
+
+def _uuid_string(value: Any) -> tuple[Any, str | None]:
+    converted, problem = _string(value)
+    if problem is None:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            return None, "not a UUID"
+    return converted, problem
+
+
+def _integer(low: int, high: int) -> Converter:
+    def integer(value: Any) -> tuple[Any, str | None]:
         if isinstance(value, bool) or not isinstance(value, int):
             return None, "expected an integer"
         if not low <= value <= high:
             return None, "out of range"
         return value, None
-    if ftype == "boolean":
-        if not isinstance(value, bool):
-            return None, "expected true or false"
-        return value, None
-    if ftype in ("float", "double"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, "expected a number"
-        return float(value), None
-    return None, f"unsupported type {ftype}"
+    return integer
+
+
+_NO_DEFAULT = object()
+
+
+def _fields(record: RecordType) -> tuple[tuple[str, Converter, Any], ...]:
+    """(name, converter, default or _NO_DEFAULT) of each field, compiled once per record type (kept
+    on the instance: two catalogs may hold records of one name with different schemas)."""
+    compiled = record.__dict__.get("_json_fields")
+    if compiled is None:
+        compiled = tuple((f["name"], _compile(f["type"]), f.get("default", _NO_DEFAULT)) for f in record.fields)
+        record.__dict__["_json_fields"] = compiled
+    return compiled
 
 
 def from_json(obj: Any, catalog: Catalog | None = None, not_after_ms: int | None = None
@@ -152,24 +200,26 @@ def from_json(obj: Any, catalog: Catalog | None = None, not_after_ms: int | None
         raise ValidationFailed([FieldError("event_type", "unknown event type")])
     errors: list[FieldError] = []
     value: dict[str, Any] = {}
-    known = set()
-    for field in record.fields:
-        name = field["name"]
-        known.add(name)
-        if name not in obj:
-            if "default" in field:
-                value[name] = field["default"]
+    fields = _fields(record)
+    present = 0
+    for name, convert, default in fields:
+        if name in obj:
+            present += 1
+        else:
+            if default is not _NO_DEFAULT:
+                value[name] = default
                 continue
             errors.append(FieldError(name, "is required"))
             continue
-        converted, problem = _convert(field["type"], obj[name])
+        converted, problem = convert(obj[name])
         if problem:
             errors.append(FieldError(name, problem))
         else:
             value[name] = converted
-    for name in obj:
-        if name not in known:
-            errors.append(FieldError(str(name)[:64], f"unknown field for {event_type}"))
+    if present != len(obj):  # a name no field has
+        known = {name for name, _, _ in fields}
+        errors.extend(FieldError(str(name)[:64], f"unknown field for {event_type}")
+                      for name in obj if name not in known)
     if not errors:
         errors.extend(_rules(record, value, not_after_ms))
     if errors:

@@ -91,8 +91,7 @@ def emit(settings: Any, *events: dict[str, Any]) -> None:
     from lifecycle.connectors.emitter import Emitter
 
     with Emitter(settings) as emitter:
-        for e in events:
-            emitter.emit(e)
+        emitter.emit_many(list(events))
 
 
 def erasure_answer(worker: Any, account: str) -> dict[str, Any] | None:

@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python warns when its I/O thread waited for the GIL behind a busy producer (the demo,
+    # `emit` of a large file): nothing a user can act on, and it broke the demo's progress line.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     try:
         settings = Settings.from_env()
         reads = getattr(args, "reads", None)

@@ -44,6 +44,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     pipeline = build_app(settings, swept_by=retention_categories, store_grants=database_grants())
     register_console(pipeline)
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
+    # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG for ever: every
+    # library's debug call (aiokafka's, one per record sent) then built a record for nothing.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 

@@ -42,6 +42,7 @@ class Services(ViewServices):
     children: Path  # written by `up`: the children it reports failing
     openapi: bytes  # streams/http/openapi.py: the route table's document, with this worker's categories
     seen_failing: set[str] = dataclasses.field(default_factory=set)
+    sending: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)  # accepted batches on their way
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> Services:

@@ -3,13 +3,14 @@
 A batch with any bad event is answered 400 with one error per bad field (its index, field and
 problem; never its value) and nothing of it is sent. Otherwise the batch is written to the ingest
 journal in PostgreSQL (streams/ingest/journal.py) and 202 comes back once that committed: nothing
-answered 202 is lost, even if the broker's log is. The events are sent to the broker at once; the
-journal relay sends whatever that send did not reach. While `up` drains before stopping, POST
+answered 202 is lost, even if the broker's log is. The events are sent to the broker at once, beside
+the answer; the journal relay sends whatever that send did not reach. While `up` drains before stopping, POST
 answers 503. The bearer token, its scope and the body's size were checked before this view
 (streams/http/auth.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = ["PAGES"]
 
 log = logging.getLogger("lifecycle.http")
 
+SENDING_AT_ONCE = 4
 Accepted = list[tuple[Any, dict[str, Any]]]  # (Avro record, value) of each valid event
 
 
@@ -62,7 +64,7 @@ class Events(ServiceView):
         signals = gpc_signals(self.services.pipeline.codec.catalog, accepted) \
             if request.headers.get("Sec-GPC", "").strip() == "1" else []
         rows = await self._journal(accepted + signals)
-        await self._send(rows)
+        await self._send_soon(rows)
         answer: dict[str, Any] = {"accepted": len(accepted), "event_ids": [v["event_id"] for _, v in accepted]}
         if signals:
             answer["gpc_signals"] = len(signals)
@@ -131,6 +133,18 @@ class Events(ServiceView):
         except Exception as exc:
             log.warning("ingestion could not reach PostgreSQL: %s", describe(exc))
             raise _Refused(503, "database_unavailable", _UNAVAILABLE) from None
+
+    async def _send_soon(self, rows: list[tuple[str, str, bytes, bytes]]) -> None:
+        """Send after answering: the batch is durable in the journal already, and waiting for the
+        broker's acknowledgement before the 202 left the service idle between requests. At most
+        SENDING_AT_ONCE batches are on their way; a request beyond that waits for one (so a broker
+        slower than the clients slows the answers instead of growing a queue)."""
+        sending = self.services.sending
+        while len(sending) >= SENDING_AT_ONCE:
+            await asyncio.wait(set(sending), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.ensure_future(self._send(rows))
+        sending.add(task)
+        task.add_done_callback(sending.discard)
 
     async def _send(self, rows: list[tuple[str, str, bytes, bytes]]) -> None:
         """Durable already: a failure here is the journal relay's to repair."""
