@@ -183,10 +183,6 @@ class Emitter:
             self.send_raw(self.settings.topic(rec.topic), subject.encode(), self.codec.encode(rec, sealed))
         return ids
 
-    def sealed(self, record: RecordType, value: dict[str, Any], subject: str) -> dict[str, Any]:
-        """``value`` with its personal fields sealed (as is when this emitter does not encrypt)."""
-        return self.sealed_many([(record, value)], [subject])[0]
-
     def sealed_many(self, items: list[Valid], subjects: list[str]) -> list[dict[str, Any]]:
         """Each value with its personal fields sealed under its subject's keys, fetched at once."""
         pairs = [p for (rec, _), subject in zip(items, subjects, strict=True) for p in key_pairs(rec, subject)]
