@@ -105,10 +105,25 @@ def main() -> int:
                   >= total(m, "lifecycle_erasure_requests_opened_total")
                   and total(m, "lifecycle_retention_items_deleted_total") > 0)
             time.sleep(5)  # the last sweeps' acknowledgements and a tick
+            retired_keys(live.postgres_dsn or "", say)
             after = measure(live.postgres_dsn or "")
     report(args.accounts, counts, baseline, inside, after)
     say(f"\n({time.monotonic() - started:.0f} s)")
     return 0
+
+
+def retired_keys(dsn: str, say: Any, deadline_s: float = 600) -> None:
+    """Wait until the quiet data keys marked retiring are gone: they go a grace period of wall time
+    after the mark (docs/crypto-shredding.md, "How long a key lives")."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SELECT count(*) FROM data_keys WHERE retiring_at IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return
+        say(f"waiting for {row[0]} quiet data keys to be deleted after their grace period")
+        time.sleep(10)
+    raise SystemExit("quiet data keys still retiring after the deadline")
 
 
 def report(accounts: int, counts: collections.Counter[str], baseline: collections.Counter[str],

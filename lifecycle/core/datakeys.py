@@ -7,6 +7,14 @@ The table holds no identifier: a key is found by the keyed hash of its subject
 row with ``wrapped`` NULL, so the subject's key is never created again and what was sealed under
 it reads as ``ERASED``.
 
+A live key records the day it was last fetched to seal with (``used_on``, on the pipeline's day:
+the later of the wall clock's and the event clock's). A key of a category kept only in the log that
+nobody sealed with for longer than the log keeps a value is deleted, row and all
+(streams/ingest/quietkeys.py): nothing sealed under it is left anywhere, and a subject who comes
+back gets a new key. A key fetched on an earlier day is marked used again (``_TOUCH``) before it
+seals anything, and is cached only once that mark has committed; a quiet key is first marked
+retiring and deleted only after every process's cache has let go of it (``_QUIET``).
+
 Unwrapped keys are cached in memory, at most ``cache_s`` seconds (``LIFECYCLE_DATA_KEY_CACHE_S``,
 30 by default) and ``max_entries`` keys: the bound on how long a process can still open an erased
 subject's values after the erasure opened. A key created inside a transaction that has not
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +54,12 @@ CREATE TABLE IF NOT EXISTS data_keys (
     destroyed_at timestamptz,
     UNIQUE (subject_hash, category)
 );
+-- The pipeline's event clock (streams/runtime/schema.sql defines it too: whichever process starts
+-- first); a key's day of use is the later of its day and the wall clock's.
+CREATE TABLE IF NOT EXISTS clock_state (
+    id            int PRIMARY KEY CHECK (id = 1),
+    event_time_ms bigint NOT NULL
+);
 CREATE TABLE IF NOT EXISTS master_key_check (
     id         int PRIMARY KEY CHECK (id = 1),
     kid        text NOT NULL,
@@ -52,24 +67,63 @@ CREATE TABLE IF NOT EXISTS master_key_check (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 """
+# The pipeline's day: the event clock runs ahead of the wall clock in tests and the demo, and the
+# wall clock ahead of the event clock when no event comes; the later one never makes a key look older.
+_TODAY = """GREATEST((now() AT TIME ZONE 'UTC')::date,
+    (SELECT (to_timestamp(event_time_ms / 1000.0) AT TIME ZONE 'UTC')::date FROM clock_state WHERE id = 1))"""
+# Added to a table from before the quiet-key sweep; run only when missing (an ALTER TABLE locks the
+# table whole even when it changes nothing, and every process checks the schema at start).
+_USED_ON = """
+ALTER TABLE data_keys ADD COLUMN IF NOT EXISTS used_on date NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')::date;
+ALTER TABLE data_keys ADD COLUMN IF NOT EXISTS retiring_at timestamptz;
+CREATE INDEX IF NOT EXISTS data_keys_quiet ON data_keys (used_on) WHERE wrapped IS NOT NULL AND retiring_at IS NULL;
+CREATE INDEX IF NOT EXISTS data_keys_retiring ON data_keys (retiring_at) WHERE retiring_at IS NOT NULL;
+"""
+_HAS_USED_ON = "SELECT 1 FROM pg_attribute WHERE attrelid = 'data_keys'::regclass AND attname = 'retiring_at'"
 _GET_OR_CREATE = """
-WITH new AS (
-    INSERT INTO data_keys (kid, subject_hash, category, wrapped, destroyed_at)
-    SELECT k, h, c, w, CASE WHEN w IS NULL THEN now() END
+WITH today AS (SELECT """ + _TODAY + """ AS day),
+new AS (
+    INSERT INTO data_keys (kid, subject_hash, category, wrapped, destroyed_at, used_on)
+    SELECT k, h, c, w, CASE WHEN w IS NULL THEN now() END, (SELECT day FROM today)
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) AS t(k, h, c, w)
     ON CONFLICT (subject_hash, category) DO NOTHING
     RETURNING kid, subject_hash, category, wrapped, true AS created)
--- created: by this transaction (this statement or an earlier one), so not to be cached before it commits
-SELECT kid, subject_hash, category, wrapped, created FROM new
+-- created: by this transaction (this statement or an earlier one), so not to be cached before it commits;
+-- stale: a live key last used on an earlier day, to be marked used (_TOUCH) before it seals
+SELECT kid, subject_hash, category, wrapped, created, false FROM new
 UNION ALL
 SELECT d.kid, d.subject_hash, d.category, d.wrapped,
-       d.xmin::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296 FROM data_keys d
+       d.xmin::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296,
+       d.wrapped IS NOT NULL AND d.used_on < (SELECT day FROM today) FROM data_keys d
 JOIN unnest(%s::text[], %s::text[]) AS w(h, c) ON d.subject_hash = w.h AND d.category = w.c
+"""
+# Locks in kid order, so that two processes marking the same keys never deadlock; a key the
+# quiet-key sweep deleted meanwhile is not returned, and is created anew.
+_TOUCH = """
+UPDATE data_keys d SET used_on = """ + _TODAY + """, retiring_at = NULL
+FROM (SELECT kid FROM data_keys WHERE kid = ANY(%s) ORDER BY kid FOR UPDATE) s
+WHERE d.kid = s.kid RETURNING d.kid
 """
 # A subject erased under an earlier key of the ring (before `keys rotate`) has its destroyed rows
 # filed under that key's hash: a key for its current hash is created destroyed, never live.
 _DESTROYED_UNDER = "SELECT subject_hash, category FROM data_keys WHERE subject_hash = ANY(%s) AND wrapped IS NULL"
-_BY_KID = "SELECT kid, subject_hash, category, wrapped FROM data_keys WHERE kid = ANY(%s)"
+_BY_KID = ("SELECT kid, subject_hash, category, wrapped, wrapped IS NOT NULL AND used_on < " + _TODAY +
+           " FROM data_keys WHERE kid = ANY(%s)")
+# The quiet keys, in two steps a grace period of wall time apart: marked retiring, then deleted if
+# nobody fetched them since (a fetch marks a key used again, and clears the mark). A process seals
+# from its cache without fetching for at most its cache time, so a key cached before the mark is out
+# of every cache by the end of the grace, whatever the event clock did meanwhile. A key being marked
+# used is skipped, never waited for. Each step reads its own partial index: the marked keys do not
+# slow the search for the next ones.
+_QUIET = """
+SELECT kid FROM data_keys WHERE wrapped IS NOT NULL AND category = ANY(%(categories)s)
+    AND used_on < %(before)s AND {retiring} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+"""
+_MARK_RETIRING = ("UPDATE data_keys SET retiring_at = now() WHERE kid IN (" +
+                  _QUIET.format(retiring="retiring_at IS NULL") + ")")
+_DELETE_RETIRED = ("DELETE FROM data_keys WHERE kid IN (" +
+                   _QUIET.format(retiring="retiring_at < now() - %(grace_s)s * interval '1 second'") +
+                   ") RETURNING kid, subject_hash, category")
 # An upsert, not an UPDATE: it waits for a transaction still creating one of these keys, and leaves
 # a destroyed row for every category, so that none of the subject's keys is ever created again.
 _DESTROY = """
@@ -182,13 +236,32 @@ class DataKeys:
             wrapped.append(None if (h, c) in dead else self.wrapper.wrap(kid, h, c, secrets.token_bytes(32)))
         return kids, hashes, cats, wrapped, hashes, cats
 
-    def _take(self, rows: list[tuple[Any, ...]], committed: bool, into: Prepared) -> None:
-        for kid, h, c, wrapped, created in rows:
+    def _take(self, rows: list[tuple[Any, ...]], committed: bool, into: Prepared) -> list[str]:
+        """Put the rows of _GET_OR_CREATE in ``into`` (and the cache, where safe); returns the kids
+        of the stale ones, to be marked used before they seal."""
+        stale_kids = []
+        for kid, h, c, wrapped, created, stale in rows:
             entry = self._unwrap(kid, h, c, wrapped)
             into[(h, c)] = entry
-            if committed or not created:
+            if stale:
+                stale_kids.append(kid)
+            if (committed or not created) and not stale:
                 self._put(self._by_subject, (h, c), entry)
                 self._put(self._by_kid, kid, entry)
+        return stale_kids
+
+    def _kept(self, found: Prepared, stale: list[str], touched: Iterable[Any], committed: bool) -> None:
+        """Drop from ``found`` the stale keys the quiet-key sweep deleted meanwhile (created anew on
+        the next round); cache the ones marked used once that mark is committed."""
+        alive = {row[0] for row in touched}
+        stale_set = set(stale)
+        for pair, entry in list(found.items()):
+            if entry.kid in stale_set:
+                if entry.kid not in alive:
+                    del found[pair]
+                elif committed:
+                    self._put(self._by_subject, pair, entry)
+                    self._put(self._by_kid, entry.kid, entry)
 
     def prepare_sync(self, conn: Any, pairs: Iterable[tuple[str, str]]) -> Prepared:
         """The keys to seal (subject, category) pairs with, each cached, found or created, on a
@@ -199,14 +272,16 @@ class DataKeys:
                 return found
             earlier = self._earlier_hashes(missing)
             destroyed = conn.execute(_DESTROYED_UNDER, (list(earlier),)).fetchall() if earlier else []
-            self._take(conn.execute(_GET_OR_CREATE, self._create_params(missing, earlier, destroyed)).fetchall(),
-                       True, found)
+            rows = conn.execute(_GET_OR_CREATE, self._create_params(missing, earlier, destroyed)).fetchall()
+            stale = self._take(rows, True, found)
+            if stale:
+                self._kept(found, stale, conn.execute(_TOUCH, (stale,)).fetchall(), True)
             missing = {k: v for k, v in missing.items() if k not in found}
         raise RuntimeError("data keys could not be created")
 
     async def prepare(self, conn: Any, pairs: Iterable[tuple[str, str]]) -> Prepared:
-        """``prepare_sync`` inside the caller's transaction: keys it creates serve this transaction
-        only (what it returns) and are cached once found again after it committed."""
+        """``prepare_sync`` inside the caller's transaction: keys it creates, or marks used, serve
+        this transaction only (what it returns) and are cached once found again after it committed."""
         found, missing = self._from_cache(pairs)
         for _ in range(3):
             if not missing:
@@ -216,7 +291,9 @@ class DataKeys:
             if earlier:
                 destroyed = await (await conn.execute(_DESTROYED_UNDER, (list(earlier),))).fetchall()
             cur = await conn.execute(_GET_OR_CREATE, self._create_params(missing, earlier, destroyed))
-            self._take(await cur.fetchall(), False, found)
+            stale = self._take(await cur.fetchall(), False, found)
+            if stale:
+                self._kept(found, stale, await (await conn.execute(_TOUCH, (stale,))).fetchall(), False)
             missing = {k: v for k, v in missing.items() if k not in found}
         raise RuntimeError("data keys could not be created")
 
@@ -244,10 +321,11 @@ class DataKeys:
         return sorted(out)
 
     def _take_opening(self, kids: list[str], rows: list[tuple[Any, ...]]) -> None:
-        for kid, h, c, wrapped in rows:  # committed rows: the key to seal with as well
+        for kid, h, c, wrapped, stale in rows:  # committed rows: the key to seal with as well, if used today
             entry = self._unwrap(kid, h, c, wrapped)
             self._put(self._by_kid, kid, entry)
-            self._put(self._by_subject, (h, c), entry)
+            if not stale:
+                self._put(self._by_subject, (h, c), entry)
 
     async def load_kids(self, conn: Any, kids: list[str]) -> None:
         missing = [k for k in kids if self._get(self._by_kid, k) is None]
@@ -311,6 +389,16 @@ class DataKeys:
         self.forget(destroyed, zip(hashes, cats, strict=True))
         return destroyed
 
+    async def delete_quiet(self, conn: Any, categories: list[str], unused_before: dt.date, grace_s: float,
+                           limit: int = 10_000) -> int:
+        """Delete up to ``limit`` live keys of ``categories`` last used before ``unused_before`` and
+        marked retiring more than ``grace_s`` ago, then mark the next ones, in the caller's
+        transaction (streams/ingest/quietkeys.py says when that is safe); how many were deleted."""
+        args = {"categories": categories, "before": unused_before, "limit": limit, "grace_s": grace_s}
+        rows = await (await conn.execute(_DELETE_RETIRED, args)).fetchall()
+        await conn.execute(_MARK_RETIRING, args)
+        self.forget([r[0] for r in rows], [(r[1], r[2]) for r in rows])
+        return len(rows)
 
 
 def check_master_key(conn: Any, wrapper: KeyWrapper) -> None:
@@ -319,6 +407,8 @@ def check_master_key(conn: Any, wrapper: KeyWrapper) -> None:
     conn.execute("SELECT pg_advisory_lock(7400004)")
     try:
         conn.execute(DDL)
+        if conn.execute(_HAS_USED_ON).fetchone() is None:
+            conn.execute(_USED_ON)
         row = conn.execute("SELECT kid, wrapped FROM master_key_check WHERE id = 1").fetchone()
         if row is None:
             kid = new_kid()

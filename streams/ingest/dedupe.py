@@ -39,7 +39,7 @@ from lifecycle.core.timeutil import DAY_MS, HOUR_MS
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.database import Database
 
-__all__ = ["REDELIVERABLE", "DedupeWindow", "dedupe_tick", "dedupe_window_ms"]
+__all__ = ["REDELIVERABLE", "DedupeWindow", "dedupe_tick", "dedupe_window_ms", "log_window_ms"]
 
 log = logging.getLogger("lifecycle.dedupe")
 
@@ -51,11 +51,16 @@ _WEEK_MS = 7 * DAY_MS
 _INSERT = "SELECT processed_events_insert(%b::uuid[], %b::date[], %b::timestamptz[], %s, %s)"
 
 
-def dedupe_window_ms(policy: Policy) -> int:
-    """How long the log can deliver an event again, from its time: the longest window of what can
-    deliver it, plus the segment the broker keeps past it (lifecycle/topics.py), plus a day."""
-    longest = max(policy.categories[name].window.approx_ms() for name in REDELIVERABLE if name in policy.categories)
+def log_window_ms(policy: Policy, categories: Iterable[str]) -> int:
+    """How long the log can hold a record of topics kept as ``categories``: the longest window,
+    plus the segment the broker keeps past it (lifecycle/topics.py), plus a day."""
+    longest = max(policy.categories[name].window.approx_ms() for name in categories if name in policy.categories)
     return longest + min(max(longest // 10, HOUR_MS), _WEEK_MS) + DAY_MS
+
+
+def dedupe_window_ms(policy: Policy) -> int:
+    """How long the log can deliver an event again, from its time."""
+    return log_window_ms(policy, REDELIVERABLE)
 
 
 def _at(ms: int) -> dt.datetime:

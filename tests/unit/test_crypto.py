@@ -20,20 +20,28 @@ class _Table:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], list] = {}  # (hash, category) -> [kid, wrapped]
         self.calls = 0
+        self.stale: set[str] = set()  # kids last used on an earlier day
+        self.swept: set[str] = set()  # kids the quiet-key sweep deletes just before they are marked used
 
     def execute(self, sql, params):
         self.calls += 1
         out = []
-        if sql.lstrip().startswith("WITH new"):
+        if sql.lstrip().startswith("WITH today"):
             kids, hashes, cats, wrapped = params[:4]
             for kid, h, c, w in zip(kids, hashes, cats, wrapped, strict=True):
                 created = (h, c) not in self.rows
                 if created:
                     self.rows[(h, c)] = [kid, w]
-                out.append((*self.rows[(h, c)][:1], h, c, self.rows[(h, c)][1], False))
+                kid_now = self.rows[(h, c)][0]
+                out.append((kid_now, h, c, self.rows[(h, c)][1], False, kid_now in self.stale))
+        elif sql.lstrip().startswith("UPDATE data_keys"):
+            self.rows = {k: v for k, v in self.rows.items() if v[0] not in self.swept}
+            alive = {v[0] for v in self.rows.values()}
+            out = [(kid,) for kid in params[0] if kid in alive]
+            self.stale -= set(params[0])
         else:
             wanted = set(params[0])
-            out = [(kid, h, c, w) for (h, c), (kid, w) in self.rows.items() if kid in wanted]
+            out = [(kid, h, c, w, kid in self.stale) for (h, c), (kid, w) in self.rows.items() if kid in wanted]
         return _Result(out)
 
 
@@ -118,6 +126,37 @@ def test_cached_keys_expire_after_the_configured_time():
     assert keys.opening_missing([sealed["email"]])  # past LIFECYCLE_DATA_KEY_CACHE_S: asked again
     keys.prepare_sync(table, [("acc-1", "account_profile")])
     assert table.calls == calls + 1
+
+
+def test_a_key_last_used_on_an_earlier_day_is_marked_used_before_it_seals_and_cached_after():
+    keys, table = _keys(), _Table()
+    _sealed(keys, table)
+    [(kid, _)] = table.rows.values()
+    table.stale.add(kid)
+    fresh = _keys(master=keys.wrapper)  # a cold cache: the key comes from the table, stale
+    calls = table.calls
+    prepared = fresh.prepare_sync(table, [("acc-1", "account_profile")])
+    assert [k.kid for k in prepared.values()] == [kid] and table.calls == calls + 2  # fetched, marked used
+    fresh.prepare_sync(table, [("acc-1", "account_profile")])
+    assert table.calls == calls + 2 and not table.stale  # cached once the mark is made
+
+
+def test_a_key_deleted_as_quiet_while_being_fetched_is_made_anew():
+    keys, table = _keys(), _Table()
+    _, sealed = _sealed(keys, table)
+    [(kid, _)] = table.rows.values()
+    table.stale.add(kid)
+    table.swept.add(kid)
+    fresh = _keys(master=keys.wrapper)
+    prepared = fresh.prepare_sync(table, [("acc-1", "account_profile")])
+    [(new_kid_, _)] = table.rows.values()
+    assert [k.kid for k in prepared.values()] == [new_kid_] and new_kid_ != kid
+    value = fresh.seal(prepared, "b@example.test", "acc-1", "account_profile", "email")
+    fresh.load_sync(table, [value])
+    assert fresh.open(value, "acc-1", "email") == "b@example.test"
+    fresh.load_sync(table, [sealed["email"]])
+    with pytest.raises(Forged):  # what was sealed under the deleted key names no key now
+        fresh.open(sealed["email"], "acc-1", "email")
 
 
 def test_a_master_key_that_did_not_wrap_a_key_is_refused_with_where_it_came_from():
