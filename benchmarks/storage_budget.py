@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lifecycle.connectors.emitter import Emitter  # noqa: E402
 from lifecycle.core.config import Settings  # noqa: E402
-from lifecycle.demo import _send, _wait, handled, simulate, thirteen_months_later, total  # noqa: E402
+from lifecycle.demo import ProgressLine, _send, _wait, handled, simulate, thirteen_months_later, total  # noqa: E402
 from lifecycle.supervisor import running_pipeline  # noqa: E402
 
 # Which event types write each table (the processors, docs/processors.md); tables written by no
@@ -95,12 +95,13 @@ def main() -> int:
             day_one = list(simulate(args.accounts, args.visitors))
             counts = collections.Counter(e["event_type"] for e in day_one)
             baseline = event_bytes(live, day_one)
-            sent = _send(live, iter(day_one), lambda _: None)
-            _wait(live, say, 600, "day one", lambda m: handled(m) >= sent)
+            progress = ProgressLine(say)
+            sent = _send(live, iter(day_one), progress, "day one")
+            _wait(live, progress, 600, "day one", lambda m: handled(m) >= sent)
             time.sleep(3)  # a tick and a relay round
             inside = measure(live.postgres_dsn or "")
-            sent += _send(live, thirteen_months_later(), lambda _: None)
-            _wait(live, say, 600, "13 months later", lambda m: handled(m) >= sent
+            sent += _send(live, thirteen_months_later(), progress, "13 months later")
+            _wait(live, progress, 600, "13 months later", lambda m: handled(m) >= sent
                   and total(m, "lifecycle_erasure_requests_completed_total")
                   >= total(m, "lifecycle_erasure_requests_opened_total")
                   and total(m, "lifecycle_retention_items_deleted_total") > 0)
