@@ -85,7 +85,7 @@ WITH today AS (SELECT """ + _TODAY + """ AS day),
 new AS (
     INSERT INTO data_keys (kid, subject_hash, category, wrapped, destroyed_at, used_on)
     SELECT k, h, c, w, CASE WHEN w IS NULL THEN now() END, (SELECT day FROM today)
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) AS t(k, h, c, w)
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[]) AS t(k, h, c, w)
     ON CONFLICT (subject_hash, category) DO NOTHING
     RETURNING kid, subject_hash, category, wrapped, true AS created)
 -- created: by this transaction (this statement or an earlier one), so not to be cached before it commits;
@@ -95,20 +95,21 @@ UNION ALL
 SELECT d.kid, d.subject_hash, d.category, d.wrapped,
        d.xmin::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296,
        d.wrapped IS NOT NULL AND d.used_on < (SELECT day FROM today) FROM data_keys d
-JOIN unnest(%s::text[], %s::text[]) AS w(h, c) ON d.subject_hash = w.h AND d.category = w.c
+JOIN unnest(%b::text[], %b::text[]) AS w(h, c) ON d.subject_hash = w.h AND d.category = w.c
 """
 # Locks in kid order, so that two processes marking the same keys never deadlock; a key the
 # quiet-key sweep deleted meanwhile is not returned, and is created anew.
 _TOUCH = """
 UPDATE data_keys d SET used_on = """ + _TODAY + """, retiring_at = NULL
-FROM (SELECT kid FROM data_keys WHERE kid = ANY(%s) ORDER BY kid FOR UPDATE) s
+FROM (SELECT kid FROM data_keys WHERE kid = ANY(%b::text[]) ORDER BY kid FOR UPDATE) s
 WHERE d.kid = s.kid RETURNING d.kid
 """
 # A subject erased under an earlier key of the ring (before `keys rotate`) has its destroyed rows
 # filed under that key's hash: a key for its current hash is created destroyed, never live.
-_DESTROYED_UNDER = "SELECT subject_hash, category FROM data_keys WHERE subject_hash = ANY(%s) AND wrapped IS NULL"
+_DESTROYED_UNDER = ("SELECT subject_hash, category FROM data_keys WHERE subject_hash = ANY(%b::text[]) "
+                    "AND wrapped IS NULL")
 _BY_KID = ("SELECT kid, subject_hash, category, wrapped, wrapped IS NOT NULL AND used_on < " + _TODAY +
-           " FROM data_keys WHERE kid = ANY(%s)")
+           " FROM data_keys WHERE kid = ANY(%b::text[])")
 # The quiet keys, in two steps a grace period of wall time apart: marked retiring, then deleted if
 # nobody fetched them since (a fetch marks a key used again, and clears the mark). A process seals
 # from its cache without fetching for at most its cache time, so a key cached before the mark is out
@@ -116,7 +117,7 @@ _BY_KID = ("SELECT kid, subject_hash, category, wrapped, wrapped IS NOT NULL AND
 # used is skipped, never waited for. Each step reads its own partial index: the marked keys do not
 # slow the search for the next ones.
 _QUIET = """
-SELECT kid FROM data_keys WHERE wrapped IS NOT NULL AND category = ANY(%(categories)s)
+SELECT kid FROM data_keys WHERE wrapped IS NOT NULL AND category = ANY(%(categories)b::text[])
     AND used_on < %(before)s AND {retiring} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 """
 _MARK_RETIRING = ("UPDATE data_keys SET retiring_at = now() WHERE kid IN (" +
@@ -128,7 +129,7 @@ _DELETE_RETIRED = ("DELETE FROM data_keys WHERE kid IN (" +
 # a destroyed row for every category, so that none of the subject's keys is ever created again.
 _DESTROY = """
 INSERT INTO data_keys (kid, subject_hash, category, wrapped, destroyed_at)
-SELECT k, h, c, NULL, now() FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(k, h, c)
+SELECT k, h, c, NULL, now() FROM unnest(%b::text[], %b::text[], %b::text[]) AS t(k, h, c)
 ON CONFLICT (subject_hash, category) DO UPDATE SET wrapped = NULL,
     destroyed_at = COALESCE(data_keys.destroyed_at, EXCLUDED.destroyed_at)
 RETURNING kid

@@ -36,8 +36,8 @@ _ACK = """
 UPDATE erasure_progress p
 SET status = a.status, items_erased = a.items, acknowledged_at = a.at, error = a.error,
     ack_statement = a.statement, ack_signature = a.signature
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::int[], %s::text[],
-            %s::text[])
+FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::bigint[], %b::timestamptz[], %b::text[], %b::int[], %b::text[],
+            %b::text[])
      AS a(request_id, store, status, items, at, error, round, statement, signature), erasure_requests r
 WHERE p.request_id = a.request_id AND p.store = a.store AND r.request_id = p.request_id AND a.round = r.round
   AND p.status NOT IN ({success})
@@ -46,7 +46,7 @@ RETURNING p.request_id, p.store, a.status, extract(epoch FROM (now() - p.last_is
 # Every store acknowledged success in this round: ask them all to look again.
 _ASK_VERIFY = f"""
 UPDATE erasure_requests r SET verify_issued_at = now(), verify_attempts = 1
-WHERE r.request_id = ANY(%s) AND r.state = 'open' AND r.verify_issued_at IS NULL
+WHERE r.request_id = ANY(%b::uuid[]) AND r.state = 'open' AND r.verify_issued_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM erasure_progress p WHERE p.request_id = r.request_id
                   AND p.status NOT IN ({{success}}))
 RETURNING {REQUEST_COLUMNS}
@@ -57,7 +57,7 @@ _VERIFIED = """
 UPDATE erasure_progress p
 SET verified_at = CASE WHEN a.found = 0 AND a.status IN ({success}) THEN a.at ELSE p.verified_at END,
     items_found = a.found, verify_statement = a.statement, verify_signature = a.signature
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::int[], %s::text[], %s::text[])
+FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::bigint[], %b::timestamptz[], %b::int[], %b::text[], %b::text[])
      AS a(request_id, store, status, found, at, round, statement, signature), erasure_requests r
 WHERE p.request_id = a.request_id AND p.store = a.store AND r.request_id = p.request_id AND a.round = r.round
   AND p.status IN ({success}) AND (r.state = 'complete' OR r.verify_issued_at IS NOT NULL)
@@ -235,7 +235,7 @@ async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: PipelineCo
     closed_round = {(r[0], r[1]) for r in late}
     rows += late
     # Under a replay: still complete, or already replaying (another store's finding came first).
-    cur = await conn.execute("SELECT request_id FROM erasure_proofs WHERE request_id = ANY(%s) "
+    cur = await conn.execute("SELECT request_id FROM erasure_proofs WHERE request_id = ANY(%b::uuid[]) "
                              "AND state IN ('complete', 'replaying') AND replay_store IS NOT NULL",
                              ([r[0] for r in rows],))
     replaying = {rid for (rid,) in await cur.fetchall()}
@@ -257,7 +257,7 @@ async def _apply_verify_acks(conn: psycopg.AsyncConnection[Any], ctx: PipelineCo
             # One row per proof: an UPDATE joined to several rows applies one of them only.
             "UPDATE erasure_proofs e SET last_verified_at = now(), replay_store = CASE WHEN e.replay_store = "
             "ANY(v.stores) THEN NULL ELSE e.replay_store END FROM (SELECT request_id, array_agg(store) AS stores "
-            "FROM unnest(%s::uuid[], %s::text[]) AS u(request_id, store) GROUP BY request_id) v "
+            "FROM unnest(%b::uuid[], %b::text[]) AS u(request_id, store) GROUP BY request_id) v "
             "WHERE e.request_id = v.request_id AND e.state = 'complete'", columns(verified_complete))
     if found:
         cur = await conn.execute(_FOUND, {"rids": [r for r, _ in found], "stores": [s for _, s in found]})
@@ -282,8 +282,8 @@ async def _late_findings(conn: psycopg.AsyncConnection[Any], best: dict[tuple[uu
     if not late:
         return []
     cur = await conn.execute(
-        "SELECT a.request_id, a.store, a.found, r.state, false FROM unnest(%s::uuid[], %s::text[], %s::bigint[], "
-        "%s::int[]) AS a(request_id, store, found, round) JOIN erasure_requests r USING (request_id) "
+        "SELECT a.request_id, a.store, a.found, r.state, false FROM unnest(%b::uuid[], %b::text[], %b::bigint[], "
+        "%b::int[]) AS a(request_id, store, found, round) JOIN erasure_requests r USING (request_id) "
         "JOIN erasure_progress p ON p.request_id = a.request_id AND p.store = a.store "
         f"WHERE r.state = 'open' AND a.round < r.round AND p.status IN ({SUCCESS_SQL})", columns(late))
     return list(await cur.fetchall())

@@ -64,7 +64,7 @@ def order_for(ctx: PipelineContext, req: Request, action: str = "erase") -> Outb
 async def publish_status(conn: psycopg.AsyncConnection[Any], ctx: PipelineContext, request_ids: list[Any]) -> None:
     """Queue the current ErasureStatus of each request."""
     rows = []
-    for status in await statuses(conn, "r.request_id = ANY(%s)", (list(request_ids),)):
+    for status in await statuses(conn, "r.request_id = ANY(%b::uuid[])", (list(request_ids),)):
         rows.append(ctx.record("erasure-status", status["request_id"], "ErasureStatus", {
             "request_id": status["request_id"], "account_hash": status["account_hash"], "state": status["state"],
             "opened_at": status["opened_at"], "deadline": status["deadline"], "completed_at": status["completed_at"],
@@ -108,4 +108,4 @@ def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 async def erasure_status(conn: psycopg.AsyncConnection[Any], keys: Keyring, account_id: str) -> list[dict[str, Any]]:
     """Every erasure of the account (by its keyed hash under any key of the ring), store by store;
     no personal data."""
-    return await statuses(conn, "r.account_hash = ANY(%s)", (list(keys.candidates(account_id)),))
+    return await statuses(conn, "r.account_hash = ANY(%b::text[])", (list(keys.candidates(account_id)),))

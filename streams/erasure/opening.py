@@ -33,7 +33,7 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: PipelineContext
     keys = ctx.keys
     candidates = {account: keys.candidates(account) for account, _, _ in closures}
     # An open erasure under legal hold does not stand in for the full one its release opens.
-    cur = await conn.execute("SELECT account_hash FROM erasure_requests WHERE account_hash = ANY(%s) "
+    cur = await conn.execute("SELECT account_hash FROM erasure_requests WHERE account_hash = ANY(%b::text[]) "
                              "AND state = 'open' AND NOT legal_hold", ([h for hs in candidates.values() for h in hs],))
     already = {row[0] for row in await cur.fetchall()}
     todo, seen = [], set()
@@ -45,14 +45,14 @@ async def open_erasures(conn: psycopg.AsyncConnection[Any], ctx: PipelineContext
         return 0
     accounts = [a for a, _, _ in todo]
     links: dict[str, list[str]] = {a: [] for a in accounts}
-    cur = await conn.execute("SELECT account_id, visitor_id FROM account_visitors WHERE account_id = ANY(%s) "
+    cur = await conn.execute("SELECT account_id, visitor_id FROM account_visitors WHERE account_id = ANY(%b::text[]) "
                              "ORDER BY 1, 2", (accounts,))
     for account, visitor in await cur.fetchall():
         links[account].append(visitor)
     shared = await _shared_with_live_accounts(conn, ctx, accounts, sorted({v for vs in links.values() for v in vs}))
     cur = await conn.execute("SELECT store FROM erasure_stores WHERE active ORDER BY store")
     stores = [row[0] for row in await cur.fetchall()]
-    cur = await conn.execute("SELECT account_id FROM legal_holds WHERE account_id = ANY(%s)", (accounts,))
+    cur = await conn.execute("SELECT account_id FROM legal_holds WHERE account_id = ANY(%b::text[])", (accounts,))
     held = {row[0] for row in await cur.fetchall()}
     requests: list[tuple[Any, ...]] = []
     progress: list[tuple[uuid.UUID, str]] = []
@@ -128,8 +128,8 @@ async def _destroy_keys(conn: psycopg.AsyncConnection[Any], ctx: PipelineContext
         categories = ctx.policy.erased_at_closure(held) + ctx.policy.pseudonymised_at_closure(held)
         kept = sorted(set(ctx.policy.categories) - set(categories))
         await ctx.data_keys.destroy(conn, [s for _, subjects in batch for s in subjects], categories)
-        await conn.execute("UPDATE erasure_requests SET keys_destroyed_at = now(), keys_kept = %s "
-                           "WHERE request_id = ANY(%s)", (kept, [rid for rid, _ in batch]))
+        await conn.execute("UPDATE erasure_requests SET keys_destroyed_at = now(), keys_kept = %b::text[] "
+                           "WHERE request_id = ANY(%b::uuid[])", (kept, [rid for rid, _ in batch]))
 
 
 async def _shared_with_live_accounts(conn: psycopg.AsyncConnection[Any], ctx: PipelineContext, closing: list[str],
@@ -138,8 +138,8 @@ async def _shared_with_live_accounts(conn: psycopg.AsyncConnection[Any], ctx: Pi
     rule keeps them out of this erasure (docs/erasure.md)."""
     if not visitors:
         return set()
-    cur = await conn.execute("SELECT visitor_id, account_id FROM account_visitors WHERE visitor_id = ANY(%s) "
-                             "AND NOT (account_id = ANY(%s))", (visitors, closing))
+    cur = await conn.execute("SELECT visitor_id, account_id FROM account_visitors WHERE visitor_id = ANY(%b::text[]) "
+                             "AND NOT (account_id = ANY(%b::text[]))", (visitors, closing))
     others = await cur.fetchall()
     erased = await erased_among(conn, ctx.keys, (a for _, a in others), ctx.clock.now_ms())
     return {v for v, a in others if a not in erased}
