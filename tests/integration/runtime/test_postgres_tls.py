@@ -63,9 +63,16 @@ def test_the_pipeline_runs_on_a_tls_only_postgres(settings, tmp_path):
                 assert conn.pgconn.ssl_in_use
                 assert conn.execute("SELECT count(*) FROM erasure_proofs").fetchone()[0] == 1
             assert front.refused_plain >= 1
+            # The processes stop while the front still stands. Stopped after it, they held their
+            # connections open through its stop, which outlived its 10 s join and closed them
+            # during the next test, whose setup then failed on the unclosed sockets.
+            _stop(store, worker)
     finally:
-        if store is not None:
-            store.stop()
-        if worker is not None:
-            worker.stop()
+        _stop(store, worker)
         pg.stop()
+
+
+def _stop(*processes: ChildProcess | None) -> None:
+    for process in processes:
+        if process is not None:
+            process.stop()
