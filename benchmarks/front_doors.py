@@ -11,6 +11,8 @@
 (iii) `POST /v1/events` to the same worker, batches of 1,000 from ``--clients`` clients at once:
       the rate of 202 answers (validated, sealed, journaled, sent), and the rate the worker applied
       them at (the intake running beside the HTTP service in the same process, as it does);
+(v)   `POST /v1/events` to a `lifecycle front` (streams/http/front.py), the route in a process of its
+      own beside the same worker: the same batches and clients, the rate of 202s and of applied;
 (iv)  `lifecycle demo --accounts N` on a fresh embedded stack of its own: its wall time, and its
       valid events over that time.
 Each is printed beside the intake's rate from the same run.
@@ -89,18 +91,40 @@ def _post_all(port: int, batches: list[bytes]) -> None:
         conn.close()
 
 
-def http_rates(settings: Settings, conn: psycopg.Connection, events: list[dict], clients: int,
+def http_rates(port: int, conn: psycopg.Connection, events: list[dict], clients: int,
                worker: subprocess.Popen, before: int) -> tuple[float, float]:
     """(202 answers per second, events applied per second) for ``events`` posted by ``clients``."""
     bodies = [json.dumps(events[i:i + HTTP_BATCH]).encode() for i in range(0, len(events), HTTP_BATCH)]
     shares = [bodies[c::clients] for c in range(clients)]
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        for done in [pool.submit(_post_all, settings.http_port, share) for share in shares]:
+        for done in [pool.submit(_post_all, port, share) for share in shares]:
             done.result()
     answered = time.perf_counter() - start
     _wait_applied(conn, before + len(events), worker, "HTTP")
     return len(events) / answered, len(events) / (time.perf_counter() - start)
+
+
+def start_front(settings: Settings, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A `lifecycle front` on its own port, once it answers /healthz."""
+    port = free_port()
+    env = {**os.environ, **settings.to_env(), "LIFECYCLE_LOG_LEVEL": "warning"}
+    with open(work / "front.log", "ab") as log:
+        front = subprocess.Popen([sys.executable, "-m", "lifecycle", "front", "--port", str(port)], env=env,
+                                 stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return front, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline or front.poll() is not None:
+            front.kill()
+            raise SystemExit(f"the front did not start; see {work / 'front.log'}")
+        time.sleep(0.1)
 
 
 def demo_time(accounts: int, work: Path) -> tuple[float, int]:
@@ -126,6 +150,7 @@ def main() -> None:
     args = p.parse_args()
     with bench_stack("doors", http_token=TOKEN) as (settings, work):
         backlog, posted = session_events(args.events, "s"), session_events(args.events, "h")
+        fronted = session_events(args.events, "f")
         n = len(backlog)
         print(f"{n} session events each way, {FILES_PER_SESSION} file transfers per session", file=sys.stderr)
         sdk = sdk_rate(settings, backlog)
@@ -135,8 +160,15 @@ def main() -> None:
             with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
                 intake = intake_rate(conn, n, worker)
                 print(f"(ii) intake: {intake:.0f}/s", file=sys.stderr)
-                answered, applied = http_rates(settings, conn, posted, args.clients, worker, n)
+                answered, applied = http_rates(settings.http_port, conn, posted, args.clients, worker, n)
                 print(f"(iii) HTTP: {answered:.0f}/s answered, {applied:.0f}/s applied", file=sys.stderr)
+                front, port = start_front(settings, work)
+                try:
+                    f_answered, f_applied = http_rates(port, conn, fronted, args.clients, worker, 2 * n)
+                finally:
+                    front.terminate()
+                    front.wait(30)
+                print(f"(v) front: {f_answered:.0f}/s answered, {f_applied:.0f}/s applied", file=sys.stderr)
         finally:
             worker.terminate()
             worker.wait(30)
@@ -149,6 +181,9 @@ def main() -> None:
     print(f"{f'(iii) POST /v1/events, {args.clients} clients x batches of 1,000: 202s':58} "
           f"{answered:10.0f} {answered / intake:9.2f}")
     print(f"{'(iii) the same events applied (intake beside HTTP)':58} {applied:10.0f} {applied / intake:9.2f}")
+    print(f"{'(v) the same to a lifecycle front beside the worker: 202s':58} "
+          f"{f_answered:10.0f} {f_answered / intake:9.2f}")
+    print(f"{'(v) the same events applied':58} {f_applied:10.0f} {f_applied / intake:9.2f}")
     if demo is not None:
         wall, valid = demo
         print(f"{f'(iv) lifecycle demo --accounts {args.demo_accounts}: {valid} events in {wall:.1f} s':58} "

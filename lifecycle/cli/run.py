@@ -51,6 +51,19 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_front(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve `POST /v1/events` alone until SIGTERM or Ctrl-C (streams/http/front.py)."""
+    need_broker(settings, "front")
+    import asyncio
+
+    from lifecycle.streams.http.front import serve_front
+
+    port = args.port if args.port is not None else settings.http_port
+    asyncio.run(serve_front(settings, port, ready=lambda p: say(
+        f"front: POST /v1/events on http://{settings.http_host}:{p} (journal, then {settings.kafka_bootstrap})")))
+    return 0
+
+
 def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     """Run one downstream store's connector until SIGTERM or Ctrl-C."""
     need_broker(settings, "connector")
@@ -91,6 +104,9 @@ def add_commands(sub: Any) -> None:
                            "sooner; default: 600 in a terminal, else 0)")
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="one stream worker against LIFECYCLE_KAFKA_BOOTSTRAP").set_defaults(fn=cmd_worker)
+    front = sub.add_parser("front", help="POST /v1/events alone, in a process of its own (beside the workers)")
+    front.add_argument("--port", type=int, default=None, help="default: LIFECYCLE_HTTP_PORT")
+    front.set_defaults(fn=cmd_front)
     connector = sub.add_parser("connector", help="run one downstream store's erasure connector")
     connector.add_argument("store", help="postgres, redis, files or mailing-list")
     connector.set_defaults(fn=cmd_connector)

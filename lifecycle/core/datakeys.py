@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lifecycle.core.config import Settings
 from lifecycle.core.crypto import ERASED, PREFIX, Forged, KeyWrapper, load_master_key, new_kid, open_with, seal_with
 from lifecycle.core.crypto import split as split_sealed
+from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import Keyring, load_keyring
 
 __all__ = ["DataKeys", "DataKey", "DDL", "Prepared", "open_data_keys", "check_master_key"]
@@ -402,9 +403,17 @@ class DataKeys:
         return len(rows)
 
 
-def check_master_key(conn: Any, wrapper: KeyWrapper) -> None:
+def check_master_key(conn: Any, wrapper: KeyWrapper, *, read_only: bool = False) -> None:
     """Create the key tables if needed and refuse a master key that is not the database's
-    (``conn``: a sync psycopg connection in autocommit). MasterKeyMismatch names where the key came from."""
+    (``conn``: a sync psycopg connection in autocommit). MasterKeyMismatch names where the key came from.
+    ``read_only``: compare only (a role that may create no table: `lifecycle front`)."""
+    if read_only:
+        exists = conn.execute("SELECT to_regclass('master_key_check')").fetchone()[0] is not None
+        row = exists and conn.execute("SELECT kid, wrapped FROM master_key_check WHERE id = 1").fetchone()
+        if not row:
+            raise ConfigError("this database has no master key registered yet: start the worker first")
+        wrapper.unwrap(row[0], _CANARY_SUBJECT, "check", bytes(row[1]))
+        return
     conn.execute("SELECT pg_advisory_lock(7400004)")
     try:
         conn.execute(DDL)
@@ -421,13 +430,14 @@ def check_master_key(conn: Any, wrapper: KeyWrapper) -> None:
         conn.execute("SELECT pg_advisory_unlock(7400004)")
 
 
-def open_data_keys(settings: Settings, keyring: Keyring | None = None, *, create: bool = True) -> DataKeys:
+def open_data_keys(settings: Settings, keyring: Keyring | None = None, *, create: bool = True,
+                   read_only: bool = False) -> DataKeys:
     """The data keys of these settings, the master key checked against the database: what a
-    process that seals or opens calls at start."""
+    process that seals or opens calls at start (``read_only``: see check_master_key)."""
     wrapper = load_master_key(settings, create=create)
     if settings.postgres_dsn:
         import psycopg
 
         with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10) as conn:
-            check_master_key(conn, wrapper)
+            check_master_key(conn, wrapper, read_only=read_only)
     return DataKeys(wrapper, keyring or load_keyring(settings, create=create), cache_s=settings.data_key_cache_s)

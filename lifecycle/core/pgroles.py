@@ -8,6 +8,7 @@ default ``lifecycle_``, one per database sharing a cluster):
 
 - ``worker``: reads and writes the pipeline's tables in ``public``; nothing of a store's schema.
 - ``reader``: the read API (consent, erasure status): SELECT on those tables alone.
+- ``front``: `lifecycle front` (HTTP ingestion alone): the ingest journal and the data keys.
 - ``store_<name>``: a store's connector: what its Sink class declares (``database_grants``),
   and its own row of ``store_keys`` (row-level security: it registers its public key there), nothing else.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.core.config import Settings
+from lifecycle.core.datakeys import DDL as DATA_KEYS_DDL
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.keys import HASH_KEYS_DDL, create_key_file
 from lifecycle.core.storekeys import ensure_table as ensure_store_keys_table
@@ -44,7 +46,7 @@ _PARTITIONED = (
      ("processed_events_partition(date, date)", "processed_events_drop_before(date, timestamptz)")),
 )
 # Per component: statement_timeout, lock_timeout. A read answers in seconds or not at all.
-_TIMEOUTS = {"worker": ("60s", "10s"), "reader": ("10s", "5s")}
+_TIMEOUTS = {"worker": ("60s", "10s"), "reader": ("10s", "5s"), "front": ("30s", "10s")}
 _STORE_TIMEOUTS = ("60s", "10s")
 _WORKER = (
     "GRANT USAGE ON SCHEMA public TO {role}",
@@ -63,6 +65,14 @@ _READER = (
     "request_extensions TO {role}",
     "GRANT SELECT (request_id, account_hash, opened_at, deadline, state, completed_at, expires_at) "
     "ON access_requests TO {role}",
+)
+
+# `lifecycle front` (streams/http/front.py): writes the ingest journal and seals; reads the key
+# checks and the event clock (a data key's day of use). It deletes nothing and reads no event applied.
+_FRONT = (
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON ingest_journal, data_keys TO {role}",
+    "GRANT SELECT ON master_key_check, clock_state, hash_keys TO {role}",
 )
 
 
@@ -92,7 +102,7 @@ def init_passwords(settings: Settings, stores: Iterable[str]) -> Path | None:
     are off."""
     if not settings.postgres_roles:
         return None
-    for component in ("worker", "reader", *(f"store-{s}" for s in stores)):
+    for component in ("worker", "reader", "front", *(f"store-{s}" for s in stores)):
         _password(settings, component, create=True)
     return roles_dir(settings)
 
@@ -147,7 +157,9 @@ def setup_roles(conn: Any, settings: Settings, stores: Iterable[str],
     for owner_name, table, others, functions in _PARTITIONED:
         _own_partitioned(conn, role_name(settings, owner_name), table, others, functions)
 
-    components = {"worker": _WORKER, "reader": _READER}
+    conn.execute(DATA_KEYS_DDL)  # the front's grants name them: made here if no process has made them yet
+    conn.execute(HASH_KEYS_DDL)
+    components = {"worker": _WORKER, "reader": _READER, "front": _FRONT}
     components.update({f"store-{s}": store_grants.get(s, ()) for s in stores})
     for component, grants in components.items():
         role = role_name(settings, component)

@@ -3,12 +3,12 @@ and its dedicated databases, on top of what a feature's view has (streams/runtim
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from lifecycle.core.pgroles import component_dsn
+from lifecycle.streams.http.ingestion import Ingestion
 from lifecycle.streams.http.openapi import document_bytes
 from lifecycle.streams.runtime.database import Database
 from lifecycle.streams.runtime.web import (
@@ -35,22 +35,34 @@ class Services(ViewServices):
     """One per worker. The journal has one connection, its transactions one at a time."""
 
     pipeline: Pipeline
-    journal_db: Database
     keys_db: Database
-    journal_lock: asyncio.Lock
+    ingestion: Ingestion  # POST /v1/events, with the journal's one connection
     draining: Path  # written by `up` on Ctrl-C (lifecycle/supervisor.py): POST answers 503
     children: Path  # written by `up`: the children it reports failing
     openapi: bytes  # streams/http/openapi.py: the route table's document, with this worker's categories
     seen_failing: set[str] = dataclasses.field(default_factory=set)
-    sending: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)  # accepted batches on their way
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> Services:
         settings = pipeline.settings
         dsn = settings.postgres_dsn or ""
         run = settings.state_dir / "run"
+        draining = run / "draining"
+        metrics = pipeline.metrics
+
+        async def send_all(rows: list[tuple[str, str, bytes, bytes]]) -> None:
+            producer = pipeline.app.producer
+            futures = [await producer.send(topic, key=key, value=value, partition=None, timestamp=None, headers=None)
+                       for _, topic, key, value in rows]
+            for fut in futures:
+                await fut
+
+        ingestion = Ingestion(settings, pipeline.codec, pipeline.clock, pipeline.context.data_keys, Database(dsn),
+                              send_all, rejected=lambda reason: metrics.events_rejected.labels("http", reason).inc(),
+                              too_slow=lambda: metrics.http_refused.labels("too_slow").inc(),
+                              draining=draining.exists)
         return cls(pipeline.context, Database(component_dsn(settings, "reader")), Database(dsn),
-                   pipeline, Database(dsn), Database(dsn), asyncio.Lock(), run / "draining", run / "children.json",
+                   pipeline, Database(dsn), ingestion, draining, run / "children.json",
                    document_bytes(pipeline.codec.catalog, list(pipeline.context.policy.categories)))
 
 

@@ -25,7 +25,8 @@ def test_a_component_connects_as_its_role_with_its_password_and_keeps_the_rest(t
     with pytest.raises(ConfigError, match="start the worker once"):
         component_dsn(s, "reader")
     folder = init_passwords(s, ["files"])
-    assert sorted(p.name for p in folder.iterdir()) == ["reader.password", "store-files.password", "worker.password"]
+    assert sorted(p.name for p in folder.iterdir()) == ["front.password", "reader.password", "store-files.password",
+                                                        "worker.password"]
     parts = conninfo_to_dict(component_dsn(s, "store-files"))
     assert parts["user"] == "lifecycle_store_files" and parts["password"] == (folder / "store-files.password"
                                                                               ).read_text().strip()

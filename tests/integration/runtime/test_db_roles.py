@@ -30,6 +30,13 @@ CASES = [
     ("reader", "SELECT count(*) FROM data_keys", False),
     ("reader", "DELETE FROM consent_current", False),
     ("reader", "SELECT count(*) FROM consent_current", True),
+    ("front", "SELECT count(*) FROM ingest_journal", True),
+    ("front", "SELECT count(*) FROM data_keys", True),
+    ("front", "DELETE FROM ingest_journal", False),
+    ("front", "SELECT count(*) FROM session_logs", False),
+    ("front", "SELECT count(*) FROM accounts", False),
+    ("front", "SELECT count(*) FROM erasure_requests", False),
+    ("front", "CREATE TABLE front_made (x int)", False),
     ("worker", "SELECT count(*) FROM mailing.list_members", False),
     ("worker", "SELECT count(*) FROM erasure_requests", True),
 ]
