@@ -6,6 +6,7 @@ folder with the secrets it needs and nothing else (docs/security.md, "Who holds 
     DIR/worker/         hash.key, master.key, order.key, order.pub, http-tokens, postgres-roles/*.password
     DIR/store-NAME/     hash.key, order.pub, store.key (its own signing key), postgres-roles/store-NAME.password
     DIR/certificates/   proof.key (where certificates of erasure are issued), postgres-roles/reader.password
+    DIR/front/          hash.key, master.key (to seal), http-tokens (ingest tokens alone), postgres-roles/front.password
 
 A store's signing key is made here (its public half registered, the private half written to its
 folder alone) unless its folder has one already. Files are written 0600, never overwritten.
@@ -28,7 +29,7 @@ from lifecycle.proofs import proof_key_file
 
 __all__ = ["hand_out", "PARTIES"]
 
-PARTIES = ("worker", "certificates")  # and store-NAME for every store
+PARTIES = ("worker", "certificates", "front")  # and store-NAME for every store
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -53,7 +54,17 @@ def hand_out(settings: Settings, root: Path, stores: Iterable[str], conn: Any) -
     certificates = root / "certificates"
     _copy(proof_key_file(settings), certificates / "proof.key")
     _copy(roles / "reader.password", certificates / "postgres-roles" / "reader.password")
-    folders = [worker, certificates]
+    front = root / "front"  # `lifecycle front`: seals and journals; signs nothing, reads nothing applied
+    for src in (key_file(settings), master_key_file(settings)):
+        _copy(src, front / src.name)
+    _copy(roles / "front.password", front / "postgres-roles" / "front.password")
+    if settings.http_tokens_file is not None and settings.http_tokens_file.exists() and \
+            not (front / "http-tokens").exists():
+        lines = [line.split() for line in settings.http_tokens_file.read_text().splitlines()]
+        ingest = [f"ingest {parts[1]}\n" for parts in lines
+                  if len(parts) == 2 and not parts[0].startswith("#") and "ingest" in parts[0].split(",")]
+        create_key_file(front / "http-tokens", "".join(ingest).encode(), encode=False)
+    folders = [worker, certificates, front]
     for store in stores:
         folder = root / f"store-{check_store_name(store)}"
         _copy(key_file(settings), folder / "hash.key")
