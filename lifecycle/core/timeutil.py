@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 
-__all__ = ["ms_to_dt", "dt_to_ms", "add_months", "hour_start_ms", "HOUR_MS", "DAY_MS", "MAX_MS"]
+__all__ = ["ms_to_dt", "dt_to_ms", "add_months", "hour_start_ms", "utc_day", "HOUR_MS", "DAY_MS", "MAX_MS"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+_EPOCH_DAY = dt.date(1970, 1, 1)
 
 
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant PostgreSQL and Python both hold
+
+
+def utc_day(ms: int) -> dt.date:
+    """The UTC calendar day of an epoch-milliseconds instant."""
+    return _day_number(ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_number(days: int) -> dt.date:  # per event on the hot path: one date object per day, made once
+    return _EPOCH_DAY + dt.timedelta(days=days)
 
 
 def ms_to_dt(ms: int) -> dt.datetime:

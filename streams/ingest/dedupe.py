@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 
 from lifecycle.core.policy import Policy
-from lifecycle.core.timeutil import DAY_MS, HOUR_MS
+from lifecycle.core.timeutil import DAY_MS, HOUR_MS, utc_day
 from lifecycle.streams.runtime.context import PipelineContext
 from lifecycle.streams.runtime.database import Database
 
@@ -67,10 +67,6 @@ def _at(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
-def _day(ms: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=ms // DAY_MS)
-
-
 class DedupeWindow:
     """One per worker: the days it has made partitions for (made again at most once a day each)."""
 
@@ -78,13 +74,13 @@ class DedupeWindow:
         self.window_ms = window_ms
         self.made: set[dt.date] = set()
 
-    def oldest_day(self, now_ms: int) -> dt.date:
-        return _day(now_ms - self.window_ms)
+    def oldestutc_day(self, now_ms: int) -> dt.date:
+        return utc_day(now_ms - self.window_ms)
 
     async def make_partitions(self, db: Database, times_ms: Iterable[int], now_ms: int) -> None:
         """The day partitions these event times need, made in a short transaction of their own."""
-        oldest = self.oldest_day(now_ms)
-        days = sorted({_day(t) for t in times_ms} - self.made)
+        oldest = self.oldestutc_day(now_ms)
+        days = sorted({utc_day(t) for t in times_ms} - self.made)
         wanted = [d for d in days if d >= oldest]
         if not wanted:
             return
@@ -98,13 +94,13 @@ class DedupeWindow:
     async def new_ids(self, conn: psycopg.AsyncConnection[Any], topic: str, ids: list[str], times_ms: list[int],
                       now_ms: int) -> set[str]:
         """The ids of ``ids`` not applied before, recorded as applied (in the caller's transaction)."""
-        cur = await conn.execute(_INSERT, (ids, [_day(t) for t in times_ms], [_at(t) for t in times_ms], topic,
+        cur = await conn.execute(_INSERT, (ids, [utc_day(t) for t in times_ms], [_at(t) for t in times_ms], topic,
                                            _at(now_ms)))
         return {str(row[0]) for row in await cur.fetchall()}
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], now_ms: int) -> int:
         """Drop the day partitions that left the window, and forget late arrivals older than it."""
-        oldest = self.oldest_day(now_ms)
+        oldest = self.oldestutc_day(now_ms)
         cutoff = _at(now_ms - self.window_ms)
         cur = await conn.execute("SELECT processed_events_drop_before(%s, %s)", (oldest, cutoff))
         row = await cur.fetchone()

@@ -22,12 +22,11 @@ erased subject's row is what stops a key of theirs from being made again.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
 from lifecycle.core.policy import Policy
-from lifecycle.core.timeutil import DAY_MS
+from lifecycle.core.timeutil import utc_day
 from lifecycle.streams.ingest.dedupe import log_window_ms
 from lifecycle.streams.runtime.context import PipelineContext
 
@@ -61,13 +60,9 @@ def retiring_grace_s(cache_s: float) -> float:
     return 2 * cache_s + 60
 
 
-def _day(ms: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=ms // DAY_MS)
-
-
 async def quiet_keys_tick(conn: Any, ctx: PipelineContext, now_ms: int) -> int:
     """Delete a batch of the keys last used before the window; how many."""
-    unused_before = _day(now_ms - quiet_key_window_ms(ctx.policy))
+    unused_before = utc_day(now_ms - quiet_key_window_ms(ctx.policy))
     deleted = await ctx.data_keys.delete_quiet(conn, quiet_categories(ctx.policy), unused_before,
                                                retiring_grace_s(ctx.data_keys.cache_s), _BATCH)
     if deleted:
