@@ -47,6 +47,7 @@ from lifecycle.streams.runtime.lag import LagProbe, pipeline_groups
 from lifecycle.streams.runtime.metrics import Metrics
 from lifecycle.streams.runtime.outbox import Relay
 from lifecycle.streams.runtime.sealing import destroy_past_letter_keys, period_subject
+from lifecycle.streams.runtime.sending import batched
 from lifecycle.streams.runtime.startup import prepare_database
 from lifecycle.streams.runtime.wakeup import OUTBOX_CHANNEL, Wakeup
 
@@ -137,6 +138,7 @@ def _worker_app(settings: Settings, guard: Any) -> WorkerApp:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_batch_size=256 * 1024,  # a record batch per partition (streams/runtime/sending.py)
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=1,
         broker_commit_interval=0.5,
@@ -179,11 +181,12 @@ def _register_background(pipeline: Pipeline) -> None:
     relay_loop = Relay(settings, Database(settings.postgres_dsn or ""), ctx.keys, pipeline.clock, pipeline.metrics,
                        oversize_letter, ctx.signer)
     journal = JournalRelay(Database(settings.postgres_dsn or ""))
+    journal_send = batched(app.kafka_producer)
     rebuild_db = Database(settings.postgres_dsn or "")
 
     @app.task
     async def journal_relay() -> None:
-        await _relay_forever("ingest journal relay", lambda: journal.once(app.producer), JOURNAL_IDLE_S)
+        await _relay_forever("ingest journal relay", lambda: journal.once(journal_send), JOURNAL_IDLE_S)
 
     @app.task
     async def rebuild() -> None:

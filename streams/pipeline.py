@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 
@@ -38,6 +39,11 @@ class WorkerApp(faust.App):
         await super().on_start()
         for loop in self._loops:
             self.add_future(loop())
+
+    def kafka_producer(self) -> Any:
+        """The aiokafka producer under Faust's, for sending record batches (streams/runtime/sending.py):
+        Faust's own ``send`` takes one record at a time. Raises until the producer has started."""
+        return self.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
 @dataclasses.dataclass

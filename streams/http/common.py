@@ -11,6 +11,7 @@ from lifecycle.core.pgroles import component_dsn
 from lifecycle.streams.http.ingestion import Ingestion
 from lifecycle.streams.http.openapi import document_bytes
 from lifecycle.streams.runtime.database import Database
+from lifecycle.streams.runtime.sending import batched
 from lifecycle.streams.runtime.web import (
     HTTP_REASONS,
     KID,
@@ -49,16 +50,9 @@ class Services(ViewServices):
         run = settings.state_dir / "run"
         draining = run / "draining"
         metrics = pipeline.metrics
-
-        async def send_all(rows: list[tuple[str, str, bytes, bytes]]) -> None:
-            producer = pipeline.app.producer
-            futures = [await producer.send(topic, key=key, value=value, partition=None, timestamp=None, headers=None)
-                       for _, topic, key, value in rows]
-            for fut in futures:
-                await fut
-
         ingestion = Ingestion(settings, pipeline.codec, pipeline.clock, pipeline.context.data_keys, Database(dsn),
-                              send_all, rejected=lambda reason: metrics.events_rejected.labels("http", reason).inc(),
+                              batched(pipeline.app.kafka_producer),
+                              rejected=lambda reason: metrics.events_rejected.labels("http", reason).inc(),
                               too_slow=lambda: metrics.http_refused.labels("too_slow").inc(),
                               draining=draining.exists)
         return cls(pipeline.context, Database(component_dsn(settings, "reader")), Database(dsn),

@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +36,7 @@ from lifecycle.schemas.registry import make_registry
 from lifecycle.streams.http.auth import Tokens, load_tokens, middleware
 from lifecycle.streams.http.ingestion import Ingestion
 from lifecycle.streams.runtime.database import Database, describe
+from lifecycle.streams.runtime.sending import batched
 
 __all__ = ["serve_front", "front_tokens"]
 
@@ -70,36 +70,6 @@ class _Metrics:
         )
 
 
-def _batched(producer: Any) -> Callable[[list[tuple[str, str, bytes, bytes]]], Awaitable[None]]:
-    """Sending a batch as record batches, one per partition: a record sent alone costs the producer
-    more than validating it (docs/performance.md, "The front doors"). Partitioned by key as every
-    producer of ours is (murmur2, Kafka's default), so a subject's events stay in order."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    partitioner = DefaultPartitioner()
-
-    async def send_all(rows: list[tuple[str, str, bytes, bytes]]) -> None:
-        partitions: dict[str, list[int]] = {}
-        records: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
-        for _, topic, key, value in rows:
-            if topic not in partitions:
-                partitions[topic] = sorted(await producer.partitions_for(topic))
-            chosen = partitioner(key, partitions[topic], partitions[topic])
-            records.setdefault((topic, chosen), []).append((key, value))
-        sent = []
-        for (topic, partition), pairs in records.items():
-            batch = producer.create_batch()
-            for key, value in pairs:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    sent.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            sent.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*sent)
-
-    return send_all
-
-
 async def serve_front(settings: Settings, port: int, ready: Any = None) -> None:
     """Serve until SIGTERM or SIGINT. ``ready(port)`` is called once the port is bound."""
     own = as_component(settings, "front")
@@ -116,7 +86,7 @@ async def serve_front(settings: Settings, port: int, ready: Any = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024, client_id="lifecycle-front", **settings.aiokafka_kwargs())
 
-    ingestion = Ingestion(own, codec, make_clock(settings.clock), data_keys, db, _batched(producer),
+    ingestion = Ingestion(own, codec, make_clock(settings.clock), data_keys, db, batched(lambda: producer),
                           rejected=lambda reason: metrics.rejected.labels("http", reason).inc(),
                           too_slow=lambda: metrics.refused.labels("too_slow").inc(),
                           draining=stopping.is_set)

@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from lifecycle.core.clock import Clock, latest_plausible
@@ -29,6 +29,7 @@ from lifecycle.streams.http.auth import BodyTooLarge, BodyTooSlow, read_body
 from lifecycle.streams.ingest.journal import STALE_AFTER_S, journal_accept, journal_unmark
 from lifecycle.streams.runtime.database import Database, describe
 from lifecycle.streams.runtime.sealing import presealed_problems, seal_events
+from lifecycle.streams.runtime.sending import Row, SendAll
 from lifecycle.streams.runtime.web import MAX_BATCH, MAX_BODY_BYTES, problem
 
 __all__ = ["Ingestion", "Answer", "SENDING_AT_ONCE"]
@@ -37,9 +38,7 @@ log = logging.getLogger("lifecycle.http")
 
 SENDING_AT_ONCE = 4
 Accepted = list[tuple[Any, dict[str, Any]]]  # (Avro record, value) of each valid event
-Row = tuple[str, str, bytes, bytes]  # (event id, full topic, key, value) as journaled and sent
 Answer = tuple[int, dict[str, Any], dict[str, str]]  # (status, JSON body, headers)
-SendAll = Callable[[list[Row]], Awaitable[None]]  # returns once the broker acknowledged every row
 
 
 class _Refused(Exception):
@@ -185,3 +184,4 @@ class Ingestion:
         """Wait up to ``timeout_s`` for the batches on their way (before a process stops)."""
         if self.sending:
             await asyncio.wait(set(self.sending), timeout=timeout_s)
+

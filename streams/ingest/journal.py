@@ -18,6 +18,8 @@ from typing import Any
 
 import psycopg
 
+from lifecycle.streams.runtime.sending import SendAll
+
 __all__ = ["journal_accept", "journal_mark_sent", "journal_unmark", "journal_forget", "journal_resend_all",
            "JournalRelay", "STALE_AFTER_S"]
 
@@ -78,15 +80,13 @@ class JournalRelay:
     def __init__(self, db: Any):
         self.db = db
 
-    async def once(self, producer: Any) -> int:
+    async def once(self, send_all: SendAll) -> int:
         async def tx(conn: psycopg.AsyncConnection[Any]) -> int:
             cur = await conn.execute(_UNSENT, (STALE_AFTER_S, _BATCH))
             rows = await cur.fetchall()
-            futures = [await producer.send(topic, key=bytes(key), value=bytes(value), partition=None,
-                                           timestamp=None, headers=None) for _, topic, key, value in rows]
-            for fut in futures:
-                await fut
             if rows:
+                await send_all([(str(event_id), topic, bytes(key), bytes(value))
+                                for event_id, topic, key, value in rows])
                 await journal_mark_sent(conn, [r[0] for r in rows])
             return len(rows)
 
