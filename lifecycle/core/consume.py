@@ -66,15 +66,25 @@ class ConsumeLoop:
     returns False to stop the loop before the batch's offsets are committed. ``prepare(batch)``
     runs first under the same lock and may drop records (the intake's check of its stored
     positions); ``before_poll``/``after_poll`` are for periodic work and liveness. Offsets a
-    caller moved outside a batch (a seek) go in ``to_commit``."""
+    caller moved outside a batch (a seek) go in ``to_commit``.
+
+    ``ahead(batch)``, when given, makes the loop fetch the next batch while ``handle`` awaits its
+    database, and runs on it there, outside the lock: work without effects (the intake decodes),
+    so that the process computes while its database commits. Only ``prepare`` seeks, and it runs
+    before the next fetch starts, so a batch fetched ahead comes from after every seek; a rebalance
+    during the fetch is seen by ``prepare`` as it is without ``ahead``. Not with ``retry_failed``
+    (its seek back would find a batch already fetched past it)."""
 
     def __init__(self, name: str, handle: Callable[[Batch], Awaitable[bool | None]], *, max_records: int,
                  poll_timeout_ms: int, commit: Commit, retry_failed: bool = False,
                  stopped: Callable[[], bool] = lambda: False,
                  prepare: Callable[[Any, Batch], Awaitable[None]] | None = None,
                  before_poll: Callable[[], Awaitable[None]] | None = None,
-                 after_poll: Callable[[Batch], None] | None = None):
-        self.name, self.handle, self.commit = name, handle, commit
+                 after_poll: Callable[[Batch], None] | None = None,
+                 ahead: Callable[[Batch], Awaitable[None]] | None = None):
+        if ahead is not None and retry_failed:
+            raise ValueError("a loop that reads a failed batch again cannot fetch ahead of it")
+        self.name, self.handle, self.commit, self.ahead = name, handle, commit, ahead
         self.max_records, self.poll_timeout_ms, self.retry_failed = max_records, poll_timeout_ms, retry_failed
         self.stopped, self.prepare, self.before_poll, self.after_poll = stopped, prepare, before_poll, after_poll
         self.busy = asyncio.Lock()
@@ -87,32 +97,49 @@ class ConsumeLoop:
     async def run(self, consumer: Any) -> None:
         """Until ``stopped()`` or the handler says stop; the consumer is started and stopped by the caller."""
         backoff = Backoff()
-        while not self.stopped():
-            if self.before_poll is not None:
-                await self.before_poll()
-            batch: Batch = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
-            if self.after_poll is not None:
-                self.after_poll(batch)
-            async with self.busy:
-                if self.prepare is not None:
-                    await self.prepare(consumer, batch)
-                if any(batch.values()):
-                    try:
-                        if await self.handle(batch) is False:
-                            return
-                    except Exception as exc:
-                        if not self.retry_failed:
-                            raise
-                        # Nothing is skipped: read again from the batch's first records.
-                        log.warning("%s: batch failed (%s); reading it again", self.name, type(exc).__name__)
-                        for tp, records in batch.items():
-                            if records:
-                                consumer.seek(tp, records[0].offset)
-                        await asyncio.sleep(backoff.next_delay())
-                        continue
-                    backoff = Backoff()
-                    self.to_commit.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
-            await self._commit(consumer)
+        next_batch: asyncio.Task[Batch] | None = None
+        try:
+            while not self.stopped():
+                if next_batch is None:
+                    batch = await self._fetch(consumer, ahead=False)
+                else:
+                    batch, next_batch = await next_batch, None
+                async with self.busy:
+                    if self.prepare is not None:
+                        await self.prepare(consumer, batch)
+                    if any(batch.values()):
+                        if self.ahead is not None:
+                            next_batch = asyncio.ensure_future(self._fetch(consumer, ahead=True))
+                        try:
+                            if await self.handle(batch) is False:
+                                return
+                        except Exception as exc:
+                            if not self.retry_failed:
+                                raise
+                            # Nothing is skipped: read again from the batch's first records.
+                            log.warning("%s: batch failed (%s); reading it again", self.name, type(exc).__name__)
+                            for tp, records in batch.items():
+                                if records:
+                                    consumer.seek(tp, records[0].offset)
+                            await asyncio.sleep(backoff.next_delay())
+                            continue
+                        backoff = Backoff()
+                        self.to_commit.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+                await self._commit(consumer)
+        finally:
+            if next_batch is not None:  # fetched, never applied: the next owner or start reads it again
+                next_batch.cancel()
+                await asyncio.gather(next_batch, return_exceptions=True)
+
+    async def _fetch(self, consumer: Any, ahead: bool) -> Batch:
+        if self.before_poll is not None:
+            await self.before_poll()
+        batch: Batch = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        if self.after_poll is not None:
+            self.after_poll(batch)
+        if ahead and self.ahead is not None and any(batch.values()):
+            await self.ahead(batch)
+        return batch
 
     async def _commit(self, consumer: Any) -> None:
         if not self.to_commit or time.monotonic() - self._committed_at < self.commit.every_s:

@@ -52,6 +52,7 @@ log = logging.getLogger("lifecycle.intake")
 INTAKE_BATCH = 4000  # records per poll, over every assigned partition
 POLL_TIMEOUT_MS = 200
 KAFKA_COMMIT_EVERY_S = 1.0
+AHEAD_SLICE = 200  # records decoded ahead between two looks at the event loop
 
 class IntakeLoop:
     """Consume, triage, apply, store offsets; one per worker process (``run`` is the task)."""
@@ -70,8 +71,11 @@ class IntakeLoop:
         # PostgreSQL holds the truth about progress; Kafka's copy is for lag tools only.
         self.loop = ConsumeLoop("intake", self.process, max_records=INTAKE_BATCH, poll_timeout_ms=POLL_TIMEOUT_MS,
                                 commit=Commit(every_s=KAFKA_COMMIT_EVERY_S, advisory=True),
-                                prepare=self._check_positions, before_poll=self._note_generation)
+                                prepare=self._check_positions, before_poll=self._note_generation,
+                                ahead=self._decode_ahead)
         self._generation = 0
+        # (topic, partition, offset): decoded while the batch before was applied
+        self._ahead: dict[tuple[str, int, int], Any] = {}
         self.dedupe = DedupeWindow(dedupe_window_ms(context.policy))
         m = context.metrics
         self._ingested: dict[tuple[str, str], Any] = {}
@@ -108,6 +112,26 @@ class IntakeLoop:
         if self.positions.unverified:
             await self.positions.verify(consumer, batch, dropped)
 
+    async def _decode_ahead(self, batch: Batch) -> None:
+        """Decoded while the batch before commits (lifecycle/core/consume.py ``ahead``), a slice at a
+        time so that the batch before resumes as soon as PostgreSQL answers it: what is valid is
+        kept for ``_apply_topic``; a rejection is decided again there, at apply time, with the clock
+        as it is then. A registry that fails here leaves the rest to be decoded there."""
+        not_after = latest_plausible(self.settings, self.context.clock)
+        codec, ahead = self.context.codec, {}
+        try:
+            for tp, records in batch.items():
+                contract = self.contract[tp.topic]
+                for start in range(0, len(records), AHEAD_SLICE):
+                    for record in records[start:start + AHEAD_SLICE]:
+                        outcome = triage(codec, contract, record.value, not_after)
+                        if not isinstance(outcome, Rejected):
+                            ahead[(tp.topic, tp.partition, record.offset)] = outcome
+                    await asyncio.sleep(0)
+        except Exception:  # decoded again, with its retries, when applied
+            pass
+        self._ahead = ahead
+
     async def resume(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
         await self.positions.resume(self.consumer, assigned)
@@ -115,14 +139,16 @@ class IntakeLoop:
         log.info("intake assigned %d partitions", len(assigned))
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        ahead, self._ahead = self._ahead, {}  # taken before any await: the next batch's decoding may start then
         by_topic: dict[str, list[tuple[TopicPartition, list[Any]]]] = defaultdict(list)
         for tp, records in batch.items():
             if records:
                 by_topic[tp.topic].append((tp, records))
         for topic, parts in by_topic.items():
-            await self._apply_topic(topic, parts)
+            await self._apply_topic(topic, parts, ahead)
 
-    async def _apply_topic(self, topic: str, parts: list[tuple[TopicPartition, list[Any]]]) -> None:
+    async def _apply_topic(self, topic: str, parts: list[tuple[TopicPartition, list[Any]]],
+                           ahead: dict[tuple[str, int, int], Any]) -> None:
         ctx, contract = self.context, self.contract[topic]
         processor = self.processors[topic]
         not_after = latest_plausible(self.settings, ctx.clock)
@@ -139,8 +165,9 @@ class IntakeLoop:
         async def decode_all() -> list[tuple[Any, Any]]:
             # Every record decoded before any dead letter is sent: a registry outage (transient)
             # retries the whole batch without sending a letter twice.
-            return [(record, triage(codec, contract, record.value, not_after))
-                    for _, records in parts for record in records]
+            return [(record, triage(codec, contract, record.value, not_after) if found is None else found)
+                    for tp, records in parts for record in records
+                    for found in (ahead.get((tp.topic, tp.partition, record.offset)),)]
 
         decoded = await with_retry(f"decode {contract}", decode_all, on_retry=lambda exc: self._registry_down.inc())
         opened, clear = await open_events(self.db, ctx.data_keys,
