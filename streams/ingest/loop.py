@@ -74,8 +74,9 @@ class IntakeLoop:
                                 prepare=self._check_positions, before_poll=self._note_generation,
                                 ahead=self._decode_ahead)
         self._generation = 0
-        # (topic, partition, offset): decoded while the batch before was applied
-        self._ahead: dict[tuple[str, int, int], Any] = {}
+        # The batch decoded while the one before was applied, and its outcomes by (topic, partition,
+        # offset); used for that batch object alone (after a log reset the same offsets hold others).
+        self._ahead: tuple[Batch | None, dict[tuple[str, int, int], Any]] = (None, {})
         self.dedupe = DedupeWindow(dedupe_window_ms(context.policy))
         m = context.metrics
         self._ingested: dict[tuple[str, str], Any] = {}
@@ -130,7 +131,7 @@ class IntakeLoop:
                     await asyncio.sleep(0)
         except Exception:  # decoded again, with its retries, when applied
             pass
-        self._ahead = ahead
+        self._ahead = (batch, ahead)
 
     async def resume(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -139,7 +140,10 @@ class IntakeLoop:
         log.info("intake assigned %d partitions", len(assigned))
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        ahead, self._ahead = self._ahead, {}  # taken before any await: the next batch's decoding may start then
+        # Taken before any await: the next batch's decoding may start then.
+        (decoded_for, ahead), self._ahead = self._ahead, (None, {})
+        if decoded_for is not batch:
+            ahead = {}
         by_topic: dict[str, list[tuple[TopicPartition, list[Any]]]] = defaultdict(list)
         for tp, records in batch.items():
             if records:
