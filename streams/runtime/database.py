@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,17 +29,40 @@ SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 T = TypeVar("T")
 
 
-def apply_schema(dsn: str, then: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+# schema.sql alters tables a running worker writes (ADD COLUMN IF NOT EXISTS takes the table's
+# exclusive lock even when the column is there): a worker starting beside a busy one waited for
+# the other's batch while holding locks that batch needed next, and PostgreSQL killed the start as
+# a deadlock (seen when a second worker started under load). So the schema gives up a lock it
+# cannot get within a second, which also bounds how long it holds up the running worker's writes,
+# and is applied again from the top: it is one transaction, and idempotent.
+SCHEMA_LOCK_TIMEOUT_MS = 1_000
+SCHEMA_DEADLINE_S = 120.0
+
+
+def apply_schema(dsn: str, then: Callable[[psycopg.Connection[Any]], None] | None = None,
+                 deadline_s: float = SCHEMA_DEADLINE_S) -> None:
     """Apply schema.sql, then ``then`` (the roles and grants), under one lock: workers starting
-    together take turns."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(7400001)")
+    together take turns. A transient failure (a lock not granted in time, a deadlock with a running
+    worker, a lost connection) is tried again until ``deadline_s``."""
+    backoff = Backoff(first_s=0.2, max_s=3.0, deadline_s=deadline_s)
+    while True:
         try:
-            conn.execute(SCHEMA_SQL)
-            if then is not None:
-                then(conn)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(7400001)")
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                conn.execute("SELECT pg_advisory_lock(7400001)")
+                try:
+                    conn.execute(f"SET lock_timeout = {SCHEMA_LOCK_TIMEOUT_MS}")
+                    conn.execute(SCHEMA_SQL)
+                    if then is not None:
+                        then(conn)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(7400001)")
+            return
+        except psycopg.Error as exc:
+            if not is_transient(exc):
+                raise
+            delay = backoff.next_delay()  # raises RetryDeadline once the deadline has passed
+            log.warning("schema not applied (%s): trying again in %.1f s", describe(exc), delay)
+            time.sleep(delay)
 
 
 # Every statement of the pipeline is short: one that runs longer is cancelled (57014, not

@@ -37,6 +37,7 @@ class Load:
         self.closed: list[int] = []
         self.withdrawn: set[int] = set()
         self.errors: list[BaseException] = []
+        self.kinds: dict[str, tuple[str, str | None]] = {}  # event id -> (event type, account), for failures
 
     def account(self, i: int) -> str:
         return f"acc-{self.tag}{i:05d}"
@@ -73,6 +74,7 @@ class Load:
         ids = [emitter.emit(e) for e in events]
         emitter.flush()
         self.accepted.extend(ids)
+        self.kinds.update((i, (e["event_type"], e.get("account_id"))) for i, e in zip(ids, events, strict=True))
 
     def lives(self, until: Callable[[], bool], per_chunk: int = 10, pause_s: float = 1.0, most: int = 2000) -> None:
         """Emit lives in chunks until ``until()`` says stop (or ``most`` accounts)."""
@@ -125,6 +127,40 @@ def missing_events(settings: Settings, load: Load) -> list[str]:
     with psycopg.connect(settings.postgres_dsn) as conn:
         done = {str(r[0]) for r in conn.execute("SELECT event_id FROM processed_events")}
     return [e for e in load.accepted if e not in done]
+
+
+def describe_missing(settings: Settings, load: Load) -> str:
+    """What the accepted events never applied were: how many, their types, and whether their
+    accounts were closed (an event of an erased account is silenced, not applied)."""
+    missing = missing_events(settings, load)
+    closed = {load.account(i) for i in load.closed}
+    kinds: dict[str, int] = {}
+    for event_id in missing:
+        event_type, account = load.kinds.get(event_id, ("?", None))
+        key = f"{event_type}{' (closed account)' if account in closed else ''}"
+        kinds[key] = kinds.get(key, 0) + 1
+    return (f"{len(missing)} of {len(load.accepted)}: {sorted(kinds.items())}; first: {missing[:5]}; "
+            f"input partitions whose stored position is not their log's end: {_behind(settings)}")
+
+
+def _behind(settings: Settings) -> list[tuple[str, int, int, int]]:
+    """(topic, partition, stored next offset, log end) where they differ: stored at the end with
+    events missing means they were skipped; stored short of it, that the intake stopped reading."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from lifecycle.schemas.catalog import load_catalog
+
+    topics = [settings.topic(t) for t in load_catalog().input_topics]
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        stored = {(t, p): o for t, p, o in conn.execute("SELECT topic, partition, next_offset FROM intake_offsets")}
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_client_kwargs())
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        ends = consumer.end_offsets(parts)
+    finally:
+        consumer.close()
+    return sorted((tp.topic, tp.partition, stored.get((tp.topic, tp.partition), 0), end)
+                  for tp, end in ends.items() if stored.get((tp.topic, tp.partition), 0) != end)
 
 
 def assert_exactly_once(settings: Settings, load: Load) -> None:

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from lifecycle.embedded.postgres import EmbeddedPostgres
-from tests.faults.load import Load, assert_exactly_once, missing_events, processed
+from lifecycle.embedded.process import free_port
+from tests.faults.load import FILES, Load, assert_exactly_once, describe_missing, processed, size
 from tests.fix_servers import ChildProcess, WorkerProcess
 from tests.helpers import wait_for
 
@@ -26,7 +27,7 @@ def _settle(settings, load, deadline_s=180):
         wait_for(lambda: processed(settings) >= len(load.accepted), deadline_s=deadline_s,
                  what="every accepted event applied")
     except AssertionError:
-        raise AssertionError(f"accepted but never applied: {missing_events(settings, load)[:20]}") from None
+        raise AssertionError(f"accepted but never applied: {describe_missing(settings, load)}") from None
 
     def erasures_done():
         with psycopg.connect(settings.postgres_dsn) as conn:
@@ -79,6 +80,49 @@ def test_worker_sigkilled_20_times_under_load(settings, worker, connectors):
     finally:
         release.set()
         chaos_thread.join(30)
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_rebalanced_12_times_under_load_applies_everything_once(settings, worker, tmp_path):
+    """The survivor's side of a kill: a second worker joins and is SIGKILLed 12 times, so the first
+    loses and regains partitions with a batch fetched ahead in hand (lifecycle/core/consume.py), and
+    every start applies the schema beside its running batches (it deadlocked with them before:
+    streams/runtime/database.py). Every event applied once, the survivor never down."""
+    second = WorkerProcess(dataclasses.replace(settings, http_port=free_port()), tmp_path / "worker-2.log")
+    rng = random.Random(7)
+    kills = []
+    done, release = threading.Event(), threading.Event()
+
+    def chaos():
+        while len(kills) < 12:
+            second.start(deadline_s=90)
+            time.sleep(rng.uniform(0.5, 4))
+            second.kill()
+            kills.append(time.monotonic())
+            time.sleep(rng.uniform(0.0, 3.5))  # sometimes back before its old member left the group
+        done.set()
+        release.wait(600)  # the spawning thread outlives the worker (PR_SET_PDEATHSIG)
+
+    load = Load(settings, tag="r")
+    chaos_thread = load.in_background(chaos)
+    try:
+        load.lives(until=lambda: len(kills) >= 12 or bool(load.errors), per_chunk=20, pause_s=0.2, most=5000)
+        assert done.wait(300) and len(kills) == 12, load.errors
+        try:
+            wait_for(lambda: processed(settings) >= len(load.accepted), deadline_s=60,
+                     what="every accepted event applied")
+        except AssertionError:
+            raise AssertionError(f"accepted but never applied: {describe_missing(settings, load)}") from None
+        assert worker.alive(), "the surviving worker died"
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM processed_events").fetchone()[0] == len(load.accepted)
+            logs = conn.execute("SELECT account_id, file_count, total_bytes FROM session_logs").fetchall()
+        assert sorted(logs) == sorted((load.account(i), FILES, sum(size(i, f) for f in range(FILES)))
+                                      for i in load.accounts)
+    finally:
+        release.set()
+        chaos_thread.join(30)
+        second.stop()
 
 
 def test_postgres_stopped_for_30_seconds_under_load(settings, tmp_path):
