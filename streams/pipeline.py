@@ -3,7 +3,10 @@ and what the worker's stages share. Built by streams/app.py ``build_app``."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +23,12 @@ from lifecycle.streams.runtime.health import Health
 from lifecycle.streams.runtime.metrics import Metrics
 
 __all__ = ["Pipeline", "WorkerApp"]
+
+log = logging.getLogger("lifecycle.worker")
+
+# Fault injection (tests only): the intake loop is cancelled from inside after this many seconds,
+# as a cancellation leaking out of a library call would (tests/integration/runtime/test_loop_death.py).
+_CANCEL_INTAKE_AFTER_S = float(os.environ.get("LIFECYCLE_FAULT_CANCEL_INTAKE_AFTER_S") or 0)
 
 
 class WorkerApp(faust.App):
@@ -38,7 +47,42 @@ class WorkerApp(faust.App):
     async def on_start(self) -> None:
         await super().on_start()
         for loop in self._loops:
-            self.add_future(loop())
+            self.add_future(self._supervised(loop))
+
+    async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """A consume loop ends only with the worker. Faust's task runner crashes the app on an
+        exception but lets a CancelledError end the task quietly: a cancellation leaking out of a
+        library call would leave a worker that looks alive and reads nothing. So a loop that ends
+        while the worker runs, however it ends, stops the worker loudly, for its supervisor
+        (`lifecycle up`, systemd, Kubernetes) to start again from PostgreSQL's offsets."""
+        name = getattr(loop, "__qualname__", repr(loop))
+        try:
+            if _CANCEL_INTAKE_AFTER_S and name.startswith("IntakeLoop."):
+                await self._cancelled_after(loop, _CANCEL_INTAKE_AFTER_S)
+            else:
+                await loop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.should_stop or (task is not None and task.cancelling()):
+                raise
+            how = "cancelled from inside"
+        except Exception as exc:
+            log.error("%s ended while the worker runs (raised %s): the worker stops, to be started again",
+                      name, type(exc).__name__)
+            await self.crash(exc)
+            return
+        else:
+            if self.should_stop:
+                return
+            how = "returned"
+        log.error("%s ended while the worker runs (%s): the worker stops, to be started again", name, how)
+        await self.crash(RuntimeError(f"{name} ended while the worker runs ({how})"))
+
+    @staticmethod
+    async def _cancelled_after(loop: Callable[[], Awaitable[None]], after_s: float) -> None:
+        inner = asyncio.ensure_future(loop())
+        asyncio.get_running_loop().call_later(after_s, inner.cancel)
+        await inner
 
     def kafka_producer(self) -> Any:
         """The aiokafka producer under Faust's, for sending record batches (streams/runtime/sending.py):
