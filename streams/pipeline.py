@@ -65,18 +65,15 @@ class WorkerApp(faust.App):
             task = asyncio.current_task()
             if self.should_stop or (task is not None and task.cancelling()):
                 raise
-            how = "cancelled from inside"
+            how, reason = "cancelled from inside", None
         except Exception as exc:
-            log.error("%s ended while the worker runs (raised %s): the worker stops, to be started again",
-                      name, type(exc).__name__)
-            await self.crash(exc)
-            return
+            how, reason = f"raised {type(exc).__name__}", exc
         else:
             if self.should_stop:
                 return
-            how = "returned"
+            how, reason = "returned", None
         log.error("%s ended while the worker runs (%s): the worker stops, to be started again", name, how)
-        await self.crash(RuntimeError(f"{name} ended while the worker runs ({how})"))
+        await self.crash(reason or RuntimeError(f"{name} ended while the worker runs ({how})"))
 
     @staticmethod
     async def _cancelled_after(loop: Callable[[], Awaitable[None]], after_s: float) -> None:

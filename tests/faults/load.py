@@ -18,7 +18,7 @@ import psycopg
 
 from lifecycle.connectors.emitter import Emitter
 from lifecycle.core.config import Settings
-from tests.helpers import MINUTE, T0, event
+from tests.helpers import MINUTE, T0, event, wait_for
 from tests.unit.samples import PII
 
 FILES = 3
@@ -127,6 +127,15 @@ def missing_events(settings: Settings, load: Load) -> list[str]:
     with psycopg.connect(settings.postgres_dsn) as conn:
         done = {str(r[0]) for r in conn.execute("SELECT event_id FROM processed_events")}
     return [e for e in load.accepted if e not in done]
+
+
+def assert_all_applied(settings: Settings, load: Load, deadline_s: float) -> None:
+    """Every accepted event applied within ``deadline_s``; if not, what is missing and where."""
+    try:
+        wait_for(lambda: processed(settings) >= len(load.accepted), deadline_s=deadline_s,
+                 what="every accepted event applied")
+    except AssertionError:
+        raise AssertionError(f"accepted but never applied: {describe_missing(settings, load)}") from None
 
 
 def describe_missing(settings: Settings, load: Load) -> str:

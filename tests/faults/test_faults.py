@@ -15,7 +15,7 @@ import pytest
 
 from lifecycle.embedded.postgres import EmbeddedPostgres
 from lifecycle.embedded.process import free_port
-from tests.faults.load import FILES, Load, assert_exactly_once, describe_missing, processed, size
+from tests.faults.load import FILES, Load, assert_all_applied, assert_exactly_once, processed, size
 from tests.fix_servers import ChildProcess, WorkerProcess
 from tests.helpers import wait_for
 
@@ -23,11 +23,7 @@ from tests.helpers import wait_for
 def _settle(settings, load, deadline_s=180):
     for thread_error in load.errors:
         raise thread_error
-    try:
-        wait_for(lambda: processed(settings) >= len(load.accepted), deadline_s=deadline_s,
-                 what="every accepted event applied")
-    except AssertionError:
-        raise AssertionError(f"accepted but never applied: {describe_missing(settings, load)}") from None
+    assert_all_applied(settings, load, deadline_s)
 
     def erasures_done():
         with psycopg.connect(settings.postgres_dsn) as conn:
@@ -108,11 +104,7 @@ def test_a_worker_rebalanced_12_times_under_load_applies_everything_once(setting
     try:
         load.lives(until=lambda: len(kills) >= 12 or bool(load.errors), per_chunk=20, pause_s=0.2, most=5000)
         assert done.wait(300) and len(kills) == 12, load.errors
-        try:
-            wait_for(lambda: processed(settings) >= len(load.accepted), deadline_s=60,
-                     what="every accepted event applied")
-        except AssertionError:
-            raise AssertionError(f"accepted but never applied: {describe_missing(settings, load)}") from None
+        assert_all_applied(settings, load, deadline_s=60)
         assert worker.alive(), "the surviving worker died"
         with psycopg.connect(settings.postgres_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM processed_events").fetchone()[0] == len(load.accepted)
