@@ -6,7 +6,7 @@
 (a) raw aiokafka consume + produce of our session events: the ceiling;
 (b) a plain Faust agent that decodes each event, updates a table and forwards it: the naive
     baseline (one event at a time, as Faust is usually written);
-(c) our end to end: `lifecycle worker` (one process) applying session events into PostgreSQL
+(c) our end to end: `lifecycle worker` (one process; `--workers N` for N) applying session events into PostgreSQL
     session logs, measured from its first applied event to its last, per worker core (its own
     CPU seconds from /proc); the events sealed as the SDK writes them (crypto-shredding on), and
     with sealing off (the same events in clear, `LIFECYCLE_ENCRYPT_PERSONAL_DATA=false`),
@@ -14,6 +14,8 @@
     best round with sealing on;
 (d) the ratios c/b, c/a, and c on / c off;
 (e) the Avro codec: the reference `avro` package against fastavro (ours), encode and decode.
+(f) what bounds c/a on this machine: the CPU one event costs in (c), in the worker, PostgreSQL and
+    the broker (benchmarks/cpu.py), and the rate every core of the machine could reach at that cost.
 The same events (a mix of session starts, file transfers and ends, ~200 bytes framed) feed (a),
 (b) and (c). Erasure and retention figures: benchmarks/erasure_fanout.py, retention_sweep.py.
 """
@@ -31,16 +33,19 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu import CpuMeter  # noqa: E402
 from stack import bench_stack, start_worker  # noqa: E402
 
 from lifecycle.connectors.emitter import Emitter  # noqa: E402
 from lifecycle.core.config import Settings  # noqa: E402
+from lifecycle.embedded.process import free_port  # noqa: E402
 from lifecycle.schemas import Codec  # noqa: E402
 from lifecycle.streams.runtime.database import apply_schema  # noqa: E402
 from lifecycle.topics import apply_topics, load_spec  # noqa: E402
@@ -172,14 +177,16 @@ def naive_baseline(settings: Settings, src: str, dst: str, n: int, work: Path) -
             proc.kill()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+class Ours(NamedTuple):
+    wall: float  # events/s
+    per_core: float  # events per worker CPU second
+    share: float  # the worker's share of one core
+    cost_us: dict[str, float]  # CPU microseconds per event, by role (worker, postgresql, broker)
 
 
-def our_rate(settings: Settings, n: int, work: Path) -> tuple[float, float, float]:
-    """(events/s wall, events per worker CPU second, worker CPU share)."""
-    proc = start_worker(settings, work)
+def our_rate(settings: Settings, n: int, work: Path, workers: int = 1) -> Ours:
+    procs = [start_worker(dataclasses.replace(settings, http_port=free_port()) if i else settings, work)
+             for i in range(workers)]
     try:
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
             def processed() -> int:
@@ -187,21 +194,29 @@ def our_rate(settings: Settings, n: int, work: Path) -> tuple[float, float, floa
 
             deadline = time.monotonic() + 900
             while processed() == 0:
-                if time.monotonic() > deadline or proc.poll() is not None:
+                if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
                     raise SystemExit("the worker did not start applying events; see worker.log")
                 time.sleep(0.05)
-            start, cpu0 = time.perf_counter(), _cpu_seconds(proc.pid)
+            start, meter = time.perf_counter(), CpuMeter()
             while (done := processed()) < n:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"the worker applied {done} of {n}")
                 time.sleep(0.05)
-            elapsed, cpu = time.perf_counter() - start, _cpu_seconds(proc.pid) - cpu0
+            elapsed, used = time.perf_counter() - start, meter.used()
             logs = conn.execute("SELECT count(*), sum(file_count) FROM session_logs").fetchone()
             assert logs[0] == n // (FILES_PER_SESSION + 2) and logs[1] == logs[0] * FILES_PER_SESSION, logs
-            return n / elapsed, n / cpu, cpu / elapsed
+            # The benchmark's own polling is not the pipeline's cost.
+            cost = {name: seconds / n * 1e6 for name, seconds in used.items() if name != "benchmark"}
+            return Ours(n / elapsed, n / used["worker"], used["worker"] / elapsed, cost)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+
+
+def _costs(cost_us: dict[str, float]) -> str:
+    return ", ".join(f"{name} {us:.1f}" for name, us in sorted(cost_us.items(), key=lambda kv: -kv[1]) if us >= 0.05)
 
 
 def codec_rates(events: list[dict]) -> dict[str, float]:
@@ -243,6 +258,8 @@ def main() -> None:
     p.add_argument("--events", type=int, default=60_000)
     p.add_argument("--only-ours", action="store_true", help="(c) alone, for profiling; no ratios")
     p.add_argument("--rounds", type=int, default=2, help="rounds of (c) with sealing off, then on")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes in (c), over the input topic's partitions (CPU figures: all of them)")
     args = p.parse_args()
     with bench_stack("ceiling") as (settings, work):
         events = session_events(args.events, "c")
@@ -258,20 +275,21 @@ def main() -> None:
             load_topic(other, other.topic("session-events"), events, seal=side == "on")
         print(f"loaded in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         if args.only_ours:
-            wall, per_core, share = our_rate(settings, n, work)
-            print(f"(c) ours: {wall:.0f}/s wall, {per_core:.0f} per worker CPU second (worker CPU {share:.0%})")
+            ours = our_rate(settings, n, work, args.workers)
+            print(f"(c) ours: {ours.wall:.0f}/s wall, {ours.per_core:.0f} per worker CPU second"
+                  f" (worker CPU {ours.share:.0%}); CPU per event: {_costs(ours.cost_us)}")
             return
-        sides: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
+        sides: dict[str, list[Ours]] = {"on": [], "off": []}
         for other, side in rounds:
-            sides[side].append(our_rate(other, n, work))
-            print(f"(c) ours, sealing {side}: {sides[side][-1][0]:.0f}/s", file=sys.stderr)
-        best = {side: max(runs) for side, runs in sides.items()}
-        off_wall, off_core, off_share = best["off"]
+            sides[side].append(our_rate(other, n, work, args.workers))
+            print(f"(c) ours, sealing {side}: {sides[side][-1].wall:.0f}/s", file=sys.stderr)
+        best = {side: max(runs, key=lambda r: r.wall) for side, runs in sides.items()}
+        off_wall, off_core, off_share, _ = best["off"]
         raw = asyncio.run(raw_ceiling(settings, settings.topic("session-events"), "ceiling.raw-out", n))
         print(f"(a) raw: {raw:.0f}/s", file=sys.stderr)
         naive = naive_baseline(settings, settings.topic("session-events"), "ceiling.naive-out", n, work)
         print(f"(b) naive Faust: {naive:.0f}/s", file=sys.stderr)
-        wall, per_core, share = best["on"]
+        wall, per_core, share, cost = best["on"]
         codecs = codec_rates(events)
     print(f"events: {n} session events (starts, {FILES_PER_SESSION} file transfers, ends); one embedded broker")
     print(f"{'figure':52} {'events/s':>10}")
@@ -287,6 +305,13 @@ def main() -> None:
     print(f"{'(d) c on / c off (per worker core)':52} {per_core / off_core:10.2f}")
     print(f"{'(d) c/b (wall)':52} {wall / naive:10.2f}")
     print(f"{'(d) c/a (wall)':52} {wall / raw:10.3f}")
+    # What this machine allows at the cost measured: every core busy with nothing but this work.
+    cores = os.cpu_count() or 1
+    bound = cores * 1e6 / sum(cost.values())
+    print(f"{'(f) CPU per event in (c), microseconds':52} {sum(cost.values()):10.1f}   ({_costs(cost)})")
+    print(f"{f'(f) bound: {cores} cores / that CPU per event':52} {bound:10.0f}")
+    print(f"{'(f) bound / a: c/a cannot pass it on this machine':52} {bound / raw:10.3f}")
+    print(f"{'(f) CPU per event that c/a = 0.5 would need, us':52} {cores * 1e6 / (0.5 * raw):10.1f}")
     for name, rate in codecs.items():
         print(f"{'(e) ' + name:52} {rate:10.0f}")
     print(f"{'(e) fastavro / avro, decode':52} {codecs['fastavro decode (ours)'] / codecs['avro decode']:10.1f}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Erasure fan-out across the four stores on the embedded stack: closure -> erasure `complete`
 (every store erased and verified), one closure at a time on an idle pipeline (p50, p99), and a
-burst of closures sustained end to end; the pipeline's CPU while idle.
+burst of closures sustained end to end, with the CPU one closure costs in every process and the
+rate that cost allows this machine's cores; the pipeline's CPU while idle.
 
     .venv/bin/python benchmarks/erasure_fanout.py [--idle 100] [--burst 10000] [--fetch-wait-ms W]
 
@@ -31,6 +32,9 @@ import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cpu import CpuMeter  # noqa: E402
 
 from lifecycle.connectors.emitter import Emitter  # noqa: E402
 from lifecycle.core.config import Settings  # noqa: E402
@@ -38,7 +42,6 @@ from lifecycle.core.keys import load_keyring  # noqa: E402
 from lifecycle.supervisor import running_pipeline  # noqa: E402
 
 T0 = 1_767_225_600_000
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _event(kind: str, at: int, account: str, **fields: object) -> dict[str, object]:
@@ -67,59 +70,11 @@ def hop_p50(settings: Settings, n: int = 200) -> float:
     return statistics.median(samples)
 
 
-def _descendants() -> dict[int, str]:
-    """pid -> command name of every process below this one (the worker, connectors, broker, PostgreSQL)."""
-    parent: dict[int, int] = {}
-    name: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            head, rest = stat.split(") ", 1)
-            parent[int(entry.name)] = int(rest.split()[1])
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            name[int(entry.name)] = cmdline
-    found, frontier = {}, [os.getpid()]
-    while frontier:
-        pid = frontier.pop()
-        for child, ppid in parent.items():
-            if ppid == pid and child not in found:
-                found[child] = name[child]
-                frontier.append(child)
-    return found
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _role(cmdline: str) -> str:
-    if "-m lifecycle worker" in cmdline:
-        return "worker"
-    if "-m lifecycle connector" in cmdline:
-        return "connectors"
-    if "postgres" in cmdline:
-        return "postgresql"
-    if "redis" in cmdline:
-        return "redis"
-    return "broker"
-
-
 def idle_cpu(seconds: float) -> dict[str, float]:
     """Share of one core each role used over ``seconds`` with nothing to do."""
-    procs = _descendants()
-    before = {pid: _cpu_s(pid) for pid in procs}
+    meter = CpuMeter()
     time.sleep(seconds)
-    used: dict[str, float] = {}
-    for pid, cmd in procs.items():
-        used[_role(cmd)] = used.get(_role(cmd), 0.0) + (_cpu_s(pid) - before[pid]) / seconds
-    return used
+    return {name: used / seconds for name, used in meter.used().items() if name != "benchmark"}
 
 
 def _register(live: Settings, accounts: list[str]) -> None:
@@ -222,9 +177,9 @@ def stage_split(live: Settings, conn: psycopg.Connection[Any], idle: list[Idle])
     return split
 
 
-def burst(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) -> float:
-    procs = _descendants()
-    cpu_before = {pid: _cpu_s(pid) for pid in procs}
+def burst(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) -> tuple[float, dict[str, float]]:
+    """(closures/s end to end, CPU milliseconds per closure by role, the benchmark's own included)."""
+    meter = CpuMeter()
     before = conn.execute("SELECT count(*) FROM erasure_requests WHERE state = 'complete'").fetchone()[0]  # type: ignore[index]
     start = time.perf_counter()
     with Emitter(live) as emitter:
@@ -244,13 +199,10 @@ def burst(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) ->
             print(f"  {time.perf_counter() - start:5.1f} s: opened {opened}, acked/verified "
                   + ", ".join(f"{s} {a}/{v}" for s, a, v in rows), file=sys.stderr)
         time.sleep(0.05)
-    elapsed = time.perf_counter() - start
-    used: dict[str, float] = {}
-    for pid, cmd in procs.items():
-        used[_role(cmd)] = used.get(_role(cmd), 0.0) + (_cpu_s(pid) - cpu_before[pid]) / elapsed
+    elapsed, used = time.perf_counter() - start, meter.used()
     print("  CPU during the burst, share of one core: " +
-          ", ".join(f"{role} {share * 100:.0f}%" for role, share in sorted(used.items())), file=sys.stderr)
-    return len(accounts) / elapsed
+          ", ".join(f"{role} {cpu / elapsed * 100:.0f}%" for role, cpu in sorted(used.items())), file=sys.stderr)
+    return len(accounts) / elapsed, {role: cpu / len(accounts) * 1000 for role, cpu in used.items()}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -283,7 +235,7 @@ def main() -> None:
             idle = idle_latencies(live, conn, idle_accounts)
             split = stage_split(live, conn, idle)
             print("burst ...", file=sys.stderr)
-            rate = burst(live, conn, burst_accounts)
+            rate, cost = burst(live, conn, burst_accounts)
             stores = [r[0] for r in conn.execute("SELECT store FROM erasure_stores WHERE active ORDER BY 1")]
     lat = sorted((i.complete_ms - i.closed_ms) / 1000 for i in idle)
     p50, p99 = statistics.median(lat), _pct(lat, 0.99)
@@ -297,6 +249,14 @@ def main() -> None:
         if values:
             print(f"    {name}: {statistics.median(values):.0f} / {_pct(values, 0.99):.0f}")
     print(f"burst of {args.burst} closures: {rate:.0f} closures/s sustained end to end")
+    # What this machine allows at the cost measured: every core busy with nothing but closures.
+    cores = os.cpu_count() or 1
+    total = sum(cost.values())
+    print(f"  CPU per closure in the burst: {total:.2f} ms ("
+          + ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(cost.items(), key=lambda kv: -kv[1]))
+          + "; benchmark = its producer and poller)")
+    print(f"  bound: {cores} cores / that CPU per closure = {cores * 1000 / total:.0f} closures/s;"
+          f" 1,000/s would need {cores:.0f} ms per closure or less")
     print("idle CPU, share of one core over " f"{args.idle_cpu_s:.0f} s: " +
           ", ".join(f"{role} {share * 100:.1f}%" for role, share in sorted(cpu.items())) +
           f"; pipeline (worker + connectors) {(cpu.get('worker', 0) + cpu.get('connectors', 0)) * 100:.1f}%")

@@ -110,11 +110,6 @@ def preload(settings: Settings, events: int, accounts: int) -> float:
     return time.monotonic() - started
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rate(settings: Settings, work: Path, progress: Callable[[psycopg.Connection], int], n: int) -> float:
     """Items per second (wall), from the first time ``progress`` counts something to the n-th item,
     one worker; the items of that first reading are not counted."""

@@ -43,6 +43,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu import CpuMeter  # noqa: E402
 from stack import bench_stack  # noqa: E402
 
 from lifecycle.connectors.emitter import Emitter  # noqa: E402
@@ -55,46 +56,6 @@ KEPT_DAYS = {"processed_events": 34, "session_logs": 365, "failed_logins": 365, 
              "traffic_aggregates": 760, "traffic_suppressed": 760}
 PER_ACCOUNT = ("accounts", "account_visitors", "consent_current", "newsletter", "legal_holds")
 BATCH = 4000
-
-
-def _ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
-
-
-class PostgresCpu:
-    """CPU ticks of the postmaster and its backends since ``start`` (a backend that ends between
-    the two readings is lost: the worker's connections live through the run)."""
-
-    def __init__(self, conn: psycopg.Connection[Any]):
-        data = conn.execute("SHOW data_directory").fetchone()
-        self.pid = int((Path(str(data[0] if data else "")) / "postmaster.pid").read_text().split("\n", 1)[0])
-        self.before = self._read()
-
-    def _read(self) -> dict[int, int]:
-        out = {}
-        for pid in [self.pid, *_children(self.pid)]:
-            try:
-                out[pid] = _ticks(pid)
-            except OSError:
-                continue
-        return out
-
-    def seconds(self) -> float:
-        after = self._read()
-        return sum(t - self.before.get(pid, 0) for pid, t in after.items()) / os.sysconf("SC_CLK_TCK")
 
 
 def _stat(conn: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -129,15 +90,15 @@ def measure_day(settings: Settings, accounts: int, work: Path) -> dict[str, Any]
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit(f"the worker did not start; see {work / 'worker.log'}")
                 time.sleep(0.02)
-            pg, worker0 = PostgresCpu(conn), _ticks(proc.pid)
+            meter = CpuMeter()
             rows0, wal0 = _stat(conn)
             while (done := applied()) < n:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit(f"the worker applied {done} of {n}; see {work / 'worker.log'}")
                 time.sleep(0.1)
             time.sleep(2)  # the outbox relay's last round
-            worker_s = (_ticks(proc.pid) - worker0) / os.sysconf("SC_CLK_TCK")
-            postgres_s = pg.seconds()
+            used = meter.used()
+            worker_s, postgres_s = used["worker"], used["postgresql"]
             rows1, wal1 = _stat(conn)
         finally:
             proc.terminate()
