@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CpuMeter", "cpu_seconds", "role"]
+__all__ = ["CpuMeter"]
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
