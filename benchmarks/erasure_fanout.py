@@ -205,6 +205,23 @@ def burst(live: Settings, conn: psycopg.Connection[Any], accounts: list[str]) ->
     return len(accounts) / elapsed, {role: cpu / len(accounts) * 1000 for role, cpu in used.items()}
 
 
+def signature_us(n: int = 2000) -> tuple[float, float]:
+    """Ed25519 sign and verify of an order-sized message on this machine, microseconds each
+    (`cryptography`, as the pipeline signs orders and the stores sign their answers)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key, message = Ed25519PrivateKey.generate(), b"o" * 300
+    public = key.public_key()
+    start = time.perf_counter()
+    signature = b""
+    for _ in range(n):
+        signature = key.sign(message)
+    signed = time.perf_counter()
+    for _ in range(n):
+        public.verify(signature, message)
+    return (signed - start) / n * 1e6, (time.perf_counter() - signed) / n * 1e6
+
+
 def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(len(values) * q) - 1))]
 
@@ -257,6 +274,13 @@ def main() -> None:
           + "; benchmark = its producer and poller)")
     print(f"  bound: {cores} cores / that CPU per closure = {cores * 1000 / total:.0f} closures/s;"
           f" 1,000/s would need {cores:.0f} ms per closure or less")
+    # A closure's signatures: each store signs an erase and a verify answer, which the worker
+    # verifies; each store verifies both orders; the pipeline signs the two orders.
+    sign, verify = signature_us()
+    answers = 2 * len(stores)
+    print(f"  of which signatures, at Ed25519 sign {sign:.1f} us and verify {verify:.1f} us here: {answers} answers"
+          f" signed and verified, {answers} orders verified, 2 signed = "
+          f"{(answers * (sign + 2 * verify) + 2 * sign) / 1000:.2f} ms")
     print("idle CPU, share of one core over " f"{args.idle_cpu_s:.0f} s: " +
           ", ".join(f"{role} {share * 100:.1f}%" for role, share in sorted(cpu.items())) +
           f"; pipeline (worker + connectors) {(cpu.get('worker', 0) + cpu.get('connectors', 0)) * 100:.1f}%")
